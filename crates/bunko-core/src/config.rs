@@ -1,0 +1,623 @@
+//! Configuration: compiled defaults < one TOML file < environment `BUNKO__SECTION__KEY` <
+//! command-line flags. Every key is optional. Unknown keys are an error that names the key,
+//! where it came from and the closest valid key. Secrets are [`Secret`]s (and may be read from
+//! `*_file` paths), so printing the effective config never shows them.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Environment variables with this prefix override the file: `BUNKO__SERVER__LISTEN`.
+pub const ENV_PREFIX: &str = "BUNKO__";
+/// The file read when `--config` is not given and it exists in the working directory.
+pub const DEFAULT_FILE: &str = "bunko.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `development` (default) or `production`, which refuses insecure settings.
+    pub mode: Mode,
+    /// Where bunko keeps everything: `bunko.db`, `index/`, `blobs/`, `models/`, `backups/`.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub jobs: JobsConfig,
+    pub auth: AuthConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Development,
+            data_dir: PathBuf::from("./bunko-data"),
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+            database: DatabaseConfig::default(),
+            jobs: JobsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Set when a TLS-terminating reverse proxy sits in front: production then allows
+    /// listening beyond loopback without TLS in bunko itself.
+    pub behind_proxy: bool,
+    /// A request that takes longer is answered 408.
+    pub request_timeout_secs: u64,
+    /// Largest request body accepted on JSON routes.
+    pub body_limit_bytes: u64,
+    /// On SIGTERM/SIGINT: how long in-flight requests and running jobs may take to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            behind_proxy: false,
+            request_timeout_secs: 30,
+            body_limit_bytes: 2 * 1024 * 1024,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines, or human-readable when stdout is a terminal.
+    #[default]
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a full filter (`info,bunko_store=debug`).
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Auto }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`; default `sqlite://<data_dir>/bunko.db`.
+    pub url: Option<DatabaseUrl>,
+}
+
+/// A database URL whose password never prints.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn scheme(&self) -> &str {
+        self.0.split_once("://").map(|(s, _)| s).unwrap_or("")
+    }
+
+    /// The URL with any `user:password@` password replaced.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else { return self.0.clone() };
+        let (authority, tail) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
+                let pw = if userinfo.contains(':') { ":[redacted]" } else { "" };
+                format!("{scheme}://{user}{pw}@{host}{tail}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Run the worker loop inside `bunko serve` (a separate `bunko worker` always runs it).
+    pub run_in_server: bool,
+    /// A leased job not heartbeated within this time is leased again by another worker.
+    pub lease_ttl_secs: u64,
+    /// How often an idle worker looks for new jobs.
+    pub poll_interval_ms: u64,
+    /// Attempts before a job is dead (per job; this is the default).
+    pub max_attempts: u32,
+    /// Retry delay: base × 2^(attempt−1), capped, with ±20 % jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Per-queue settings; queues not listed use concurrency 1.
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        let mut queues = BTreeMap::new();
+        queues.insert("default".to_owned(), QueueConfig { concurrency: 2 });
+        Self {
+            run_in_server: true,
+            lease_ttl_secs: 60,
+            poll_interval_ms: 500,
+            max_attempts: 5,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+            queues,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    pub concurrency: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { concurrency: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Key for signing access tokens (≥ 32 bytes). Required in production.
+    pub jwt_secret: Option<Secret>,
+    /// Read `jwt_secret` from this file instead (trailing newline trimmed).
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// Why a configuration could not be loaded. Every variant says where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("unknown key `{key}` in {origin}{}", hint(.suggestion))]
+    UnknownKey { key: String, origin: String, suggestion: Option<String> },
+    #[error("invalid value for `{key}` in {origin}: {message}")]
+    InvalidValue { key: String, origin: String, message: String },
+    #[error("cannot read secret file {path} (from `{key}`): {source}")]
+    SecretFile { key: String, path: PathBuf, source: std::io::Error },
+    #[error("{0} problem(s) in the configuration:\n{1}")]
+    Problems(usize, String),
+}
+
+fn hint(s: &Option<String>) -> String {
+    s.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A problem found by [`Config::check`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{sev}: `{}`: {}", self.key, self.message)
+    }
+}
+
+/// Where the loaded configuration came from (for `bunko config check`).
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub file: Option<PathBuf>,
+    pub env_keys: Vec<String>,
+}
+
+impl Config {
+    /// Loads file < env < CLI. `file` is the explicit `--config`; when `None`, `./bunko.toml`
+    /// is read if it exists. `env` is the process environment (passed in for testability).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        cli: &CliOverrides,
+    ) -> Result<(Config, Provenance), ConfigError> {
+        let mut prov = Provenance::default();
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.is_file()),
+        };
+        let mut table = toml::Table::new();
+        if let Some(path) = &path {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            table = text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+                path: path.clone(),
+                message: e.to_string().trim().to_owned(),
+            })?;
+            // Check the file alone first so an unknown key is blamed on the file.
+            deserialize(table.clone(), &format!("config file {}", path.display()))?;
+            prov.file = Some(path.clone());
+        }
+
+        let mut env_vars: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        env_vars.sort();
+        for (name, value) in &env_vars {
+            let path: Vec<String> =
+                name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(ConfigError::UnknownKey {
+                    key: path.join("."),
+                    origin: format!("environment variable {name}"),
+                    suggestion: None,
+                });
+            }
+            let mut single = toml::Table::new();
+            set_path(&mut single, &path, env_value(value));
+            deserialize(single.clone(), &format!("environment variable {name}"))?;
+            set_path(&mut table, &path, env_value(value));
+            prov.env_keys.push(name.clone());
+        }
+
+        let mut config = deserialize(table, "the merged configuration")?;
+        if let Some(d) = &cli.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(l) = &cli.listen {
+            config.server.listen = l.clone();
+        }
+        if let Some(l) = &cli.log_level {
+            config.log.level = l.clone();
+        }
+        config.resolve_secret_files()?;
+        Ok((config, prov))
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.auth.jwt_secret_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                key: "auth.jwt_secret_file".into(),
+                path: path.clone(),
+                source,
+            })?;
+            self.auth.jwt_secret = Some(Secret::new(text.trim_end_matches(['\r', '\n'])));
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> DatabaseUrl {
+        self.database.url.clone().unwrap_or_else(|| {
+            DatabaseUrl::new(format!("sqlite://{}", self.data_dir.join("bunko.db").display()))
+        })
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("`{}` is not an address like 127.0.0.1:8000 ({e})", self.server.listen))
+    }
+
+    /// Problems with the values (not the syntax): production refuses insecure settings.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut err = |key: &str, message: String| {
+            out.push(Problem { severity: Severity::Error, key: key.into(), message })
+        };
+        let listen = self.listen_addr();
+        if let Err(e) = &listen {
+            err("server.listen", e.clone());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            err("data_dir", "must not be empty".into());
+        }
+        match self.database_url().scheme() {
+            "sqlite" => {}
+            "postgres" | "postgresql" => err(
+                "database.url",
+                "the PostgreSQL backend is not available in this build yet; use sqlite://".into(),
+            ),
+            other => err("database.url", format!("unsupported scheme `{other}`; use sqlite://PATH")),
+        }
+        if self.server.body_limit_bytes < 1024 {
+            err("server.body_limit_bytes", "must be at least 1024".into());
+        }
+        if self.server.request_timeout_secs == 0 {
+            err("server.request_timeout_secs", "must be at least 1".into());
+        }
+        if self.jobs.lease_ttl_secs < 2 {
+            err("jobs.lease_ttl_secs", "must be at least 2".into());
+        }
+        if self.jobs.max_attempts == 0 {
+            err("jobs.max_attempts", "must be at least 1".into());
+        }
+        if self.jobs.poll_interval_ms == 0 {
+            err("jobs.poll_interval_ms", "must be at least 1".into());
+        }
+        for (name, q) in &self.jobs.queues {
+            if q.concurrency == 0 || q.concurrency > 256 {
+                err(&format!("jobs.queues.{name}.concurrency"), "must be between 1 and 256".into());
+            }
+        }
+        let secret_len = self.auth.jwt_secret.as_ref().map(|s| s.expose().len());
+        if self.mode == Mode::Production {
+            if let Ok(addr) = listen
+                && !addr.ip().is_loopback()
+                && !self.server.behind_proxy
+            {
+                err(
+                    "server.listen",
+                    format!(
+                        "production mode refuses to listen on {addr} without TLS; put a TLS \
+                         proxy in front and set server.behind_proxy = true, or listen on loopback"
+                    ),
+                );
+            }
+            match secret_len {
+                None => err(
+                    "auth.jwt_secret",
+                    "production mode needs a signing secret: set auth.jwt_secret_file (or \
+                     BUNKO__AUTH__JWT_SECRET_FILE) to a file with at least 32 random bytes"
+                        .into(),
+                ),
+                Some(n) if n < 32 => {
+                    err("auth.jwt_secret", format!("is {n} bytes; production needs at least 32"))
+                }
+                Some(_) => {}
+            }
+        } else if let Some(n) = secret_len
+            && n < 32
+        {
+            out.push(Problem {
+                severity: Severity::Warning,
+                key: "auth.jwt_secret".into(),
+                message: format!("is {n} bytes; at least 32 are recommended (production requires it)"),
+            });
+        }
+        out
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Concurrency for a queue (1 when not configured).
+    pub fn queue_concurrency(&self, queue: &str) -> usize {
+        self.jobs.queues.get(queue).map(|q| q.concurrency).unwrap_or(1)
+    }
+}
+
+/// Parses an environment value as a TOML value when it is one (numbers, booleans, arrays,
+/// quoted strings), otherwise takes it as a plain string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut cur = table;
+    for p in parents {
+        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(t) = entry else { return };
+        cur = t;
+    }
+    cur.insert(last.clone(), value);
+}
+
+fn deserialize(table: toml::Table, origin: &str) -> Result<Config, ConfigError> {
+    let de = toml::Value::Table(table);
+    serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        match parse_unknown_field(&message) {
+            Some((field, expected)) => {
+                let parent = path
+                    .strip_suffix(&field)
+                    .map(|p| p.trim_end_matches('.').to_owned())
+                    .unwrap_or_else(|| if path == "." { String::new() } else { path.clone() });
+                let full = |k: &str| if parent.is_empty() { k.to_owned() } else { format!("{parent}.{k}") };
+                ConfigError::UnknownKey {
+                    key: full(&field),
+                    origin: origin.to_owned(),
+                    suggestion: closest(&field, &expected).map(|s| full(&s)),
+                }
+            }
+            None => ConfigError::InvalidValue {
+                key: if path == "." { "(root)".into() } else { path },
+                origin: origin.to_owned(),
+                message,
+            },
+        }
+    })
+}
+
+/// serde's message: "unknown field `x`, expected one of `a`, `b`" / "expected `a`" /
+/// "there are no fields".
+fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest.split('`').skip(1).step_by(2).map(str::to_owned).collect();
+    Some((field.to_owned(), expected))
+}
+
+fn closest(field: &str, candidates: &[String]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(field, c), c))
+        .filter(|(score, _)| *score >= 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_key_file_and_closest() {
+        let f = write("[server]\nlistn = \"0.0.0.0:1\"\n");
+        let e = Config::load(Some(f.path()), env(&[]), &CliOverrides::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("`server.listn`"), "{msg}");
+        assert!(msg.contains(&f.path().display().to_string()), "{msg}");
+        assert!(msg.contains("did you mean `server.listen`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_top_level_section() {
+        let f = write("[sever]\nlisten = \"x\"\n");
+        let msg = Config::load(Some(f.path()), env(&[]), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("`sever`") && msg.contains("did you mean `server`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_env_names_the_variable() {
+        let msg = Config::load(None, env(&[("BUNKO__LOG__LEVLE", "debug")]), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("BUNKO__LOG__LEVLE") && msg.contains("`log.level`"), "{msg}");
+    }
+
+    #[test]
+    fn layering_file_then_env_then_cli() {
+        let f = write("[server]\nlisten = \"127.0.0.1:1111\"\nrequest_timeout_secs = 7\n[log]\nlevel = \"warn\"\n");
+        let e = env(&[("BUNKO__SERVER__LISTEN", "127.0.0.1:2222"), ("BUNKO__JOBS__MAX_ATTEMPTS", "9")]);
+        let (c, prov) = Config::load(Some(f.path()), e.clone(), &CliOverrides::default()).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:2222");
+        assert_eq!(c.server.request_timeout_secs, 7);
+        assert_eq!(c.jobs.max_attempts, 9);
+        assert_eq!(c.log.level, "warn");
+        assert_eq!(prov.env_keys.len(), 2);
+        let cli = CliOverrides { listen: Some("127.0.0.1:3333".into()), ..Default::default() };
+        let (c, _) = Config::load(Some(f.path()), e, &cli).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:3333");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let f = write("[server]\nrequest_timeout_secs = \"soon\"\n");
+        let msg = Config::load(Some(f.path()), env(&[]), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("server.request_timeout_secs"), "{msg}");
+    }
+
+    #[test]
+    fn secret_file_is_read_and_never_rendered() {
+        let secret = write("s3cr3t-value-that-is-long-enough-0123456789\n");
+        let e = env(&[("BUNKO__AUTH__JWT_SECRET_FILE", secret.path().to_str().unwrap())]);
+        let (c, _) = Config::load(None, e, &CliOverrides::default()).unwrap();
+        assert_eq!(
+            c.auth.jwt_secret.as_ref().unwrap().expose(),
+            "s3cr3t-value-that-is-long-enough-0123456789"
+        );
+        let out = c.to_redacted_toml();
+        assert!(!out.contains("s3cr3t"), "{out}");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn database_url_password_is_redacted() {
+        let u = DatabaseUrl::new("postgres://bunko:pa55word@db.internal:5432/bunko");
+        assert_eq!(u.redacted(), "postgres://bunko:[redacted]@db.internal:5432/bunko");
+        assert!(!format!("{u:?}").contains("pa55word"));
+    }
+
+    #[test]
+    fn production_refuses_insecure_settings() {
+        let mut c = Config { mode: Mode::Production, ..Default::default() };
+        c.server.listen = "0.0.0.0:8000".into();
+        let problems = c.check();
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"server.listen") && keys.contains(&"auth.jwt_secret"), "{keys:?}");
+        c.server.behind_proxy = true;
+        c.auth.jwt_secret = Some(Secret::new("x".repeat(40)));
+        assert!(c.check().is_empty(), "{:?}", c.check());
+        let dev = Config::default();
+        assert!(dev.check().is_empty());
+    }
+}

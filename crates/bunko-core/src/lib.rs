@@ -1,0 +1,16 @@
+//! bunko-core: domain types, configuration, the one table of stable error codes, the ports
+//! (capability traits) that adapters implement, and the services built on them (the job
+//! worker, metrics). It must not depend on axum, sqlx, tantivy, HTTP clients or any adapter:
+//! dependencies point inward, to here.
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod jobs;
+pub mod metrics;
+pub mod ports;
+pub mod secret;
+pub mod tasks;
+pub mod trace;
+
+pub use error::{Code, Error, ErrorCode};

@@ -1,0 +1,105 @@
+//! The metrics bunko exports (Prometheus text format). Labels are bounded by construction:
+//! routes are templates, methods and statuses are closed sets, queues and kinds come from
+//! code and config, never from request data.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub http_in_flight: IntGaugeVec,
+    pub jobs: IntGaugeVec,
+    pub job_duration: HistogramVec,
+    pub job_failures: IntCounterVec,
+}
+
+/// Latency buckets from 1 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const JOB_BUCKETS: &[f64] =
+    &[0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
+
+impl Metrics {
+    #[allow(clippy::expect_used)] // static metric definitions: a failure is a programming error
+    pub fn new(version: &str, commit: &str) -> Self {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("bunko_http_requests_total", "HTTP requests answered, by route template and status."),
+            &["method", "route", "status"],
+        )
+        .expect("metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("bunko_http_request_duration_seconds", "Time to answer an HTTP request, by route template.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route"],
+        )
+        .expect("metric");
+        let http_in_flight = IntGaugeVec::new(
+            Opts::new("bunko_http_requests_in_flight", "HTTP requests being answered now."),
+            &[],
+        )
+        .expect("metric");
+        let jobs = IntGaugeVec::new(
+            Opts::new("bunko_jobs", "Jobs in the durable queue, by queue and state (read at scrape time)."),
+            &["queue", "state"],
+        )
+        .expect("metric");
+        let job_duration = HistogramVec::new(
+            HistogramOpts::new("bunko_job_duration_seconds", "Time one job attempt took, by queue, kind and outcome.")
+                .buckets(JOB_BUCKETS.to_vec()),
+            &["queue", "kind", "outcome"],
+        )
+        .expect("metric");
+        let job_failures = IntCounterVec::new(
+            Opts::new("bunko_job_failures_total", "Failed job attempts, by queue and error code."),
+            &["queue", "code"],
+        )
+        .expect("metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("bunko_build_info", "Always 1; labels say which build is running."),
+            &["version", "commit"],
+        )
+        .expect("metric");
+        build_info.with_label_values(&[version, commit]).set(1);
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(http_in_flight.clone()),
+            Box::new(jobs.clone()),
+            Box::new(job_duration.clone()),
+            Box::new(job_failures.clone()),
+            Box::new(build_info),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Self { registry, http_requests, http_duration, http_in_flight, jobs, job_duration, job_failures }
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_names_with_units_and_build_info() {
+        let m = Metrics::new("1.2.3", "abc");
+        m.http_requests.with_label_values(&["GET", "/healthz", "200"]).inc();
+        let text = m.render();
+        assert!(text.contains("bunko_build_info{commit=\"abc\",version=\"1.2.3\"} 1"), "{text}");
+        assert!(text.contains("bunko_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"));
+        assert!(text.contains("process_resident_memory_bytes"));
+    }
+}

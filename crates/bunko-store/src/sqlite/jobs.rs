@@ -1,0 +1,345 @@
+use super::projects::paginate;
+use super::{SqliteStore, db_err};
+use async_trait::async_trait;
+use bunko_core::ids::{new_id, now_ms};
+use bunko_core::jobs::{Enqueued, Heartbeat, JobFailure, JobFilter, JobRecord, JobState, LeasedJob, NewJob};
+use bunko_core::ports::{JobQueue, Page, PageRequest, StoreError, StoreResult};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn parse_uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Backend(format!("bad id in database: {e}")))
+}
+
+fn parse_json(s: &str) -> StoreResult<serde_json::Value> {
+    serde_json::from_str(s).map_err(|e| StoreError::Backend(format!("bad JSON in database: {e}")))
+}
+
+fn row_to_job(r: &SqliteRow) -> StoreResult<JobRecord> {
+    let g = |e| db_err(e);
+    let id: String = r.try_get("id").map_err(g)?;
+    let state: String = r.try_get("state").map_err(g)?;
+    let payload: String = r.try_get("payload").map_err(g)?;
+    let result: Option<String> = r.try_get("result").map_err(g)?;
+    let attempts: i64 = r.try_get("attempts").map_err(g)?;
+    let max_attempts: i64 = r.try_get("max_attempts").map_err(g)?;
+    let cancel: i64 = r.try_get("cancel_requested").map_err(g)?;
+    Ok(JobRecord {
+        id: parse_uuid(&id)?,
+        queue: r.try_get("queue").map_err(g)?,
+        kind: r.try_get("kind").map_err(g)?,
+        state: JobState::parse(&state).ok_or_else(|| StoreError::Backend(format!("bad job state `{state}`")))?,
+        payload: parse_json(&payload)?,
+        result: result.as_deref().map(parse_json).transpose()?,
+        idempotency_key: r.try_get("idempotency_key").map_err(g)?,
+        priority: r.try_get::<i64, _>("priority").map_err(g)? as i32,
+        attempts: attempts as u32,
+        max_attempts: max_attempts as u32,
+        run_at_ms: r.try_get("run_at").map_err(g)?,
+        lease_owner: r.try_get("lease_owner").map_err(g)?,
+        lease_expires_at_ms: r.try_get("lease_expires_at").map_err(g)?,
+        cancel_requested: cancel != 0,
+        last_error_code: r.try_get("last_error_code").map_err(g)?,
+        last_error: r.try_get("last_error").map_err(g)?,
+        created_at_ms: r.try_get("created_at").map_err(g)?,
+        updated_at_ms: r.try_get("updated_at").map_err(g)?,
+        finished_at_ms: r.try_get("finished_at").map_err(g)?,
+    })
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+#[async_trait]
+impl JobQueue for SqliteStore {
+    async fn enqueue(&self, job: NewJob) -> StoreResult<Enqueued> {
+        if job.max_attempts == 0 {
+            return Err(StoreError::InvalidState("max_attempts must be at least 1".into()));
+        }
+        let now = now_ms();
+        let id = new_id();
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, queue, kind, state, payload, idempotency_key, priority, attempts,
+                               max_attempts, run_at, created_at, updated_at)
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, 0, ?, ?, ?, ?)
+             ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(&job.queue)
+        .bind(&job.kind)
+        .bind(job.payload.to_string())
+        .bind(&job.idempotency_key)
+        .bind(i64::from(job.priority))
+        .bind(i64::from(job.max_attempts))
+        .bind(job.run_at_ms.unwrap_or(now))
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Enqueued { id, created: true });
+        }
+        let existing: String = sqlx::query_scalar("SELECT id FROM jobs WHERE queue = ? AND idempotency_key = ?")
+            .bind(&job.queue)
+            .bind(&job.idempotency_key)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(Enqueued { id: parse_uuid(&existing)?, created: false })
+    }
+
+    async fn lease(&self, queue: &str, worker: &str, ttl: Duration) -> StoreResult<Option<LeasedJob>> {
+        let now = now_ms();
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        // Expired leases whose worker died: out of attempts → dead; cancellation asked → cancelled.
+        sqlx::query(
+            "UPDATE jobs SET
+                state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'dead' END,
+                last_error_code = CASE WHEN cancel_requested = 1 THEN last_error_code ELSE 'lease_expired' END,
+                last_error = CASE WHEN cancel_requested = 1 THEN last_error
+                    ELSE 'the worker running this job stopped heartbeating and no attempts are left' END,
+                lease_owner = NULL, lease_expires_at = NULL, finished_at = ?1, updated_at = ?1
+             WHERE queue = ?2 AND state = 'running' AND lease_expires_at < ?1
+               AND (attempts >= max_attempts OR cancel_requested = 1)",
+        )
+        .bind(now)
+        .bind(queue)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let row = sqlx::query(
+            "UPDATE jobs SET
+                last_error_code = CASE WHEN state = 'running' THEN 'lease_expired' ELSE last_error_code END,
+                last_error = CASE WHEN state = 'running'
+                    THEN 'the previous worker stopped heartbeating; leased again' ELSE last_error END,
+                state = 'running', lease_owner = ?1, lease_expires_at = ?2, attempts = attempts + 1,
+                updated_at = ?3
+             WHERE id = (
+                SELECT id FROM jobs
+                 WHERE queue = ?4
+                   AND ((state = 'queued' AND run_at <= ?3) OR (state = 'running' AND lease_expires_at < ?3))
+                 ORDER BY priority DESC, run_at, id
+                 LIMIT 1)
+             RETURNING id, queue, kind, payload, attempts, max_attempts",
+        )
+        .bind(worker)
+        .bind(now + ttl_ms(ttl))
+        .bind(now)
+        .bind(queue)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        let Some(r) = row else { return Ok(None) };
+        let id: String = r.try_get("id").map_err(db_err)?;
+        let payload: String = r.try_get("payload").map_err(db_err)?;
+        Ok(Some(LeasedJob {
+            id: parse_uuid(&id)?,
+            queue: r.try_get("queue").map_err(db_err)?,
+            kind: r.try_get("kind").map_err(db_err)?,
+            payload: parse_json(&payload)?,
+            attempts: r.try_get::<i64, _>("attempts").map_err(db_err)? as u32,
+            max_attempts: r.try_get::<i64, _>("max_attempts").map_err(db_err)? as u32,
+        }))
+    }
+
+    async fn heartbeat(&self, id: Uuid, worker: &str, ttl: Duration) -> StoreResult<Heartbeat> {
+        let now = now_ms();
+        let cancel: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET lease_expires_at = ?, updated_at = ?
+              WHERE id = ? AND lease_owner = ? AND state = 'running'
+             RETURNING cancel_requested",
+        )
+        .bind(now + ttl_ms(ttl))
+        .bind(now)
+        .bind(id.to_string())
+        .bind(worker)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(match cancel {
+            None => Heartbeat::Lost,
+            Some(0) => Heartbeat::Alive,
+            Some(_) => Heartbeat::CancelRequested,
+        })
+    }
+
+    async fn complete(&self, id: Uuid, worker: &str, result: Option<serde_json::Value>) -> StoreResult<bool> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'succeeded', result = ?, lease_owner = NULL, lease_expires_at = NULL,
+                    finished_at = ?, updated_at = ?
+              WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        )
+        .bind(result.map(|v| v.to_string()))
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn fail(&self, id: Uuid, worker: &str, f: &JobFailure, retry_at_ms: Option<i64>) -> StoreResult<bool> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), last_error_code = ?, last_error = ?,
+                    lease_owner = NULL, lease_expires_at = NULL, finished_at = ?, updated_at = ?
+              WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        )
+        .bind(if retry_at_ms.is_some() { "queued" } else { "dead" })
+        .bind(retry_at_ms)
+        .bind(&f.code)
+        .bind(&f.message)
+        .bind(if retry_at_ms.is_some() { None } else { Some(now) })
+        .bind(now)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release(&self, id: Uuid, worker: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = ?,
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+              WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn mark_cancelled(&self, id: Uuid, worker: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL,
+                    finished_at = ?, updated_at = ?
+              WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn cancel(&self, id: Uuid) -> StoreResult<JobRecord> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE jobs SET
+                cancel_requested = CASE WHEN state = 'running' THEN 1 ELSE cancel_requested END,
+                finished_at = CASE WHEN state = 'queued' THEN ?1 ELSE finished_at END,
+                state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+                updated_at = ?1
+              WHERE id = ?2 AND state IN ('queued', 'running')
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(r) => row_to_job(&r),
+            None => match self.get_job(id).await? {
+                None => Err(StoreError::NotFound(format!("job {id}"))),
+                Some(j) => Err(StoreError::InvalidState(format!(
+                    "job {id} is {} and cannot be cancelled",
+                    j.state.as_str()
+                ))),
+            },
+        }
+    }
+
+    async fn retry(&self, id: Uuid) -> StoreResult<JobRecord> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?1, cancel_requested = 0,
+                    finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1
+              WHERE id = ?2 AND state IN ('dead', 'cancelled')
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(r) => row_to_job(&r),
+            None => match self.get_job(id).await? {
+                None => Err(StoreError::NotFound(format!("job {id}"))),
+                Some(j) => Err(StoreError::InvalidState(format!(
+                    "job {id} is {}; only dead or cancelled jobs can be retried",
+                    j.state.as_str()
+                ))),
+            },
+        }
+    }
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
+        sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(row_to_job)
+            .transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter, page: PageRequest) -> StoreResult<Page<JobRecord>> {
+        let before = page.before.map(|u| u.to_string());
+        let rows = sqlx::query(
+            "SELECT * FROM jobs
+              WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR kind = ?3)
+                AND (?4 IS NULL OR id < ?4)
+              ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(&filter.queue)
+        .bind(filter.state.map(JobState::as_str))
+        .bind(&filter.kind)
+        .bind(before)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut items = rows.iter().map(row_to_job).collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = paginate(&mut items, page.limit, |j| j.id);
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn job_counts(&self) -> StoreResult<Vec<(String, JobState, i64)>> {
+        let rows = sqlx::query("SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state").map_err(db_err)?;
+                Ok((
+                    r.try_get("queue").map_err(db_err)?,
+                    JobState::parse(&state).ok_or_else(|| StoreError::Backend(format!("bad state {state}")))?,
+                    r.try_get("n").map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
+}
