@@ -236,6 +236,60 @@ impl JobHandler for Sleep {
     }
 }
 
+/// Options for [`submit`].
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    pub idempotency_key: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub delay: Option<Duration>,
+    pub priority: i32,
+}
+
+/// Enqueues a job of a registered kind on that kind's queue, after validating the options.
+#[tracing::instrument(skip(queue, registry, payload, opts))]
+pub async fn submit(
+    queue: &dyn JobQueue,
+    registry: &Registry,
+    default_max_attempts: u32,
+    kind: &str,
+    payload: serde_json::Value,
+    opts: SubmitOptions,
+) -> crate::error::Result<Enqueued> {
+    use crate::error::Error;
+    let Some(q) = registry.queue_for(kind) else {
+        let known: Vec<&str> = registry.kinds().collect();
+        return Err(Error::new(
+            Code::UnknownJobKind,
+            format!("no job kind `{kind}`; known kinds: {}", known.join(", ")),
+        ));
+    };
+    let max_attempts = opts.max_attempts.unwrap_or(default_max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(Error::invalid("max_attempts must be between 1 and 100"));
+    }
+    if let Some(k) = &opts.idempotency_key
+        && (k.is_empty() || k.len() > 200)
+    {
+        return Err(Error::invalid("idempotency_key must be 1 to 200 characters"));
+    }
+    if opts.delay.is_some_and(|d| d > Duration::from_secs(366 * 86_400)) {
+        return Err(Error::invalid("delay must be at most a year"));
+    }
+    if payload.to_string().len() > 256 * 1024 {
+        return Err(Error::invalid("payload must be at most 256 KiB of JSON"));
+    }
+    let job = NewJob {
+        queue: q.to_owned(),
+        kind: kind.to_owned(),
+        payload,
+        idempotency_key: opts.idempotency_key,
+        max_attempts,
+        run_at_ms: opts.delay.map(|d| now_ms() + d.as_millis() as i64),
+        priority: opts.priority.clamp(-1000, 1000),
+    };
+    Ok(queue.enqueue(job).await?)
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub lease_ttl: Duration,

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod jobs;
 pub mod metrics;
 pub mod ports;
+pub mod projects;
 pub mod secret;
 pub mod tasks;
 pub mod trace;

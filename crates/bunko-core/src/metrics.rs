@@ -3,14 +3,14 @@
 //! code and config, never from request data.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
     pub registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
-    pub http_in_flight: IntGaugeVec,
+    pub http_in_flight: IntGauge,
     pub jobs: IntGaugeVec,
     pub job_duration: HistogramVec,
     pub job_failures: IntCounterVec,
@@ -37,11 +37,8 @@ impl Metrics {
             &["method", "route"],
         )
         .expect("metric");
-        let http_in_flight = IntGaugeVec::new(
-            Opts::new("bunko_http_requests_in_flight", "HTTP requests being answered now."),
-            &[],
-        )
-        .expect("metric");
+        let http_in_flight =
+            IntGauge::new("bunko_http_requests_in_flight", "HTTP requests being answered now.").expect("metric");
         let jobs = IntGaugeVec::new(
             Opts::new("bunko_jobs", "Jobs in the durable queue, by queue and state (read at scrape time)."),
             &["queue", "state"],

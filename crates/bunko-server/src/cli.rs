@@ -1,0 +1,229 @@
+//! Command line: parsing, configuration loading, logging set-up, exit codes.
+//! Exit codes: 0 ok, 1 failure, 2 usage or configuration error.
+
+use crate::commands;
+use crate::telemetry::{self, Sink};
+use bunko_core::config::{CliOverrides, Config, Severity};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bunko",
+    version,
+    about = "bunko (文庫): self-hosted document intelligence in one binary",
+    after_help = "Configuration: bunko.toml < BUNKO__SECTION__KEY environment variables < flags.\n\
+                  Exit codes: 0 ok, 1 failure, 2 usage or configuration error."
+)]
+pub struct Cli {
+    /// Configuration file (default: ./bunko.toml when present)
+    #[arg(long, global = true, env = "BUNKO_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default: ./bunko-data)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log level or filter, e.g. `debug` or `info,bunko_store=debug`
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API and run the job worker: the whole system in one process
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8000)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// First run: create the data dir, start the server, print the URLs and admin credentials
+    Quickstart {
+        /// Address to listen on (default 127.0.0.1:8000)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Run only the job worker (no HTTP), to add workers beside a server
+    Worker,
+    /// Apply database migrations and exit
+    Migrate,
+    /// Inspect the configuration
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// List, inspect, retry, cancel and enqueue background jobs
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// Show where the bootstrap admin token is kept, or replace it
+    AdminToken {
+        /// Make a new token; the old one stops working at once
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the effective configuration (secrets redacted); exit 2 on problems
+    Check {
+        /// Print JSON instead of TOML
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCmd {
+    /// List jobs, newest first
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+        /// queued, running, succeeded, dead or cancelled
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job with its last error
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a dead or cancelled job again
+    Retry { id: String },
+    /// Cancel a queued job, or ask a running one to stop
+    Cancel { id: String },
+    /// Enqueue a job of a registered kind (e.g. system.noop, system.sleep)
+    Enqueue {
+        kind: String,
+        /// JSON payload
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A command's failure: one clear line, an optional hint, and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: u8,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self { exit: 1, message: message.into(), hint: None }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self { exit: 2, message: message.into(), hint: None }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<bunko_core::Error> for CliError {
+    fn from(e: bunko_core::Error) -> Self {
+        let exit = if e.code.status() < 500 && e.code.status() != 404 && e.code.status() != 409 { 2 } else { 1 };
+        let message = match &e.source {
+            Some(src) => format!("{}: {src}", e.detail),
+            None => e.detail.clone(),
+        };
+        Self { exit, message, hint: None }
+    }
+}
+
+impl From<bunko_core::ports::StoreError> for CliError {
+    fn from(e: bunko_core::ports::StoreError) -> Self {
+        CliError::failure(e.to_string())
+    }
+}
+
+#[allow(clippy::print_stderr)] // CLI output
+fn report(e: &CliError) {
+    eprintln!("error: {}", e.message);
+    if let Some(h) = &e.hint {
+        eprintln!("  hint: {h}");
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let listen = match &cli.command {
+        Command::Serve { listen } | Command::Quickstart { listen } => listen.clone(),
+        _ => None,
+    };
+    let overrides = CliOverrides { data_dir: cli.data_dir.clone(), listen, log_level: cli.log_level.clone() };
+    let (config, provenance) = Config::load(cli.config.as_deref(), std::env::vars(), &overrides)
+        .map_err(|e| CliError::usage(e.to_string()).hint("`bunko config check` shows the effective configuration"))?;
+
+    if let Command::Config(ConfigCmd::Check { json }) = &cli.command {
+        return commands::config::check(&config, &provenance, *json);
+    }
+    let problems = config.check();
+    let errors: Vec<String> =
+        problems.iter().filter(|p| p.severity == Severity::Error).map(ToString::to_string).collect();
+    if !errors.is_empty() {
+        return Err(CliError::usage(format!("the configuration has problems:\n  {}", errors.join("\n  ")))
+            .hint("`bunko config check` shows the effective configuration"));
+    }
+
+    let long_running = matches!(cli.command, Command::Serve { .. } | Command::Worker);
+    let mut log = config.log.clone();
+    if !long_running && cli.log_level.is_none() && !matches!(cli.command, Command::Quickstart { .. }) {
+        log.level = "warn".into();
+    }
+    let sink = if long_running { Sink::Stdout } else { Sink::Stderr };
+    telemetry::init(&log, sink).map_err(|e| CliError::usage(e).hint("fix log.level or RUST_LOG"))?;
+    telemetry::install_panic_hook();
+    for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
+        tracing::warn!(key = %p.key, "{}", p.message);
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve { .. } => commands::serve::serve(config, false).await,
+            Command::Quickstart { .. } => commands::serve::serve(config, true).await,
+            Command::Worker => commands::serve::worker(config).await,
+            Command::Migrate => commands::admin::migrate(&config).await,
+            Command::AdminToken { rotate } => commands::admin::admin_token(&config, rotate).await,
+            Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
+            Command::Config(_) => Ok(()),
+        }
+    })
+}

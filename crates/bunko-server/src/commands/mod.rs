@@ -1,0 +1,6 @@
+//! One module per CLI command group. This is CLI output code: it prints to stdout.
+
+pub mod admin;
+pub mod config;
+pub mod jobs;
+pub mod serve;

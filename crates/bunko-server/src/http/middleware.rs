@@ -1,0 +1,127 @@
+//! The request middleware: request id (`x-request-id`, generated when absent), W3C trace
+//! context, the request's log span, RED metrics by route template, one access log line, and
+//! problem+json bodies for every error response.
+
+use super::error::{PROBLEM_JSON, ProblemDetails, render_problem};
+use crate::app::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use bunko_core::ids::new_id;
+use bunko_core::trace::TraceContext;
+use std::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// What the middleware knows about the request, for handlers that want it.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub trace: TraceContext,
+}
+
+/// The matched route template, passed from inside the router back out to the middleware.
+#[derive(Debug, Clone)]
+struct MatchedRoute(String);
+
+/// An incoming request id is kept if it is short printable ASCII; otherwise a new one is made.
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_owned())
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+pub async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| new_id().to_string());
+    let trace = TraceContext::from_traceparent(
+        req.headers().get("traceparent").and_then(|v| v.to_str().ok()),
+    );
+    let method = method_label(req.method());
+    let span = info_span!(
+        "http_request",
+        request_id = %request_id,
+        trace_id = %trace.trace_id,
+        span_id = %trace.span_id,
+        parent_span_id = trace.parent_span_id.as_deref().unwrap_or(""),
+        method,
+        path = %req.uri().path(),
+    );
+    req.extensions_mut().insert(RequestContext { request_id: request_id.clone(), trace: trace.clone() });
+    let m = &state.metrics;
+    m.http_in_flight.inc();
+    let mut res = next.run(req).instrument(span.clone()).await;
+    m.http_in_flight.dec();
+
+    let route = res.extensions().get::<MatchedRoute>().map(|r| r.0.clone());
+    let route = route.as_deref().unwrap_or("unmatched");
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    let details = res.extensions_mut().remove::<ProblemDetails>();
+    if details.is_some() || ((status.is_client_error() || status.is_server_error()) && !is_problem) {
+        let (parts, _body) = res.into_parts();
+        res = render_problem(status, details, &request_id, parts);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace.traceparent()) {
+        res.headers_mut().insert("traceparent", v);
+    }
+    let elapsed = started.elapsed();
+    m.http_requests.with_label_values(&[method, route, status.as_str()]).inc();
+    m.http_duration.with_label_values(&[method, route]).observe(elapsed.as_secs_f64());
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status.is_server_error() {
+            warn!(status = status.as_u16(), route, duration_ms = ms, "request finished");
+        } else if matches!(route, "/healthz" | "/readyz" | "/metrics") {
+            debug!(status = status.as_u16(), route, duration_ms = ms, "request finished");
+        } else {
+            info!(status = status.as_u16(), route, duration_ms = ms, "request finished");
+        }
+    });
+    res
+}
+
+/// Runs inside the router (as a route layer) where the matched template is known.
+pub async fn capture_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if let Some(m) = matched {
+        res.extensions_mut().insert(MatchedRoute(m.as_str().to_owned()));
+    }
+    res
+}
+
+/// A panicking handler becomes a 500 problem without internals; the panic is logged once.
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = err
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(non-string panic payload)".into());
+    tracing::error!(panic = %msg, "request handler panicked; answered 500, still serving");
+    super::error::problem_response(
+        bunko_core::Code::Internal,
+        "an internal error occurred; the server log has details under this request id".into(),
+    )
+}

@@ -1,0 +1,10 @@
+//! bunko-server: the `bunko` binary — CLI, HTTP routes, auth middleware, metrics exposition,
+//! logging and the wiring of adapters to ports. The only crate that knows axum and the
+//! adapters at once.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod http;
+pub mod routes;
+pub mod telemetry;

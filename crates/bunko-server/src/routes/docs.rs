@@ -1,0 +1,85 @@
+//! `/openapi.json` and `/docs`: the API reference, rendered in the browser by bunko's own
+//! small script from the OpenAPI document. Every asset is served from the binary; no CDN.
+
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "bunko API", description = "Self-hosted document intelligence. Errors are application/problem+json with a stable `code`."),
+    paths(
+        super::health::healthz, super::health::readyz, super::health::metrics,
+        super::jobs::list, super::jobs::show, super::jobs::enqueue, super::jobs::retry, super::jobs::cancel,
+        super::projects::create, super::projects::list, super::projects::show,
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Health, readiness and metrics (public)"),
+        (name = "jobs", description = "The durable job queue"),
+        (name = "projects", description = "Projects"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The body of every error response.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the shape written by crate::http::error
+pub struct Problem {
+    r#type: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// Stable, machine-readable; see docs/api/errors.md.
+    code: String,
+    request_id: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn openapi() -> Response {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = crate::app::VERSION.into();
+    axum::Json(doc).into_response()
+}
+
+pub async fn root() -> Redirect {
+    Redirect::temporary("/docs")
+}
+
+const PAGE: &str = include_str!("../assets/docs.html");
+const SCRIPT: &str = include_str!("../assets/docs.js");
+const STYLE: &str = include_str!("../assets/docs.css");
+
+pub async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; img-src 'self' data:"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+pub async fn asset(Path(asset): Path<String>) -> Response {
+    let (ct, body) = match asset.as_str() {
+        "docs.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "docs.css" => ("text/css; charset=utf-8", STYLE),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}

@@ -1,0 +1,245 @@
+//! Logging. JSON lines by default (one object per event: timestamp in UTC RFC 3339, level,
+//! target, message, the request's `request_id`/`trace_id`/`span_id`, then the event's
+//! fields); human-readable when stdout is a terminal or `log.format = "pretty"`.
+//!
+//! Fields whose names look like secrets (authorization, cookie, password, token, secret, key)
+//! are written as `[redacted]` whatever their value, so a careless `info!(token = …)` cannot
+//! leak one; no code logs headers or bodies.
+
+use bunko_core::config::{LogConfig, LogFormat};
+use bunko_core::secret::REDACTED;
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    Stdout,
+    Stderr,
+}
+
+/// Installs the global subscriber. `RUST_LOG` wins over `log.level`. Dependencies stay at
+/// `warn` unless the filter names them.
+pub fn init(cfg: &LogConfig, sink: Sink) -> Result<(), String> {
+    let filter = build_filter(&cfg.level)?;
+    let tty = match sink {
+        Sink::Stdout => std::io::stdout().is_terminal(),
+        Sink::Stderr => std::io::stderr().is_terminal(),
+    };
+    let json = match cfg.format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !tty,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match (json, sink) {
+        (true, Sink::Stdout) => registry.with(JsonLayer::new(std::io::stdout)).try_init(),
+        (true, Sink::Stderr) => registry.with(JsonLayer::new(std::io::stderr)).try_init(),
+        (false, Sink::Stdout) => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(tty).with_writer(std::io::stdout))
+            .try_init(),
+        (false, Sink::Stderr) => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(tty).with_writer(std::io::stderr))
+            .try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// `info` → `warn,bunko=info,bunko_core=info,…`; a full directive string is taken as given.
+pub fn build_filter(level: &str) -> Result<EnvFilter, String> {
+    if let Ok(env) = std::env::var("RUST_LOG")
+        && !env.trim().is_empty()
+    {
+        return EnvFilter::try_new(env).map_err(|e| format!("RUST_LOG is not a valid filter: {e}"));
+    }
+    let simple = ["error", "warn", "info", "debug", "trace", "off"];
+    let directive = if simple.contains(&level.trim()) {
+        let l = level.trim();
+        format!(
+            "warn,bunko={l},bunko_server={l},bunko_core={l},bunko_store={l},bunko_index={l},\
+             bunko_ingest={l},bunko_llm={l}"
+        )
+    } else {
+        level.to_owned()
+    };
+    EnvFilter::try_new(&directive).map_err(|e| format!("log.level `{level}` is not a valid filter: {e}"))
+}
+
+const SECRET_WORDS: &[&str] =
+    &["authorization", "cookie", "password", "passwd", "token", "secret", "api_key", "apikey"];
+
+pub fn is_secret_field(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| n.contains(w))
+}
+
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut s = String::new();
+        let _ = write!(s, "{value:?}");
+        self.put(field, Value::String(s));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::String(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, Value::String(value.to_string()));
+    }
+}
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        let value = if is_secret_field(name) { Value::String(REDACTED.into()) } else { value };
+        self.0.insert(name.to_owned(), value);
+    }
+}
+
+pub struct JsonLayer<W> {
+    make_writer: W,
+}
+
+impl<W> JsonLayer<W> {
+    pub fn new(make_writer: W) -> Self {
+        Self { make_writer }
+    }
+}
+
+impl<S, W> Layer<S> for JsonLayer<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut f = Fields::default();
+        attrs.record(&mut f);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(f);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            let mut ext = span.extensions_mut();
+            if let Some(f) = ext.get_mut::<Fields>() {
+                values.record(f);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut obj = Map::new();
+        obj.insert(
+            "timestamp".into(),
+            Value::String(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()),
+        );
+        obj.insert("level".into(), Value::String(meta.level().as_str().to_owned()));
+        obj.insert("target".into(), Value::String(meta.target().to_owned()));
+        // Span fields, outermost first, so request_id/trace_id/span_id land at the top level.
+        if let Some(scope) = ctx.event_scope(event) {
+            let mut names = Vec::new();
+            for span in scope.from_root() {
+                names.push(span.name());
+                if let Some(f) = span.extensions().get::<Fields>() {
+                    for (k, v) in &f.0 {
+                        obj.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            obj.insert("spans".into(), Value::String(names.join(":")));
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let message = f.0.remove("message").unwrap_or(Value::String(String::new()));
+        obj.insert("message".into(), message);
+        for (k, v) in f.0 {
+            obj.insert(k, v);
+        }
+        let mut line = serde_json::to_vec(&Value::Object(obj)).unwrap_or_default();
+        line.push(b'\n');
+        let _ = self.make_writer.make_writer().write_all(&line);
+    }
+}
+
+/// Routes panics through the logger (one JSON event) instead of raw stderr text.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-string panic payload)".into());
+        tracing::error!(panic = %payload, location = %location, "a task panicked");
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_span_fields_and_redact_secrets() {
+        let buf = Buf::default();
+        let sub = tracing_subscriber::registry().with(JsonLayer::new(buf.clone()));
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!("http_request", request_id = "rid-1", trace_id = "t1");
+            let _g = span.enter();
+            tracing::info!(password = "hunter2", authorization = "Bearer abc", n = 3, "hello");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["message"], "hello");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["request_id"], "rid-1");
+        assert_eq!(v["trace_id"], "t1");
+        assert_eq!(v["n"], 3);
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(!text.contains("hunter2") && !text.contains("Bearer abc"), "{text}");
+    }
+}
