@@ -100,7 +100,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Auto }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
     }
 }
 
@@ -131,7 +134,9 @@ impl DatabaseUrl {
 
     /// The URL with any `user:password@` password replaced.
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else { return self.0.clone() };
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
         let (authority, tail) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -139,7 +144,11 @@ impl DatabaseUrl {
         match authority.rsplit_once('@') {
             Some((userinfo, host)) => {
                 let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
-                let pw = if userinfo.contains(':') { ":[redacted]" } else { "" };
+                let pw = if userinfo.contains(':') {
+                    ":[redacted]"
+                } else {
+                    ""
+                };
                 format!("{scheme}://{user}{pw}@{host}{tail}")
             }
             None => self.0.clone(),
@@ -226,21 +235,38 @@ pub struct CliOverrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("unknown key `{key}` in {origin}{}", hint(.suggestion))]
-    UnknownKey { key: String, origin: String, suggestion: Option<String> },
+    UnknownKey {
+        key: String,
+        origin: String,
+        suggestion: Option<String>,
+    },
     #[error("invalid value for `{key}` in {origin}: {message}")]
-    InvalidValue { key: String, origin: String, message: String },
+    InvalidValue {
+        key: String,
+        origin: String,
+        message: String,
+    },
     #[error("cannot read secret file {path} (from `{key}`): {source}")]
-    SecretFile { key: String, path: PathBuf, source: std::io::Error },
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} problem(s) in the configuration:\n{1}")]
     Problems(usize, String),
 }
 
 fn hint(s: &Option<String>) -> String {
-    s.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+    s.as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -290,23 +316,31 @@ impl Config {
         };
         let mut table = toml::Table::new();
         if let Some(path) = &path {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            table = text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
-                message: e.to_string().trim().to_owned(),
+                source,
             })?;
+            table = text
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::Syntax {
+                    path: path.clone(),
+                    message: e.to_string().trim().to_owned(),
+                })?;
             // Check the file alone first so an unknown key is blamed on the file.
             deserialize(table.clone(), &format!("config file {}", path.display()))?;
             prov.file = Some(path.clone());
         }
 
-        let mut env_vars: Vec<(String, String)> =
-            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut env_vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
         env_vars.sort();
         for (name, value) in &env_vars {
-            let path: Vec<String> =
-                name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
             if path.iter().any(String::is_empty) {
                 return Err(ConfigError::UnknownKey {
                     key: path.join("."),
@@ -350,22 +384,31 @@ impl Config {
     /// The database URL in effect.
     pub fn database_url(&self) -> DatabaseUrl {
         self.database.url.clone().unwrap_or_else(|| {
-            DatabaseUrl::new(format!("sqlite://{}", self.data_dir.join("bunko.db").display()))
+            DatabaseUrl::new(format!(
+                "sqlite://{}",
+                self.data_dir.join("bunko.db").display()
+            ))
         })
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        self.server
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| format!("`{}` is not an address like 127.0.0.1:8000 ({e})", self.server.listen))
+        self.server.listen.parse::<SocketAddr>().map_err(|e| {
+            format!(
+                "`{}` is not an address like 127.0.0.1:8000 ({e})",
+                self.server.listen
+            )
+        })
     }
 
     /// Problems with the values (not the syntax): production refuses insecure settings.
     pub fn check(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut err = |key: &str, message: String| {
-            out.push(Problem { severity: Severity::Error, key: key.into(), message })
+            out.push(Problem {
+                severity: Severity::Error,
+                key: key.into(),
+                message,
+            })
         };
         let listen = self.listen_addr();
         if let Err(e) = &listen {
@@ -380,7 +423,10 @@ impl Config {
                 "database.url",
                 "the PostgreSQL backend is not available in this build yet; use sqlite://".into(),
             ),
-            other => err("database.url", format!("unsupported scheme `{other}`; use sqlite://PATH")),
+            other => err(
+                "database.url",
+                format!("unsupported scheme `{other}`; use sqlite://PATH"),
+            ),
         }
         if self.server.body_limit_bytes < 1024 {
             err("server.body_limit_bytes", "must be at least 1024".into());
@@ -399,7 +445,10 @@ impl Config {
         }
         for (name, q) in &self.jobs.queues {
             if q.concurrency == 0 || q.concurrency > 256 {
-                err(&format!("jobs.queues.{name}.concurrency"), "must be between 1 and 256".into());
+                err(
+                    &format!("jobs.queues.{name}.concurrency"),
+                    "must be between 1 and 256".into(),
+                );
             }
         }
         let secret_len = self.auth.jwt_secret.as_ref().map(|s| s.expose().len());
@@ -423,9 +472,10 @@ impl Config {
                      BUNKO__AUTH__JWT_SECRET_FILE) to a file with at least 32 random bytes"
                         .into(),
                 ),
-                Some(n) if n < 32 => {
-                    err("auth.jwt_secret", format!("is {n} bytes; production needs at least 32"))
-                }
+                Some(n) if n < 32 => err(
+                    "auth.jwt_secret",
+                    format!("is {n} bytes; production needs at least 32"),
+                ),
                 Some(_) => {}
             }
         } else if let Some(n) = secret_len
@@ -434,7 +484,9 @@ impl Config {
             out.push(Problem {
                 severity: Severity::Warning,
                 key: "auth.jwt_secret".into(),
-                message: format!("is {n} bytes; at least 32 are recommended (production requires it)"),
+                message: format!(
+                    "is {n} bytes; at least 32 are recommended (production requires it)"
+                ),
             });
         }
         out
@@ -447,7 +499,11 @@ impl Config {
 
     /// Concurrency for a queue (1 when not configured).
     pub fn queue_concurrency(&self, queue: &str) -> usize {
-        self.jobs.queues.get(queue).map(|q| q.concurrency).unwrap_or(1)
+        self.jobs
+            .queues
+            .get(queue)
+            .map(|q| q.concurrency)
+            .unwrap_or(1)
     }
 }
 
@@ -462,10 +518,14 @@ fn env_value(raw: &str) -> toml::Value {
 }
 
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = table;
     for p in parents {
-        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
@@ -485,8 +545,20 @@ fn deserialize(table: toml::Table, origin: &str) -> Result<Config, ConfigError> 
                 let parent = path
                     .strip_suffix(&field)
                     .map(|p| p.trim_end_matches('.').to_owned())
-                    .unwrap_or_else(|| if path == "." { String::new() } else { path.clone() });
-                let full = |k: &str| if parent.is_empty() { k.to_owned() } else { format!("{parent}.{k}") };
+                    .unwrap_or_else(|| {
+                        if path == "." {
+                            String::new()
+                        } else {
+                            path.clone()
+                        }
+                    });
+                let full = |k: &str| {
+                    if parent.is_empty() {
+                        k.to_owned()
+                    } else {
+                        format!("{parent}.{k}")
+                    }
+                };
                 ConfigError::UnknownKey {
                     key: full(&field),
                     origin: origin.to_owned(),
@@ -507,7 +579,12 @@ fn deserialize(table: toml::Table, origin: &str) -> Result<Config, ConfigError> 
 fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
     let rest = msg.strip_prefix("unknown field `")?;
     let (field, rest) = rest.split_once('`')?;
-    let expected = rest.split('`').skip(1).step_by(2).map(str::to_owned).collect();
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
     Some((field.to_owned(), expected))
 }
 
@@ -532,7 +609,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -551,28 +631,46 @@ mod tests {
         let msg = Config::load(Some(f.path()), env(&[]), &CliOverrides::default())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("`sever`") && msg.contains("did you mean `server`"), "{msg}");
+        assert!(
+            msg.contains("`sever`") && msg.contains("did you mean `server`"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn unknown_key_in_env_names_the_variable() {
-        let msg = Config::load(None, env(&[("BUNKO__LOG__LEVLE", "debug")]), &CliOverrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("BUNKO__LOG__LEVLE") && msg.contains("`log.level`"), "{msg}");
+        let msg = Config::load(
+            None,
+            env(&[("BUNKO__LOG__LEVLE", "debug")]),
+            &CliOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("BUNKO__LOG__LEVLE") && msg.contains("`log.level`"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn layering_file_then_env_then_cli() {
-        let f = write("[server]\nlisten = \"127.0.0.1:1111\"\nrequest_timeout_secs = 7\n[log]\nlevel = \"warn\"\n");
-        let e = env(&[("BUNKO__SERVER__LISTEN", "127.0.0.1:2222"), ("BUNKO__JOBS__MAX_ATTEMPTS", "9")]);
+        let f = write(
+            "[server]\nlisten = \"127.0.0.1:1111\"\nrequest_timeout_secs = 7\n[log]\nlevel = \"warn\"\n",
+        );
+        let e = env(&[
+            ("BUNKO__SERVER__LISTEN", "127.0.0.1:2222"),
+            ("BUNKO__JOBS__MAX_ATTEMPTS", "9"),
+        ]);
         let (c, prov) = Config::load(Some(f.path()), e.clone(), &CliOverrides::default()).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:2222");
         assert_eq!(c.server.request_timeout_secs, 7);
         assert_eq!(c.jobs.max_attempts, 9);
         assert_eq!(c.log.level, "warn");
         assert_eq!(prov.env_keys.len(), 2);
-        let cli = CliOverrides { listen: Some("127.0.0.1:3333".into()), ..Default::default() };
+        let cli = CliOverrides {
+            listen: Some("127.0.0.1:3333".into()),
+            ..Default::default()
+        };
         let (c, _) = Config::load(Some(f.path()), e, &cli).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:3333");
     }
@@ -589,7 +687,10 @@ mod tests {
     #[test]
     fn secret_file_is_read_and_never_rendered() {
         let secret = write("s3cr3t-value-that-is-long-enough-0123456789\n");
-        let e = env(&[("BUNKO__AUTH__JWT_SECRET_FILE", secret.path().to_str().unwrap())]);
+        let e = env(&[(
+            "BUNKO__AUTH__JWT_SECRET_FILE",
+            secret.path().to_str().unwrap(),
+        )]);
         let (c, _) = Config::load(None, e, &CliOverrides::default()).unwrap();
         assert_eq!(
             c.auth.jwt_secret.as_ref().unwrap().expose(),
@@ -603,17 +704,26 @@ mod tests {
     #[test]
     fn database_url_password_is_redacted() {
         let u = DatabaseUrl::new("postgres://bunko:pa55word@db.internal:5432/bunko");
-        assert_eq!(u.redacted(), "postgres://bunko:[redacted]@db.internal:5432/bunko");
+        assert_eq!(
+            u.redacted(),
+            "postgres://bunko:[redacted]@db.internal:5432/bunko"
+        );
         assert!(!format!("{u:?}").contains("pa55word"));
     }
 
     #[test]
     fn production_refuses_insecure_settings() {
-        let mut c = Config { mode: Mode::Production, ..Default::default() };
+        let mut c = Config {
+            mode: Mode::Production,
+            ..Default::default()
+        };
         c.server.listen = "0.0.0.0:8000".into();
         let problems = c.check();
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert!(keys.contains(&"server.listen") && keys.contains(&"auth.jwt_secret"), "{keys:?}");
+        assert!(
+            keys.contains(&"server.listen") && keys.contains(&"auth.jwt_secret"),
+            "{keys:?}"
+        );
         c.server.behind_proxy = true;
         c.auth.jwt_secret = Some(Secret::new("x".repeat(40)));
         assert!(c.check().is_empty(), "{:?}", c.check());

@@ -98,7 +98,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), source: None }
+        Self {
+            code,
+            detail: detail.into(),
+            source: None,
+        }
     }
 
     pub fn not_found(what: &str, id: &str) -> Self {
@@ -146,8 +150,16 @@ mod tests {
         let mut seen = HashSet::new();
         for code in Code::ALL {
             assert!(seen.insert(code.as_str()), "duplicate code {code}");
-            assert!(code.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
-            assert!((400..600).contains(&code.status()), "{code} has status {}", code.status());
+            assert!(
+                code.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
+            assert!(
+                (400..600).contains(&code.status()),
+                "{code} has status {}",
+                code.status()
+            );
         }
     }
 }

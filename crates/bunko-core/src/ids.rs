@@ -14,7 +14,9 @@ pub fn now_ms() -> i64 {
 
 /// RFC 3339 UTC text for a Unix-millisecond time.
 pub fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 /// Random bytes from the operating system.

@@ -34,8 +34,13 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 5] =
-        [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Dead, JobState::Cancelled];
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,11 +146,19 @@ pub struct JobFailure {
 
 impl JobFailure {
     pub fn retryable(code: Code, message: impl Into<String>) -> Self {
-        Self { code: code.as_str().into(), message: message.into(), retryable: true }
+        Self {
+            code: code.as_str().into(),
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     pub fn permanent(code: Code, message: impl Into<String>) -> Self {
-        Self { code: code.as_str().into(), message: message.into(), retryable: false }
+        Self {
+            code: code.as_str().into(),
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 
@@ -183,7 +196,8 @@ impl Registry {
     }
 
     pub fn register(&mut self, kind: &str, queue: &str, handler: Arc<dyn JobHandler>) {
-        self.kinds.insert(kind.to_owned(), (queue.to_owned(), handler));
+        self.kinds
+            .insert(kind.to_owned(), (queue.to_owned(), handler));
     }
 
     pub fn queue_for(&self, kind: &str) -> Option<&str> {
@@ -223,11 +237,19 @@ struct Sleep;
 #[async_trait]
 impl JobHandler for Sleep {
     async fn run(&self, ctx: JobContext) -> Result<Option<serde_json::Value>, JobFailure> {
-        let ms = ctx.job.payload.get("ms").and_then(serde_json::Value::as_u64).ok_or_else(|| {
-            JobFailure::permanent(Code::InvalidInput, "payload needs {\"ms\": <milliseconds>}")
-        })?;
+        let ms = ctx
+            .job
+            .payload
+            .get("ms")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| {
+                JobFailure::permanent(Code::InvalidInput, "payload needs {\"ms\": <milliseconds>}")
+            })?;
         if ms > 3_600_000 {
-            return Err(JobFailure::permanent(Code::InvalidInput, "ms must be at most 3600000"));
+            return Err(JobFailure::permanent(
+                Code::InvalidInput,
+                "ms must be at most 3600000",
+            ));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(Some(serde_json::json!({"slept_ms": ms}))),
@@ -270,9 +292,14 @@ pub async fn submit(
     if let Some(k) = &opts.idempotency_key
         && (k.is_empty() || k.len() > 200)
     {
-        return Err(Error::invalid("idempotency_key must be 1 to 200 characters"));
+        return Err(Error::invalid(
+            "idempotency_key must be 1 to 200 characters",
+        ));
     }
-    if opts.delay.is_some_and(|d| d > Duration::from_secs(366 * 86_400)) {
+    if opts
+        .delay
+        .is_some_and(|d| d > Duration::from_secs(366 * 86_400))
+    {
         return Err(Error::invalid("delay must be at most a year"));
     }
     if payload.to_string().len() > 256 * 1024 {
@@ -311,7 +338,10 @@ impl WorkerConfig {
             poll_interval: Duration::from_millis(c.jobs.poll_interval_ms),
             backoff_base: Duration::from_millis(c.jobs.backoff_base_ms),
             backoff_max: Duration::from_millis(c.jobs.backoff_max_ms),
-            queues: names.into_iter().map(|q| (q.clone(), c.queue_concurrency(&q))).collect(),
+            queues: names
+                .into_iter()
+                .map(|q| (q.clone(), c.queue_concurrency(&q)))
+                .collect(),
         }
     }
 }
@@ -344,7 +374,12 @@ impl Worker {
         config: WorkerConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let id = format!("{}:{}:{}", hostname(), std::process::id(), &crate::ids::new_id().simple().to_string()[24..]);
+        let id = format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            &crate::ids::new_id().simple().to_string()[24..]
+        );
         Arc::new(Self {
             queue,
             registry,
@@ -397,7 +432,11 @@ impl Worker {
             if shutdown.is_cancelled() {
                 break;
             }
-            match self.queue.lease(&queue, &self.id, self.config.lease_ttl).await {
+            match self
+                .queue
+                .lease(&queue, &self.id, self.config.lease_ttl)
+                .await
+            {
                 Ok(Some(job)) => {
                     let me = self.clone();
                     let t = tasks.clone();
@@ -429,24 +468,33 @@ impl Worker {
 
     async fn execute(&self, job: LeasedJob, tasks: &Tasks) {
         let span = info_span!("job", job_id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempts);
-        self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.execute_inner(job, tasks).instrument(span).await;
-        self.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.running
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn execute_inner(&self, job: LeasedJob, tasks: &Tasks) {
         let started = Instant::now();
         let (id, queue, kind) = (job.id, job.queue.clone(), job.kind.clone());
         let Some(handler) = self.registry.handler(&kind) else {
-            let f = JobFailure::permanent(Code::UnknownJobKind, format!("no handler for job kind `{kind}`"));
+            let f = JobFailure::permanent(
+                Code::UnknownJobKind,
+                format!("no handler for job kind `{kind}`"),
+            );
             self.finish_failed(&job, f, started).await;
             return;
         };
         let cancel = CancellationToken::new();
-        let ctx = JobContext { job: job.clone(), cancel: cancel.clone() };
+        let ctx = JobContext {
+            job: job.clone(),
+            cancel: cancel.clone(),
+        };
         let mut handle = tasks.spawn(async move { handler.run(ctx).await }.in_current_span());
         let beat_every = (self.config.lease_ttl / 3).max(Duration::from_millis(200));
-        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
+        let mut beat =
+            tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
         let outcome = loop {
             tokio::select! {
                 res = &mut handle => break res,
@@ -489,7 +537,10 @@ impl Worker {
             Ok(Ok(result)) => match self.queue.complete(id, &self.id, result).await {
                 Ok(true) => {
                     self.observe(&queue, &kind, "succeeded", started);
-                    info!(duration_ms = started.elapsed().as_millis() as u64, "job succeeded");
+                    info!(
+                        duration_ms = started.elapsed().as_millis() as u64,
+                        "job succeeded"
+                    );
                 }
                 Ok(false) => warn!("job finished but its lease was lost; result discarded"),
                 Err(e) => error!(error = %e, "recording job success failed"),
@@ -510,15 +561,30 @@ impl Worker {
     async fn finish_failed(&self, job: &LeasedJob, failure: JobFailure, started: Instant) {
         let retry_at = (failure.retryable && job.attempts < job.max_attempts).then(|| {
             now_ms()
-                + backoff_delay(job.attempts, self.config.backoff_base, self.config.backoff_max).as_millis()
-                    as i64
+                + backoff_delay(
+                    job.attempts,
+                    self.config.backoff_base,
+                    self.config.backoff_max,
+                )
+                .as_millis() as i64
         });
-        self.metrics.job_failures.with_label_values(&[&job.queue, &failure.code]).inc();
-        let outcome = if retry_at.is_some() { "retrying" } else { "dead" };
+        self.metrics
+            .job_failures
+            .with_label_values(&[&job.queue, &failure.code])
+            .inc();
+        let outcome = if retry_at.is_some() {
+            "retrying"
+        } else {
+            "dead"
+        };
         self.observe(&job.queue, &job.kind, outcome, started);
         match retry_at {
-            Some(at) => warn!(code = %failure.code, error = %failure.message, retry_in_ms = at - now_ms(), "job failed; will retry"),
-            None => error!(code = %failure.code, error = %failure.message, "job failed for good (dead)"),
+            Some(at) => {
+                warn!(code = %failure.code, error = %failure.message, retry_in_ms = at - now_ms(), "job failed; will retry")
+            }
+            None => {
+                error!(code = %failure.code, error = %failure.message, "job failed for good (dead)")
+            }
         }
         if let Err(e) = self.queue.fail(job.id, &self.id, &failure, retry_at).await {
             error!(error = %e, "recording job failure failed");
@@ -562,7 +628,10 @@ mod tests {
         for attempt in 1..=10u32 {
             let d = backoff_delay(attempt, base, max);
             let nominal = (base * (1 << (attempt - 1))).min(max);
-            assert!(d >= nominal.mul_f64(0.79) && d <= nominal.mul_f64(1.21), "{attempt}: {d:?}");
+            assert!(
+                d >= nominal.mul_f64(0.79) && d <= nominal.mul_f64(1.21),
+                "{attempt}: {d:?}"
+            );
         }
     }
 

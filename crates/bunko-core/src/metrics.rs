@@ -3,7 +3,8 @@
 //! code and config, never from request data.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -17,46 +18,69 @@ pub struct Metrics {
 }
 
 /// Latency buckets from 1 ms to 30 s.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-const JOB_BUCKETS: &[f64] =
-    &[0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const JOB_BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0,
+];
 
 impl Metrics {
     #[allow(clippy::expect_used)] // static metric definitions: a failure is a programming error
     pub fn new(version: &str, commit: &str) -> Self {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("bunko_http_requests_total", "HTTP requests answered, by route template and status."),
+            Opts::new(
+                "bunko_http_requests_total",
+                "HTTP requests answered, by route template and status.",
+            ),
             &["method", "route", "status"],
         )
         .expect("metric");
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("bunko_http_request_duration_seconds", "Time to answer an HTTP request, by route template.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "bunko_http_request_duration_seconds",
+                "Time to answer an HTTP request, by route template.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["method", "route"],
         )
         .expect("metric");
-        let http_in_flight =
-            IntGauge::new("bunko_http_requests_in_flight", "HTTP requests being answered now.").expect("metric");
+        let http_in_flight = IntGauge::new(
+            "bunko_http_requests_in_flight",
+            "HTTP requests being answered now.",
+        )
+        .expect("metric");
         let jobs = IntGaugeVec::new(
-            Opts::new("bunko_jobs", "Jobs in the durable queue, by queue and state (read at scrape time)."),
+            Opts::new(
+                "bunko_jobs",
+                "Jobs in the durable queue, by queue and state (read at scrape time).",
+            ),
             &["queue", "state"],
         )
         .expect("metric");
         let job_duration = HistogramVec::new(
-            HistogramOpts::new("bunko_job_duration_seconds", "Time one job attempt took, by queue, kind and outcome.")
-                .buckets(JOB_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "bunko_job_duration_seconds",
+                "Time one job attempt took, by queue, kind and outcome.",
+            )
+            .buckets(JOB_BUCKETS.to_vec()),
             &["queue", "kind", "outcome"],
         )
         .expect("metric");
         let job_failures = IntCounterVec::new(
-            Opts::new("bunko_job_failures_total", "Failed job attempts, by queue and error code."),
+            Opts::new(
+                "bunko_job_failures_total",
+                "Failed job attempts, by queue and error code.",
+            ),
             &["queue", "code"],
         )
         .expect("metric");
         let build_info = IntGaugeVec::new(
-            Opts::new("bunko_build_info", "Always 1; labels say which build is running."),
+            Opts::new(
+                "bunko_build_info",
+                "Always 1; labels say which build is running.",
+            ),
             &["version", "commit"],
         )
         .expect("metric");
@@ -73,7 +97,15 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Self { registry, http_requests, http_duration, http_in_flight, jobs, job_duration, job_failures }
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            http_in_flight,
+            jobs,
+            job_duration,
+            job_failures,
+        }
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -93,10 +125,17 @@ mod tests {
     #[test]
     fn renders_names_with_units_and_build_info() {
         let m = Metrics::new("1.2.3", "abc");
-        m.http_requests.with_label_values(&["GET", "/healthz", "200"]).inc();
+        m.http_requests
+            .with_label_values(&["GET", "/healthz", "200"])
+            .inc();
         let text = m.render();
-        assert!(text.contains("bunko_build_info{commit=\"abc\",version=\"1.2.3\"} 1"), "{text}");
-        assert!(text.contains("bunko_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"));
+        assert!(
+            text.contains("bunko_build_info{commit=\"abc\",version=\"1.2.3\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "bunko_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
+        ));
         assert!(text.contains("process_resident_memory_bytes"));
     }
 }

@@ -40,11 +40,14 @@ impl ErrorCode for StoreError {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => Error::new(Code::NotFound, format!("{what} does not exist")),
-            StoreError::Conflict(m) | StoreError::InvalidState(m) => Error::conflict(m),
-            StoreError::Unavailable(_) => {
-                Error { source: Some(Box::new(e)), ..Error::unavailable("the database is unavailable") }
+            StoreError::NotFound(what) => {
+                Error::new(Code::NotFound, format!("{what} does not exist"))
             }
+            StoreError::Conflict(m) | StoreError::InvalidState(m) => Error::conflict(m),
+            StoreError::Unavailable(_) => Error {
+                source: Some(Box::new(e)),
+                ..Error::unavailable("the database is unavailable")
+            },
             StoreError::Backend(_) => Error::internal(e),
         }
     }
@@ -81,8 +84,9 @@ impl PageRequest {
         }
         let before = cursor
             .map(|c| {
-                Uuid::parse_str(c)
-                    .map_err(|_| Error::new(Code::InvalidQuery, "cursor is not one this API returned"))
+                Uuid::parse_str(c).map_err(|_| {
+                    Error::new(Code::InvalidQuery, "cursor is not one this API returned")
+                })
             })
             .transpose()?;
         Ok(Self { limit, before })
@@ -131,7 +135,12 @@ pub trait JobQueue: Send + Sync {
     /// existing job (`created: false`) instead of a new one.
     async fn enqueue(&self, job: NewJob) -> StoreResult<Enqueued>;
     /// Takes the next due job of `queue` (or one whose lease expired), if any.
-    async fn lease(&self, queue: &str, worker: &str, ttl: Duration) -> StoreResult<Option<LeasedJob>>;
+    async fn lease(
+        &self,
+        queue: &str,
+        worker: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<LeasedJob>>;
     /// Extends the lease; says whether it was lost or cancellation was requested.
     async fn heartbeat(&self, id: Uuid, worker: &str, ttl: Duration) -> StoreResult<Heartbeat>;
     /// Marks success; false when this worker no longer holds the lease.
@@ -158,7 +167,11 @@ pub trait JobQueue: Send + Sync {
     /// Dead, cancelled (or succeeded) → queued again with a fresh attempt count.
     async fn retry(&self, id: Uuid) -> StoreResult<JobRecord>;
     async fn get_job(&self, id: Uuid) -> StoreResult<Option<JobRecord>>;
-    async fn list_jobs(&self, filter: &JobFilter, page: PageRequest) -> StoreResult<Page<JobRecord>>;
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<JobRecord>>;
     /// Number of jobs per (queue, state).
     async fn job_counts(&self) -> StoreResult<Vec<(String, JobState, i64)>>;
 }

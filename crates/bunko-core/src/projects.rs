@@ -19,35 +19,57 @@ pub fn slugify(name: &str) -> String {
         }
     }
     let out = out.trim_end_matches('-');
-    out.chars().take(60).collect::<String>().trim_end_matches('-').to_owned()
+    out.chars()
+        .take(60)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_owned()
 }
 
 #[instrument(skip(store, description))]
-pub async fn create(store: &dyn MetaStore, name: &str, description: Option<&str>) -> Result<Project> {
+pub async fn create(
+    store: &dyn MetaStore,
+    name: &str,
+    description: Option<&str>,
+) -> Result<Project> {
     let name = name.trim();
     if name.is_empty() {
         return Err(Error::invalid("name must not be empty"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::invalid(format!("name must be at most {MAX_NAME_CHARS} characters")));
+        return Err(Error::invalid(format!(
+            "name must be at most {MAX_NAME_CHARS} characters"
+        )));
     }
     let description = description.unwrap_or("").trim();
     if description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(Error::invalid(format!("description must be at most {MAX_DESCRIPTION_CHARS} characters")));
+        return Err(Error::invalid(format!(
+            "description must be at most {MAX_DESCRIPTION_CHARS} characters"
+        )));
     }
     let mut slug = slugify(name);
     if slug.is_empty() {
-        slug = format!("project-{}", &crate::ids::new_id().simple().to_string()[20..]);
+        slug = format!(
+            "project-{}",
+            &crate::ids::new_id().simple().to_string()[20..]
+        );
     }
     let project = store
-        .create_project(NewProject { name: name.to_owned(), slug, description: description.to_owned() })
+        .create_project(NewProject {
+            name: name.to_owned(),
+            slug,
+            description: description.to_owned(),
+        })
         .await?;
     Ok(project)
 }
 
 #[instrument(skip(store))]
 pub async fn get(store: &dyn MetaStore, id_or_slug: &str) -> Result<Project> {
-    store.get_project(id_or_slug).await?.ok_or_else(|| Error::not_found("project", id_or_slug))
+    store
+        .get_project(id_or_slug)
+        .await?
+        .ok_or_else(|| Error::not_found("project", id_or_slug))
 }
 
 #[cfg(test)]

@@ -25,13 +25,23 @@ impl TraceContext {
                 parent_span_id: Some(parent),
                 sampled: flags & 1 == 1,
             },
-            None => TraceContext { trace_id: hex_id::<16>(), span_id, parent_span_id: None, sampled: true },
+            None => TraceContext {
+                trace_id: hex_id::<16>(),
+                span_id,
+                parent_span_id: None,
+                sampled: true,
+            },
         }
     }
 
     /// The `traceparent` header naming this hop as the parent.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        )
     }
 }
 
@@ -53,7 +63,9 @@ fn parse_traceparent(h: &str) -> Option<(String, String, u8)> {
     let parent = parts.next()?;
     let flags = parts.next()?;
     let is_hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     if !is_hex(version, 2) || version == "ff" || !is_hex(trace_id, 32) || !is_hex(parent, 16) {
         return None;
@@ -80,7 +92,10 @@ mod tests {
         assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
         assert_ne!(t.span_id, "00f067aa0ba902b7");
-        assert!(t.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(
+            t.traceparent()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
         assert!(t.traceparent().ends_with("-01"));
     }
 

@@ -83,7 +83,8 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), CliError> {
             .map_err(|e| fail("cannot be restricted to its owner", e))?;
     }
     for sub in DATA_SUBDIRS {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&format!("has no usable {sub}/"), e))?;
+        std::fs::create_dir_all(dir.join(sub))
+            .map_err(|e| fail(&format!("has no usable {sub}/"), e))?;
     }
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"ok").map_err(|e| fail("is not writable", e))?;
@@ -93,9 +94,11 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), CliError> {
 
 /// Opens the store of a prepared data dir, mapping failures to one clear CLI error.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn MetaStore>, CliError> {
-    bunko_store::open(&config.database_url()).await.map_err(|e| {
-        CliError::failure(e.to_string()).hint("bunko never recreates a database it cannot read")
-    })
+    bunko_store::open(&config.database_url())
+        .await
+        .map_err(|e| {
+            CliError::failure(e.to_string()).hint("bunko never recreates a database it cannot read")
+        })
 }
 
 /// Everything a serving or working process holds.
@@ -111,7 +114,9 @@ impl Runtime {
         let store = open_store(&config).await?;
         let new_token = auth::ensure_bootstrap_token(store.as_ref(), &config.data_dir)
             .await
-            .map_err(|e| CliError::failure(format!("cannot create the bootstrap admin token: {e}")))?;
+            .map_err(|e| {
+                CliError::failure(format!("cannot create the bootstrap admin token: {e}"))
+            })?;
         if new_token.is_some() {
             tracing::info!(
                 path = %auth::token_file(&config.data_dir).display(),
@@ -165,7 +170,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn_with_state(state, request_context))
                 .layer(CatchPanicLayer::custom(panic_response))
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                ))
                 .layer(CompressionLayer::new())
                 .layer(RequestBodyLimitLayer::new(limit)),
         )

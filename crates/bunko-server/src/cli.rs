@@ -124,11 +124,19 @@ pub struct CliError {
 
 impl CliError {
     pub fn failure(message: impl Into<String>) -> Self {
-        Self { exit: 1, message: message.into(), hint: None }
+        Self {
+            exit: 1,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { exit: 2, message: message.into(), hint: None }
+        Self {
+            exit: 2,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -139,12 +147,20 @@ impl CliError {
 
 impl From<bunko_core::Error> for CliError {
     fn from(e: bunko_core::Error) -> Self {
-        let exit = if e.code.status() < 500 && e.code.status() != 404 && e.code.status() != 409 { 2 } else { 1 };
+        let exit = if e.code.status() < 500 && e.code.status() != 404 && e.code.status() != 409 {
+            2
+        } else {
+            1
+        };
         let message = match &e.source {
             Some(src) => format!("{}: {src}", e.detail),
             None => e.detail.clone(),
         };
-        Self { exit, message, hint: None }
+        Self {
+            exit,
+            message,
+            hint: None,
+        }
     }
 }
 
@@ -184,28 +200,49 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve { listen } | Command::Quickstart { listen } => listen.clone(),
         _ => None,
     };
-    let overrides = CliOverrides { data_dir: cli.data_dir.clone(), listen, log_level: cli.log_level.clone() };
+    let overrides = CliOverrides {
+        data_dir: cli.data_dir.clone(),
+        listen,
+        log_level: cli.log_level.clone(),
+    };
     let (config, provenance) = Config::load(cli.config.as_deref(), std::env::vars(), &overrides)
-        .map_err(|e| CliError::usage(e.to_string()).hint("`bunko config check` shows the effective configuration"))?;
+        .map_err(|e| {
+            CliError::usage(e.to_string())
+                .hint("`bunko config check` shows the effective configuration")
+        })?;
 
     if let Command::Config(ConfigCmd::Check { json }) = &cli.command {
         return commands::config::check(&config, &provenance, *json);
     }
     let problems = config.check();
-    let errors: Vec<String> =
-        problems.iter().filter(|p| p.severity == Severity::Error).map(ToString::to_string).collect();
+    let errors: Vec<String> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect();
     if !errors.is_empty() {
-        return Err(CliError::usage(format!("the configuration has problems:\n  {}", errors.join("\n  ")))
-            .hint("`bunko config check` shows the effective configuration"));
+        return Err(CliError::usage(format!(
+            "the configuration has problems:\n  {}",
+            errors.join("\n  ")
+        ))
+        .hint("`bunko config check` shows the effective configuration"));
     }
 
     let long_running = matches!(cli.command, Command::Serve { .. } | Command::Worker);
     let mut log = config.log.clone();
-    if !long_running && cli.log_level.is_none() && !matches!(cli.command, Command::Quickstart { .. }) {
+    if !long_running
+        && cli.log_level.is_none()
+        && !matches!(cli.command, Command::Quickstart { .. })
+    {
         log.level = "warn".into();
     }
-    let sink = if long_running { Sink::Stdout } else { Sink::Stderr };
-    telemetry::init(&log, sink).map_err(|e| CliError::usage(e).hint("fix log.level or RUST_LOG"))?;
+    let sink = if long_running {
+        Sink::Stdout
+    } else {
+        Sink::Stderr
+    };
+    telemetry::init(&log, sink)
+        .map_err(|e| CliError::usage(e).hint("fix log.level or RUST_LOG"))?;
     telemetry::install_panic_hook();
     for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
         tracing::warn!(key = %p.key, "{}", p.message);

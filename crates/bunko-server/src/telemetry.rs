@@ -45,10 +45,18 @@ pub fn init(cfg: &LogConfig, sink: Sink) -> Result<(), String> {
         (true, Sink::Stdout) => registry.with(JsonLayer::new(std::io::stdout)).try_init(),
         (true, Sink::Stderr) => registry.with(JsonLayer::new(std::io::stderr)).try_init(),
         (false, Sink::Stdout) => registry
-            .with(tracing_subscriber::fmt::layer().with_ansi(tty).with_writer(std::io::stdout))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(tty)
+                    .with_writer(std::io::stdout),
+            )
             .try_init(),
         (false, Sink::Stderr) => registry
-            .with(tracing_subscriber::fmt::layer().with_ansi(tty).with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(tty)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     result.map_err(|e| e.to_string())
@@ -71,11 +79,20 @@ pub fn build_filter(level: &str) -> Result<EnvFilter, String> {
     } else {
         level.to_owned()
     };
-    EnvFilter::try_new(&directive).map_err(|e| format!("log.level `{level}` is not a valid filter: {e}"))
+    EnvFilter::try_new(&directive)
+        .map_err(|e| format!("log.level `{level}` is not a valid filter: {e}"))
 }
 
-const SECRET_WORDS: &[&str] =
-    &["authorization", "cookie", "password", "passwd", "token", "secret", "api_key", "apikey"];
+const SECRET_WORDS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "api_key",
+    "apikey",
+];
 
 pub fn is_secret_field(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
@@ -114,7 +131,11 @@ impl Visit for Fields {
 impl Fields {
     fn put(&mut self, field: &Field, value: Value) {
         let name = field.name();
-        let value = if is_secret_field(name) { Value::String(REDACTED.into()) } else { value };
+        let value = if is_secret_field(name) {
+            Value::String(REDACTED.into())
+        } else {
+            value
+        };
         self.0.insert(name.to_owned(), value);
     }
 }
@@ -156,9 +177,16 @@ where
         let mut obj = Map::new();
         obj.insert(
             "timestamp".into(),
-            Value::String(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()),
+            Value::String(
+                jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+                    .to_string(),
+            ),
         );
-        obj.insert("level".into(), Value::String(meta.level().as_str().to_owned()));
+        obj.insert(
+            "level".into(),
+            Value::String(meta.level().as_str().to_owned()),
+        );
         obj.insert("target".into(), Value::String(meta.target().to_owned()));
         // Span fields, outermost first, so request_id/trace_id/span_id land at the top level.
         if let Some(scope) = ctx.event_scope(event) {
@@ -175,7 +203,9 @@ where
         }
         let mut f = Fields::default();
         event.record(&mut f);
-        let message = f.0.remove("message").unwrap_or(Value::String(String::new()));
+        let message =
+            f.0.remove("message")
+                .unwrap_or(Value::String(String::new()));
         obj.insert("message".into(), message);
         for (k, v) in f.0 {
             obj.insert(k, v);
@@ -189,7 +219,10 @@ where
 /// Routes panics through the logger (one JSON event) instead of raw stderr text.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         let payload = info
             .payload()
             .downcast_ref::<&str>()
@@ -230,7 +263,12 @@ mod tests {
         tracing::subscriber::with_default(sub, || {
             let span = tracing::info_span!("http_request", request_id = "rid-1", trace_id = "t1");
             let _g = span.enter();
-            tracing::info!(password = "hunter2", authorization = "Bearer abc", n = 3, "hello");
+            tracing::info!(
+                password = "hunter2",
+                authorization = "Bearer abc",
+                n = 3,
+                "hello"
+            );
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let v: Value = serde_json::from_str(text.trim()).unwrap();
@@ -240,6 +278,9 @@ mod tests {
         assert_eq!(v["trace_id"], "t1");
         assert_eq!(v["n"], 3);
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
-        assert!(!text.contains("hunter2") && !text.contains("Bearer abc"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("Bearer abc"),
+            "{text}"
+        );
     }
 }

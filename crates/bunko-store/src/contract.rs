@@ -2,11 +2,16 @@
 //! [`contract_tests!`](crate::contract_tests) turns the whole list into `#[tokio::test]`s for a
 //! backend, so SQLite today and PostgreSQL later run the very same assertions.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    clippy::panic
+)]
 
+use bunko_core::Code;
 use bunko_core::jobs::{Heartbeat, JobFailure, JobFilter, JobState, NewJob};
 use bunko_core::ports::{MetaStore, NewProject, PageRequest, StoreError};
-use bunko_core::Code;
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,7 +22,10 @@ type Store = Arc<dyn MetaStore>;
 const TTL: Duration = Duration::from_secs(30);
 
 fn page(limit: u32) -> PageRequest {
-    PageRequest { limit, before: None }
+    PageRequest {
+        limit,
+        before: None,
+    }
 }
 
 fn job(kind: &str) -> NewJob {
@@ -54,7 +62,11 @@ pub async fn ping_works(s: Store) {
 }
 
 pub async fn projects_create_get_list(s: Store) {
-    let mk = |slug: &str| NewProject { name: format!("Project {slug}"), slug: slug.into(), description: "d".into() };
+    let mk = |slug: &str| NewProject {
+        name: format!("Project {slug}"),
+        slug: slug.into(),
+        description: "d".into(),
+    };
     let a = s.create_project(mk("alpha")).await.unwrap();
     assert_eq!(a.slug, "alpha");
     let err = s.create_project(mk("alpha")).await.unwrap_err();
@@ -69,10 +81,21 @@ pub async fn projects_create_get_list(s: Store) {
     assert_eq!(p1.items.len(), 3);
     assert_eq!(p1.items[0].slug, "p3", "newest first");
     let cursor = p1.next_cursor.clone().unwrap();
-    let p2 = s.list_projects(PageRequest { limit: 3, before: Some(cursor.parse().unwrap()) }).await.unwrap();
+    let p2 = s
+        .list_projects(PageRequest {
+            limit: 3,
+            before: Some(cursor.parse().unwrap()),
+        })
+        .await
+        .unwrap();
     assert_eq!(p2.items.len(), 2);
     assert!(p2.next_cursor.is_none());
-    let all: HashSet<_> = p1.items.iter().chain(&p2.items).map(|p| p.slug.clone()).collect();
+    let all: HashSet<_> = p1
+        .items
+        .iter()
+        .chain(&p2.items)
+        .map(|p| p.slug.clone())
+        .collect();
     assert_eq!(all.len(), 5);
 }
 
@@ -107,7 +130,9 @@ pub async fn lease_takes_each_job_once(s: Store) {
     let mut handles = Vec::new();
     for w in 0..10 {
         let s = s.clone();
-        handles.push(tokio::spawn(async move { s.lease("q", &format!("w{w}"), TTL).await.unwrap() }));
+        handles.push(tokio::spawn(async move {
+            s.lease("q", &format!("w{w}"), TTL).await.unwrap()
+        }));
     }
     let mut ids = HashSet::new();
     for h in handles {
@@ -131,16 +156,29 @@ pub async fn lease_respects_run_at_and_priority(s: Store) {
     let high = s.enqueue(high).await.unwrap();
     assert_eq!(s.lease("q", "w", TTL).await.unwrap().unwrap().id, high.id);
     assert_eq!(s.lease("q", "w", TTL).await.unwrap().unwrap().id, low.id);
-    assert!(s.lease("q", "w", TTL).await.unwrap().is_none(), "future job must wait");
+    assert!(
+        s.lease("q", "w", TTL).await.unwrap().is_none(),
+        "future job must wait"
+    );
 }
 
 pub async fn heartbeat_and_fencing(s: Store) {
     let e = s.enqueue(job("k")).await.unwrap();
     let j = s.lease("q", "w1", TTL).await.unwrap().unwrap();
-    assert_eq!(s.heartbeat(j.id, "w1", TTL).await.unwrap(), Heartbeat::Alive);
+    assert_eq!(
+        s.heartbeat(j.id, "w1", TTL).await.unwrap(),
+        Heartbeat::Alive
+    );
     assert_eq!(s.heartbeat(j.id, "w2", TTL).await.unwrap(), Heartbeat::Lost);
-    assert!(!s.complete(j.id, "w2", None).await.unwrap(), "only the lease holder completes");
-    assert!(s.complete(j.id, "w1", Some(json!({"ok": true}))).await.unwrap());
+    assert!(
+        !s.complete(j.id, "w2", None).await.unwrap(),
+        "only the lease holder completes"
+    );
+    assert!(
+        s.complete(j.id, "w1", Some(json!({"ok": true})))
+            .await
+            .unwrap()
+    );
     let rec = s.get_job(e.id).await.unwrap().unwrap();
     assert_eq!(rec.state, JobState::Succeeded);
     assert_eq!(rec.result, Some(json!({"ok": true})));
@@ -157,14 +195,35 @@ pub async fn failure_retries_then_dies(s: Store) {
     let retry_at = bunko_core::ids::now_ms() + 60_000;
     assert!(s.fail(j.id, "w", &f, Some(retry_at)).await.unwrap());
     let rec = s.get_job(e.id).await.unwrap().unwrap();
-    assert_eq!((rec.state, rec.attempts, rec.run_at_ms), (JobState::Queued, 1, retry_at));
+    assert_eq!(
+        (rec.state, rec.attempts, rec.run_at_ms),
+        (JobState::Queued, 1, retry_at)
+    );
     assert_eq!(rec.last_error.as_deref(), Some("boom 1"));
-    assert!(s.lease("q", "w", TTL).await.unwrap().is_none(), "backoff delays the retry");
+    assert!(
+        s.lease("q", "w", TTL).await.unwrap().is_none(),
+        "backoff delays the retry"
+    );
     // Make it due now by failing again through a fresh lease after moving run_at.
-    let e2 = s.enqueue(NewJob { max_attempts: 1, ..job("k2") }).await.unwrap();
+    let e2 = s
+        .enqueue(NewJob {
+            max_attempts: 1,
+            ..job("k2")
+        })
+        .await
+        .unwrap();
     let j2 = s.lease("q", "w", TTL).await.unwrap().unwrap();
     assert_eq!(j2.id, e2.id);
-    assert!(s.fail(j2.id, "w", &JobFailure::permanent(Code::JobPanicked, "panic: x"), None).await.unwrap());
+    assert!(
+        s.fail(
+            j2.id,
+            "w",
+            &JobFailure::permanent(Code::JobPanicked, "panic: x"),
+            None
+        )
+        .await
+        .unwrap()
+    );
     let rec = s.get_job(e2.id).await.unwrap().unwrap();
     assert_eq!(rec.state, JobState::Dead);
     assert_eq!(rec.last_error_code.as_deref(), Some("job_panicked"));
@@ -176,7 +235,10 @@ pub async fn expired_lease_is_leased_again(s: Store) {
     let e = s.enqueue(job("k")).await.unwrap();
     let short = Duration::from_millis(50);
     let j = s.lease("q", "dead-worker", short).await.unwrap().unwrap();
-    assert!(s.lease("q", "w2", TTL).await.unwrap().is_none(), "lease still valid");
+    assert!(
+        s.lease("q", "w2", TTL).await.unwrap().is_none(),
+        "lease still valid"
+    );
     tokio::time::sleep(Duration::from_millis(120)).await;
     let again = s.lease("q", "w2", TTL).await.unwrap().unwrap();
     assert_eq!(again.id, j.id);
@@ -184,12 +246,24 @@ pub async fn expired_lease_is_leased_again(s: Store) {
     let rec = s.get_job(e.id).await.unwrap().unwrap();
     assert_eq!(rec.lease_owner.as_deref(), Some("w2"));
     assert_eq!(rec.last_error_code.as_deref(), Some("lease_expired"));
-    assert!(!s.complete(j.id, "dead-worker", None).await.unwrap(), "the old holder is fenced off");
+    assert!(
+        !s.complete(j.id, "dead-worker", None).await.unwrap(),
+        "the old holder is fenced off"
+    );
 }
 
 pub async fn expired_lease_without_attempts_left_is_dead(s: Store) {
-    let e = s.enqueue(NewJob { max_attempts: 1, ..job("k") }).await.unwrap();
-    s.lease("q", "dead-worker", Duration::from_millis(30)).await.unwrap().unwrap();
+    let e = s
+        .enqueue(NewJob {
+            max_attempts: 1,
+            ..job("k")
+        })
+        .await
+        .unwrap();
+    s.lease("q", "dead-worker", Duration::from_millis(30))
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.lease("q", "w2", TTL).await.unwrap().is_none());
     let rec = s.get_job(e.id).await.unwrap().unwrap();
@@ -207,9 +281,15 @@ pub async fn cancel_queued_and_running(s: Store) {
     let rec = s.cancel(b.id).await.unwrap();
     assert_eq!(rec.state, JobState::Running);
     assert!(rec.cancel_requested);
-    assert_eq!(s.heartbeat(j.id, "w", TTL).await.unwrap(), Heartbeat::CancelRequested);
+    assert_eq!(
+        s.heartbeat(j.id, "w", TTL).await.unwrap(),
+        Heartbeat::CancelRequested
+    );
     assert!(s.mark_cancelled(j.id, "w").await.unwrap());
-    assert_eq!(s.get_job(b.id).await.unwrap().unwrap().state, JobState::Cancelled);
+    assert_eq!(
+        s.get_job(b.id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
     let err = s.cancel(b.id).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
     let err = s.cancel(uuid::Uuid::now_v7()).await.unwrap_err();
@@ -217,16 +297,36 @@ pub async fn cancel_queued_and_running(s: Store) {
 }
 
 pub async fn retry_dead_job(s: Store) {
-    let e = s.enqueue(NewJob { max_attempts: 1, ..job("k") }).await.unwrap();
+    let e = s
+        .enqueue(NewJob {
+            max_attempts: 1,
+            ..job("k")
+        })
+        .await
+        .unwrap();
     let j = s.lease("q", "w", TTL).await.unwrap().unwrap();
-    s.fail(j.id, "w", &JobFailure::retryable(Code::JobFailed, "x"), None).await.unwrap();
+    s.fail(
+        j.id,
+        "w",
+        &JobFailure::retryable(Code::JobFailed, "x"),
+        None,
+    )
+    .await
+    .unwrap();
     let rec = s.retry(e.id).await.unwrap();
     assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0));
-    assert_eq!(rec.last_error.as_deref(), Some("x"), "the last error is kept for the record");
+    assert_eq!(
+        rec.last_error.as_deref(),
+        Some("x"),
+        "the last error is kept for the record"
+    );
     let j = s.lease("q", "w", TTL).await.unwrap().unwrap();
     assert_eq!(j.attempts, 1);
     let err = s.retry(e.id).await.unwrap_err();
-    assert!(matches!(err, StoreError::InvalidState(_)), "running jobs cannot be retried");
+    assert!(
+        matches!(err, StoreError::InvalidState(_)),
+        "running jobs cannot be retried"
+    );
     let err = s.retry(uuid::Uuid::now_v7()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
 }
@@ -242,20 +342,47 @@ pub async fn release_gives_attempt_back(s: Store) {
 
 pub async fn list_filters_and_paginates(s: Store) {
     for i in 0..5 {
-        s.enqueue(NewJob::new(if i % 2 == 0 { "even" } else { "odd" }, "k", json!(i))).await.unwrap();
+        s.enqueue(NewJob::new(
+            if i % 2 == 0 { "even" } else { "odd" },
+            "k",
+            json!(i),
+        ))
+        .await
+        .unwrap();
     }
-    let even = JobFilter { queue: Some("even".into()), ..Default::default() };
+    let even = JobFilter {
+        queue: Some("even".into()),
+        ..Default::default()
+    };
     let p = s.list_jobs(&even, page(2)).await.unwrap();
     assert_eq!(p.items.len(), 2);
     assert!(p.items.iter().all(|j| j.queue == "even"));
-    let next = PageRequest { limit: 2, before: Some(p.next_cursor.unwrap().parse().unwrap()) };
+    let next = PageRequest {
+        limit: 2,
+        before: Some(p.next_cursor.unwrap().parse().unwrap()),
+    };
     let p2 = s.list_jobs(&even, next).await.unwrap();
     assert_eq!(p2.items.len(), 1);
     assert!(p2.next_cursor.is_none());
-    let queued = JobFilter { state: Some(JobState::Queued), ..Default::default() };
-    assert_eq!(s.list_jobs(&queued, page(100)).await.unwrap().items.len(), 5);
-    let running = JobFilter { state: Some(JobState::Running), ..Default::default() };
-    assert!(s.list_jobs(&running, page(100)).await.unwrap().items.is_empty());
+    let queued = JobFilter {
+        state: Some(JobState::Queued),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_jobs(&queued, page(100)).await.unwrap().items.len(),
+        5
+    );
+    let running = JobFilter {
+        state: Some(JobState::Running),
+        ..Default::default()
+    };
+    assert!(
+        s.list_jobs(&running, page(100))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 pub async fn counts_by_queue_and_state(s: Store) {
@@ -268,6 +395,10 @@ pub async fn counts_by_queue_and_state(s: Store) {
     counts.sort();
     assert_eq!(
         counts,
-        vec![("a".into(), JobState::Queued, 2), ("a".into(), JobState::Running, 1), ("b".into(), JobState::Queued, 1)]
+        vec![
+            ("a".into(), JobState::Queued, 2),
+            ("a".into(), JobState::Running, 1),
+            ("b".into(), JobState::Queued, 1)
+        ]
     );
 }

@@ -30,7 +30,11 @@ pub enum OpenError {
         "{path} has schema version {found}, newer than this bunko knows ({supported}); \
          it was written by a newer bunko — run that version, or restore a backup"
     )]
-    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("cannot open database {path}: {detail}")]
     Io { path: PathBuf, detail: String },
     #[error("unsupported database URL `{0}`: this build supports sqlite://PATH")]

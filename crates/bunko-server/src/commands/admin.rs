@@ -8,7 +8,10 @@ use bunko_core::config::Config;
 pub async fn migrate(config: &Config) -> Result<(), CliError> {
     prepare_data_dir(&config.data_dir)?;
     let _store = open_store(config).await?;
-    println!("database {} is up to date", config.database_url().redacted());
+    println!(
+        "database {} is up to date",
+        config.database_url().redacted()
+    );
     Ok(())
 }
 
@@ -20,7 +23,10 @@ pub async fn admin_token(config: &Config, rotate: bool) -> Result<(), CliError> 
         auth::rotate_bootstrap_token(store.as_ref(), &config.data_dir)
             .await
             .map_err(|e| CliError::failure(format!("cannot rotate the token: {e}")))?;
-        println!("a new bootstrap admin token is in {} (the old one no longer works)", path.display());
+        println!(
+            "a new bootstrap admin token is in {} (the old one no longer works)",
+            path.display()
+        );
     } else {
         let made = auth::ensure_bootstrap_token(store.as_ref(), &config.data_dir)
             .await
@@ -28,8 +34,10 @@ pub async fn admin_token(config: &Config, rotate: bool) -> Result<(), CliError> 
         if made.is_some() || path.is_file() {
             println!("the bootstrap admin token is in {}", path.display());
         } else {
-            return Err(CliError::failure(format!("the token file {} is gone", path.display()))
-                .hint("make a new one with `bunko admin-token --rotate`"));
+            return Err(
+                CliError::failure(format!("the token file {} is gone", path.display()))
+                    .hint("make a new one with `bunko admin-token --rotate`"),
+            );
         }
     }
     Ok(())

@@ -31,7 +31,10 @@ pub fn check(config: &Config, prov: &Provenance, json: bool) -> Result<(), CliEr
             eprintln!("{p}");
         }
     }
-    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
     if errors > 0 {
         return Err(CliError::usage(format!("{errors} configuration error(s)")));
     }

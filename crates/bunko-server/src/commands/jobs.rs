@@ -14,25 +14,42 @@ fn parse_id(id: &str) -> Result<Uuid, CliError> {
 }
 
 fn print_json(j: JobRecord) {
-    println!("{}", serde_json::to_string(&jobs_view(j)).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string(&jobs_view(j)).unwrap_or_default()
+    );
 }
 
 pub async fn run(config: &Config, cmd: JobsCmd) -> Result<(), CliError> {
     prepare_data_dir(&config.data_dir)?;
     let store = open_store(config).await?;
     match cmd {
-        JobsCmd::List { queue, state, kind, limit, json } => {
+        JobsCmd::List {
+            queue,
+            state,
+            kind,
+            limit,
+            json,
+        } => {
             let state = state
-                .map(|s| JobState::parse(&s).ok_or_else(|| {
-                    CliError::usage(format!("unknown state `{s}`")).hint("queued, running, succeeded, dead or cancelled")
-                }))
+                .map(|s| {
+                    JobState::parse(&s).ok_or_else(|| {
+                        CliError::usage(format!("unknown state `{s}`"))
+                            .hint("queued, running, succeeded, dead or cancelled")
+                    })
+                })
                 .transpose()?;
             let page = PageRequest::new(Some(limit), None)?;
-            let res = store.list_jobs(&JobFilter { queue, state, kind }, page).await?;
+            let res = store
+                .list_jobs(&JobFilter { queue, state, kind }, page)
+                .await?;
             if json {
                 res.items.into_iter().for_each(print_json);
             } else {
-                println!("{:<36}  {:<9}  {:<16}  {:<8}  {:>7}  {:<24}  LAST ERROR", "ID", "STATE", "KIND", "QUEUE", "TRIES", "UPDATED");
+                println!(
+                    "{:<36}  {:<9}  {:<16}  {:<8}  {:>7}  {:<24}  LAST ERROR",
+                    "ID", "STATE", "KIND", "QUEUE", "TRIES", "UPDATED"
+                );
                 for j in res.items {
                     println!(
                         "{:<36}  {:<9}  {:<16}  {:<8}  {:>3}/{:<3}  {:<24}  {}",
@@ -59,28 +76,59 @@ pub async fn run(config: &Config, cmd: JobsCmd) -> Result<(), CliError> {
                 let v = serde_json::to_value(jobs_view(job)).unwrap_or_default();
                 if let Some(obj) = v.as_object() {
                     for (k, v) in obj {
-                        println!("{k:>18}: {}", if let Some(s) = v.as_str() { s.to_owned() } else { v.to_string() });
+                        println!(
+                            "{k:>18}: {}",
+                            if let Some(s) = v.as_str() {
+                                s.to_owned()
+                            } else {
+                                v.to_string()
+                            }
+                        );
                     }
                 }
             }
         }
         JobsCmd::Retry { id } => {
-            let j = store.retry(parse_id(&id)?).await.map_err(bunko_core::Error::from)?;
+            let j = store
+                .retry(parse_id(&id)?)
+                .await
+                .map_err(bunko_core::Error::from)?;
             println!("job {} is queued again", j.id);
         }
         JobsCmd::Cancel { id } => {
-            let j = store.cancel(parse_id(&id)?).await.map_err(bunko_core::Error::from)?;
+            let j = store
+                .cancel(parse_id(&id)?)
+                .await
+                .map_err(bunko_core::Error::from)?;
             if j.state == JobState::Cancelled {
                 println!("job {} is cancelled", j.id);
             } else {
                 println!("job {} is running; its worker has been asked to stop", j.id);
             }
         }
-        JobsCmd::Enqueue { kind, payload, idempotency_key, max_attempts, json } => {
+        JobsCmd::Enqueue {
+            kind,
+            payload,
+            idempotency_key,
+            max_attempts,
+            json,
+        } => {
             let payload: serde_json::Value = serde_json::from_str(&payload)
                 .map_err(|e| CliError::usage(format!("--payload is not valid JSON: {e}")))?;
-            let opts = SubmitOptions { idempotency_key, max_attempts, ..Default::default() };
-            let e = jobs::submit(store.as_ref(), &Registry::builtin(), config.jobs.max_attempts, &kind, payload, opts).await?;
+            let opts = SubmitOptions {
+                idempotency_key,
+                max_attempts,
+                ..Default::default()
+            };
+            let e = jobs::submit(
+                store.as_ref(),
+                &Registry::builtin(),
+                config.jobs.max_attempts,
+                &kind,
+                payload,
+                opts,
+            )
+            .await?;
             if json {
                 println!("{}", serde_json::json!({"id": e.id, "created": e.created}));
             } else if e.created {

@@ -12,10 +12,14 @@ use tracing::{info, warn};
 
 fn bind_error(addr: SocketAddr, e: std::io::Error) -> CliError {
     match e.kind() {
-        std::io::ErrorKind::AddrInUse => CliError::failure(format!("address {addr} is already in use"))
-            .hint("stop the other process or choose another address with --listen ADDR"),
-        std::io::ErrorKind::PermissionDenied => CliError::failure(format!("not allowed to listen on {addr}"))
-            .hint("ports below 1024 need privileges; choose another with --listen ADDR"),
+        std::io::ErrorKind::AddrInUse => {
+            CliError::failure(format!("address {addr} is already in use"))
+                .hint("stop the other process or choose another address with --listen ADDR")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            CliError::failure(format!("not allowed to listen on {addr}"))
+                .hint("ports below 1024 need privileges; choose another with --listen ADDR")
+        }
         _ => CliError::failure(format!("cannot listen on {addr}: {e}")),
     }
 }
@@ -40,13 +44,16 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
     let started = Instant::now();
     let addr = config.listen_addr().map_err(CliError::usage)?;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let listener = TcpListener::bind(addr).await.map_err(|e| bind_error(addr, e))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr, e))?;
     let local = listener.local_addr().map_err(|e| bind_error(addr, e))?;
     let run_worker = config.jobs.run_in_server;
     let Runtime { state, new_token } = Runtime::start(config, run_worker).await?;
     let app = router(state.clone());
     let stop_accepting = CancellationToken::new();
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let server_task = state.tasks.spawn(async move { server.await });
     info!(addr = %local, version = crate::app::VERSION, mode = %serde_json::to_value(state.config.mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), "listening");
     info!(startup_ms = started.elapsed().as_millis() as u64, "ready");
@@ -55,18 +62,28 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
     }
 
     let signal = shutdown_signal().await;
-    info!(signal, grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests and running jobs");
+    info!(
+        signal,
+        grace_secs = grace.as_secs(),
+        "shutting down: finishing in-flight requests and running jobs"
+    );
     state.set_draining();
     stop_accepting.cancel();
     state.tasks.begin_shutdown();
-    if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(grace, state.tasks.wait())
+        .await
+        .is_err()
+    {
         warn!("grace period over: stopping running jobs and giving them back to the queue");
         if let Some(w) = &state.worker {
             w.hard_stop();
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), state.tasks.wait()).await;
     }
-    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(10), server_task).await.unwrap_or(Ok(Ok(()))) {
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(10), server_task)
+        .await
+        .unwrap_or(Ok(Ok(())))
+    {
         warn!(error = %e, "HTTP server ended with an error");
     }
     info!("stopped");
@@ -80,7 +97,10 @@ pub async fn worker(config: Config) -> Result<(), CliError> {
     let signal = shutdown_signal().await;
     info!(signal, "worker shutting down: finishing running jobs");
     state.tasks.begin_shutdown();
-    if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(grace, state.tasks.wait())
+        .await
+        .is_err()
+    {
         if let Some(w) = &state.worker {
             w.hard_stop();
         }
@@ -93,11 +113,17 @@ pub async fn worker(config: Config) -> Result<(), CliError> {
 fn print_banner(config: &Config, addr: SocketAddr, new_token: Option<&str>) {
     let base = format!("http://{addr}");
     let token_path = auth::token_file(&config.data_dir);
-    let token = new_token
-        .map(str::to_owned)
-        .or_else(|| std::fs::read_to_string(&token_path).ok().map(|t| t.trim().to_owned()));
+    let token = new_token.map(str::to_owned).or_else(|| {
+        std::fs::read_to_string(&token_path)
+            .ok()
+            .map(|t| t.trim().to_owned())
+    });
     println!();
-    println!("  bunko {} is running (data dir: {})", crate::app::VERSION, config.data_dir.display());
+    println!(
+        "  bunko {} is running (data dir: {})",
+        crate::app::VERSION,
+        config.data_dir.display()
+    );
     println!();
     println!("  API reference   {base}/docs");
     println!("  OpenAPI         {base}/openapi.json");
@@ -106,10 +132,16 @@ fn print_banner(config: &Config, addr: SocketAddr, new_token: Option<&str>) {
     println!();
     match token {
         Some(t) => {
-            println!("  Bootstrap admin token (keep it secret; also in {}):", token_path.display());
+            println!(
+                "  Bootstrap admin token (keep it secret; also in {}):",
+                token_path.display()
+            );
             println!("    {t}");
             println!();
-            println!("  Try:  curl -H \"Authorization: Bearer $(cat {})\" {base}/api/v1/jobs", token_path.display());
+            println!(
+                "  Try:  curl -H \"Authorization: Bearer $(cat {})\" {base}/api/v1/jobs",
+                token_path.display()
+            );
         }
         None => println!("  The bootstrap token file is gone: run `bunko admin-token --rotate`."),
     }

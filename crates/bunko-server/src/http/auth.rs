@@ -14,9 +14,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bunko_core::Code;
 use bunko_core::ids::{constant_time_eq, random_bytes, sha256_hex};
 use bunko_core::ports::MetaStore;
-use bunko_core::Code;
 use std::path::{Path, PathBuf};
 
 pub const BOOTSTRAP_HASH_KEY: &str = "auth.bootstrap_admin_token_sha256";
@@ -38,36 +38,63 @@ pub async fn require_auth(
     if matched.as_ref().is_some_and(|m| is_public(m.as_str())) {
         return next.run(req).await;
     }
-    match authenticate(state.store.as_ref(), req.headers().get(header::AUTHORIZATION)).await {
+    match authenticate(
+        state.store.as_ref(),
+        req.headers().get(header::AUTHORIZATION),
+    )
+    .await
+    {
         Ok(p) => {
             req.extensions_mut().insert(p);
             next.run(req).await
         }
         Err(e) => {
             let mut res = e.into_response();
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"bunko\""));
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"bunko\""),
+            );
             res
         }
     }
 }
 
-async fn authenticate(store: &dyn MetaStore, header: Option<&HeaderValue>) -> Result<Principal, ApiError> {
+async fn authenticate(
+    store: &dyn MetaStore,
+    header: Option<&HeaderValue>,
+) -> Result<Principal, ApiError> {
     let Some(value) = header else {
-        return Err(ApiError::new(Code::Unauthenticated, "send credentials as `Authorization: Bearer <token>`"));
+        return Err(ApiError::new(
+            Code::Unauthenticated,
+            "send credentials as `Authorization: Bearer <token>`",
+        ));
     };
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::new(Code::InvalidToken, "the Authorization header must be `Bearer <token>`"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidToken,
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
     let stored = store.get_setting(BOOTSTRAP_HASH_KEY).await?;
     match stored {
-        Some(hash) if constant_time_eq(hash.as_bytes(), sha256_hex(token.as_bytes()).as_bytes()) => {
+        Some(hash)
+            if constant_time_eq(hash.as_bytes(), sha256_hex(token.as_bytes()).as_bytes()) =>
+        {
             Ok(Principal::BootstrapAdmin)
         }
-        _ => Err(ApiError::new(Code::InvalidToken, "the token is unknown, expired or revoked")),
+        _ => Err(ApiError::new(
+            Code::InvalidToken,
+            "the token is unknown, expired or revoked",
+        )),
     }
 }
 
@@ -80,7 +107,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Principal>() {
             Some(p @ Principal::BootstrapAdmin) => Ok(Admin(p.clone())),
-            None => Err(ApiError::new(Code::Unauthenticated, "this route needs credentials")),
+            None => Err(ApiError::new(
+                Code::Unauthenticated,
+                "this route needs credentials",
+            )),
         }
     }
 }
@@ -90,12 +120,18 @@ pub fn token_file(data_dir: &Path) -> PathBuf {
 }
 
 /// Makes the bootstrap admin token on first start. Returns the new token when one was made.
-pub async fn ensure_bootstrap_token(store: &dyn MetaStore, data_dir: &Path) -> anyhow::Result<Option<String>> {
+pub async fn ensure_bootstrap_token(
+    store: &dyn MetaStore,
+    data_dir: &Path,
+) -> anyhow::Result<Option<String>> {
     if store.get_setting(BOOTSTRAP_HASH_KEY).await?.is_some() {
         return Ok(None);
     }
     let token = new_token();
-    if !store.put_setting_if_absent(BOOTSTRAP_HASH_KEY, &sha256_hex(token.as_bytes())).await? {
+    if !store
+        .put_setting_if_absent(BOOTSTRAP_HASH_KEY, &sha256_hex(token.as_bytes()))
+        .await?
+    {
         return Ok(None); // another process won the race
     }
     write_private(&token_file(data_dir), &token)?;
@@ -103,9 +139,14 @@ pub async fn ensure_bootstrap_token(store: &dyn MetaStore, data_dir: &Path) -> a
 }
 
 /// Replaces the bootstrap token (the old one stops working at once).
-pub async fn rotate_bootstrap_token(store: &dyn MetaStore, data_dir: &Path) -> anyhow::Result<String> {
+pub async fn rotate_bootstrap_token(
+    store: &dyn MetaStore,
+    data_dir: &Path,
+) -> anyhow::Result<String> {
     let token = new_token();
-    store.put_setting(BOOTSTRAP_HASH_KEY, &sha256_hex(token.as_bytes())).await?;
+    store
+        .put_setting(BOOTSTRAP_HASH_KEY, &sha256_hex(token.as_bytes()))
+        .await?;
     write_private(&token_file(data_dir), &token)?;
     Ok(token)
 }
@@ -118,7 +159,12 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(contents.as_bytes())?;
     f.write_all(b"\n")?;
     f.sync_all()?;

@@ -35,7 +35,11 @@ pub struct ProblemDetails {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let Error { code, detail, source } = self.0;
+        let Error {
+            code,
+            detail,
+            source,
+        } = self.0;
         if code.status() >= 500 {
             match &source {
                 Some(src) => tracing::error!(code = %code, error = %src, "request failed"),
@@ -109,7 +113,9 @@ pub fn render_problem(
         "code": code.as_str(),
         "request_id": request_id,
     });
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.status = status;

@@ -28,7 +28,10 @@ where
 
 fn json_rejection(rej: JsonRejection) -> ApiError {
     match rej {
-        JsonRejection::JsonSyntaxError(e) => ApiError::new(Code::MalformedJson, format!("the body is not valid JSON: {}", source_text(&e))),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {}", source_text(&e)),
+        ),
         JsonRejection::JsonDataError(e) => ApiError::new(Code::InvalidBody, source_text(&e)),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             Code::UnsupportedMediaType,

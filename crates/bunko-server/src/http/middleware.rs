@@ -2,7 +2,7 @@
 //! context, the request's log span, RED metrics by route template, one access log line, and
 //! problem+json bodies for every error response.
 
-use super::error::{PROBLEM_JSON, ProblemDetails, render_problem};
+use super::error::{ProblemDetails, render_problem};
 use crate::app::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
@@ -27,7 +27,8 @@ struct MatchedRoute(String);
 /// An incoming request id is kept if it is short printable ASCII; otherwise a new one is made.
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_owned())
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_owned())
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -43,7 +44,11 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-pub async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -51,7 +56,9 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
         .and_then(valid_request_id)
         .unwrap_or_else(|| new_id().to_string());
     let trace = TraceContext::from_traceparent(
-        req.headers().get("traceparent").and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
     );
     let method = method_label(req.method());
     let span = info_span!(
@@ -63,7 +70,10 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
         method,
         path = %req.uri().path(),
     );
-    req.extensions_mut().insert(RequestContext { request_id: request_id.clone(), trace: trace.clone() });
+    req.extensions_mut().insert(RequestContext {
+        request_id: request_id.clone(),
+        trace: trace.clone(),
+    });
     let m = &state.metrics;
     m.http_in_flight.inc();
     let mut res = next.run(req).instrument(span.clone()).await;
@@ -72,12 +82,14 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
     let route = res.extensions().get::<MatchedRoute>().map(|r| r.0.clone());
     let route = route.as_deref().unwrap_or("unmatched");
     let status = res.status();
-    let is_problem = res
+    // Error responses made by layers and fallbacks (no body type, or plain text) become
+    // problems too; a handler's deliberate JSON (the /readyz report) is left as it is.
+    let layer_made = res
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
     let details = res.extensions_mut().remove::<ProblemDetails>();
-    if details.is_some() || ((status.is_client_error() || status.is_server_error()) && !is_problem) {
+    if details.is_some() || ((status.is_client_error() || status.is_server_error()) && layer_made) {
         let (parts, _body) = res.into_parts();
         res = render_problem(status, details, &request_id, parts);
     }
@@ -88,16 +100,35 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
         res.headers_mut().insert("traceparent", v);
     }
     let elapsed = started.elapsed();
-    m.http_requests.with_label_values(&[method, route, status.as_str()]).inc();
-    m.http_duration.with_label_values(&[method, route]).observe(elapsed.as_secs_f64());
+    m.http_requests
+        .with_label_values(&[method, route, status.as_str()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[method, route])
+        .observe(elapsed.as_secs_f64());
     let ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {
-            warn!(status = status.as_u16(), route, duration_ms = ms, "request finished");
+            warn!(
+                status = status.as_u16(),
+                route,
+                duration_ms = ms,
+                "request finished"
+            );
         } else if matches!(route, "/healthz" | "/readyz" | "/metrics") {
-            debug!(status = status.as_u16(), route, duration_ms = ms, "request finished");
+            debug!(
+                status = status.as_u16(),
+                route,
+                duration_ms = ms,
+                "request finished"
+            );
         } else {
-            info!(status = status.as_u16(), route, duration_ms = ms, "request finished");
+            info!(
+                status = status.as_u16(),
+                route,
+                duration_ms = ms,
+                "request finished"
+            );
         }
     });
     res
@@ -107,7 +138,8 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
 pub async fn capture_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     if let Some(m) = matched {
-        res.extensions_mut().insert(MatchedRoute(m.as_str().to_owned()));
+        res.extensions_mut()
+            .insert(MatchedRoute(m.as_str().to_owned()));
     }
     res
 }

@@ -20,7 +20,10 @@ pub struct Health {
 /// Liveness: the process is up and answering.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok", version: crate::app::VERSION })
+    axum::Json(Health {
+        status: "ok",
+        version: crate::app::VERSION,
+    })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -41,7 +44,11 @@ pub struct Readiness {
 }
 
 fn up(detail: Option<String>, latency_ms: Option<f64>) -> Component {
-    Component { status: "up", detail, latency_ms }
+    Component {
+        status: "up",
+        detail,
+        latency_ms,
+    }
 }
 
 /// Readiness: every component's state; 503 when one is down or the server is shutting down.
@@ -51,37 +58,75 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut components = BTreeMap::new();
     let t = Instant::now();
     let db = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => up(Some(state.store.backend().into()), Some(t.elapsed().as_secs_f64() * 1000.0)),
+        Ok(Ok(())) => up(
+            Some(state.store.backend().into()),
+            Some(t.elapsed().as_secs_f64() * 1000.0),
+        ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database ping failed");
-            Component { status: "down", detail: Some("database ping failed".into()), latency_ms: None }
+            Component {
+                status: "down",
+                detail: Some("database ping failed".into()),
+                latency_ms: None,
+            }
         }
-        Err(_) => Component { status: "down", detail: Some("database ping timed out".into()), latency_ms: None },
+        Err(_) => Component {
+            status: "down",
+            detail: Some("database ping timed out".into()),
+            latency_ms: None,
+        },
     };
     components.insert("database", db);
-    let dir_ok = std::fs::metadata(state.data_dir()).map(|m| m.is_dir()).unwrap_or(false);
+    let dir_ok = std::fs::metadata(state.data_dir())
+        .map(|m| m.is_dir())
+        .unwrap_or(false);
     components.insert(
         "data_dir",
-        if dir_ok { up(None, None) } else { Component { status: "down", detail: Some("data dir is missing".into()), latency_ms: None } },
+        if dir_ok {
+            up(None, None)
+        } else {
+            Component {
+                status: "down",
+                detail: Some("data dir is missing".into()),
+                latency_ms: None,
+            }
+        },
     );
     components.insert(
         "worker",
         match &state.worker {
             Some(w) => up(Some(format!("{} running job(s)", w.running())), None),
-            None => Component { status: "disabled", detail: None, latency_ms: None },
+            None => Component {
+                status: "disabled",
+                detail: None,
+                latency_ms: None,
+            },
         },
     );
     components.insert(
         "server",
         if state.is_draining() {
-            Component { status: "draining", detail: Some("shutting down".into()), latency_ms: None }
+            Component {
+                status: "draining",
+                detail: Some("shutting down".into()),
+                latency_ms: None,
+            }
         } else {
             up(None, None)
         },
     );
-    let ready = components.values().all(|c| matches!(c.status, "up" | "disabled"));
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = Readiness { status: if ready { "ready" } else { "not_ready" }, components };
+    let ready = components
+        .values()
+        .all(|c| matches!(c.status, "up" | "disabled"));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        components,
+    };
     (status, axum::Json(body)).into_response()
 }
 
@@ -91,13 +136,21 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     refresh_job_gauges(&state).await;
     let text = state.metrics.render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Queue depth is read from the store at scrape time, so it is right even when other
 /// processes enqueue and run jobs. Every known queue × state has a series (zero included).
 async fn refresh_job_gauges(state: &AppState) {
-    let counts = match tokio::time::timeout(Duration::from_secs(2), state.store.job_counts()).await {
+    let counts = match tokio::time::timeout(Duration::from_secs(2), state.store.job_counts()).await
+    {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: reading job counts failed");
@@ -111,7 +164,11 @@ async fn refresh_job_gauges(state: &AppState) {
     let g = &state.metrics.jobs;
     for q in &queues {
         for s in JobState::ALL {
-            let n = counts.iter().find(|(cq, cs, _)| cq == q && *cs == s).map(|c| c.2).unwrap_or(0);
+            let n = counts
+                .iter()
+                .find(|(cq, cs, _)| cq == q && *cs == s)
+                .map(|c| c.2)
+                .unwrap_or(0);
             g.with_label_values(&[q.as_str(), s.as_str()]).set(n);
         }
     }

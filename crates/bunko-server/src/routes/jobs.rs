@@ -89,16 +89,30 @@ pub struct ListParams {
 /// List jobs, newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListParams),
     responses((status = 200, body = JobPage)), security(("bearer" = [])))]
-pub async fn list(_: Admin, State(s): State<AppState>, Query(p): Query<ListParams>) -> ApiResult<axum::Json<JobPage>> {
+pub async fn list(
+    _: Admin,
+    State(s): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<axum::Json<JobPage>> {
     let page = PageRequest::new(p.limit, p.cursor.as_deref())?;
     let state = p
         .state
         .as_deref()
-        .map(|st| JobState::parse(st).ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("unknown state `{st}`"))))
+        .map(|st| {
+            JobState::parse(st)
+                .ok_or_else(|| ApiError::new(Code::InvalidQuery, format!("unknown state `{st}`")))
+        })
         .transpose()?;
-    let filter = JobFilter { queue: p.queue, state, kind: p.kind };
+    let filter = JobFilter {
+        queue: p.queue,
+        state,
+        kind: p.kind,
+    };
     let res = s.store.list_jobs(&filter, page).await?;
-    Ok(axum::Json(JobPage { items: res.items.into_iter().map(JobView::from).collect(), next_cursor: res.next_cursor }))
+    Ok(axum::Json(JobPage {
+        items: res.items.into_iter().map(JobView::from).collect(),
+        next_cursor: res.next_cursor,
+    }))
 }
 
 fn parse_id(id: &str) -> ApiResult<Uuid> {
@@ -108,9 +122,17 @@ fn parse_id(id: &str) -> ApiResult<Uuid> {
 /// One job with its last error.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 404, description = "no such job")), security(("bearer" = [])))]
-pub async fn show(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<JobView>> {
+pub async fn show(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobView>> {
     let uuid = parse_id(&id)?;
-    let job = s.store.get_job(uuid).await?.ok_or_else(|| ApiError(bunko_core::Error::not_found("job", &id)))?;
+    let job = s
+        .store
+        .get_job(uuid)
+        .await?
+        .ok_or_else(|| ApiError(bunko_core::Error::not_found("job", &id)))?;
     Ok(axum::Json(job.into()))
 }
 
@@ -146,24 +168,46 @@ pub async fn enqueue(
     State(s): State<AppState>,
     Json(r): Json<EnqueueRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<EnqueueResponse>)> {
-    let payload = if r.payload.is_null() { serde_json::json!({}) } else { r.payload };
+    let payload = if r.payload.is_null() {
+        serde_json::json!({})
+    } else {
+        r.payload
+    };
     let opts = SubmitOptions {
         idempotency_key: r.idempotency_key,
         max_attempts: r.max_attempts,
         delay: r.delay_secs.map(Duration::from_secs),
         priority: r.priority,
     };
-    let e = jobs::submit(s.store.as_ref(), &s.registry, s.config.jobs.max_attempts, &r.kind, payload, opts).await?;
+    let e = jobs::submit(
+        s.store.as_ref(),
+        &s.registry,
+        s.config.jobs.max_attempts,
+        &r.kind,
+        payload,
+        opts,
+    )
+    .await?;
     if let Some(w) = &s.worker {
         w.wake();
     }
-    Ok((StatusCode::ACCEPTED, axum::Json(EnqueueResponse { id: e.id, created: e.created })))
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(EnqueueResponse {
+            id: e.id,
+            created: e.created,
+        }),
+    ))
 }
 
 /// Retry a dead or cancelled job (attempts start again from zero).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 409, description = "not dead or cancelled")), security(("bearer" = [])))]
-pub async fn retry(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<JobView>> {
+pub async fn retry(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobView>> {
     let job = s.store.retry(parse_id(&id)?).await?;
     if let Some(w) = &s.worker {
         w.wake();
@@ -174,6 +218,10 @@ pub async fn retry(_: Admin, State(s): State<AppState>, Path(id): Path<String>) 
 /// Cancel a queued job, or ask a running one to stop.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 409, description = "already finished")), security(("bearer" = [])))]
-pub async fn cancel(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<JobView>> {
+pub async fn cancel(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobView>> {
     Ok(axum::Json(s.store.cancel(parse_id(&id)?).await?.into()))
 }

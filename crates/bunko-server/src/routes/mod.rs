@@ -18,7 +18,15 @@ pub fn jobs_view(j: bunko_core::jobs::JobRecord) -> jobs::JobView {
 }
 
 /// The allow-list: route templates anyone may call. Keep it short.
-pub const PUBLIC_ROUTES: &[&str] = &["/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/{asset}"];
+pub const PUBLIC_ROUTES: &[&str] = &[
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/{asset}",
+];
 
 pub fn is_public(route: &str) -> bool {
     PUBLIC_ROUTES.contains(&route)
@@ -37,6 +45,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/jobs/{id}", get(jobs::show))
         .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/v1/projects", get(projects::list).post(projects::create))
+        .route(
+            "/api/v1/projects",
+            get(projects::list).post(projects::create),
+        )
         .route("/api/v1/projects/{project}", get(projects::show))
 }

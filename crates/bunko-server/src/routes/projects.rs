@@ -72,14 +72,30 @@ pub async fn create(
 /// List projects, newest first.
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(ListParams),
     responses((status = 200, body = ProjectPage)), security(("bearer" = [])))]
-pub async fn list(_: Admin, State(s): State<AppState>, Query(p): Query<ListParams>) -> ApiResult<axum::Json<ProjectPage>> {
-    let page = s.store.list_projects(PageRequest::new(p.limit, p.cursor.as_deref())?).await?;
-    Ok(axum::Json(ProjectPage { items: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+pub async fn list(
+    _: Admin,
+    State(s): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<axum::Json<ProjectPage>> {
+    let page = s
+        .store
+        .list_projects(PageRequest::new(p.limit, p.cursor.as_deref())?)
+        .await?;
+    Ok(axum::Json(ProjectPage {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One project, by id or slug.
 #[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects", params(("project" = String, Path, description = "id or slug")),
     responses((status = 200, body = ProjectView), (status = 404, description = "no such project")), security(("bearer" = [])))]
-pub async fn show(_: Admin, State(s): State<AppState>, Path(project): Path<String>) -> ApiResult<axum::Json<ProjectView>> {
-    Ok(axum::Json(projects::get(s.store.as_ref(), &project).await?.into()))
+pub async fn show(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<axum::Json<ProjectView>> {
+    Ok(axum::Json(
+        projects::get(s.store.as_ref(), &project).await?.into(),
+    ))
 }

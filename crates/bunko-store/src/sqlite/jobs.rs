@@ -2,7 +2,9 @@ use super::projects::paginate;
 use super::{SqliteStore, db_err};
 use async_trait::async_trait;
 use bunko_core::ids::{new_id, now_ms};
-use bunko_core::jobs::{Enqueued, Heartbeat, JobFailure, JobFilter, JobRecord, JobState, LeasedJob, NewJob};
+use bunko_core::jobs::{
+    Enqueued, Heartbeat, JobFailure, JobFilter, JobRecord, JobState, LeasedJob, NewJob,
+};
 use bunko_core::ports::{JobQueue, Page, PageRequest, StoreError, StoreResult};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -30,7 +32,8 @@ fn row_to_job(r: &SqliteRow) -> StoreResult<JobRecord> {
         id: parse_uuid(&id)?,
         queue: r.try_get("queue").map_err(g)?,
         kind: r.try_get("kind").map_err(g)?,
-        state: JobState::parse(&state).ok_or_else(|| StoreError::Backend(format!("bad job state `{state}`")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Backend(format!("bad job state `{state}`")))?,
         payload: parse_json(&payload)?,
         result: result.as_deref().map(parse_json).transpose()?,
         idempotency_key: r.try_get("idempotency_key").map_err(g)?,
@@ -57,7 +60,9 @@ fn ttl_ms(ttl: Duration) -> i64 {
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: NewJob) -> StoreResult<Enqueued> {
         if job.max_attempts == 0 {
-            return Err(StoreError::InvalidState("max_attempts must be at least 1".into()));
+            return Err(StoreError::InvalidState(
+                "max_attempts must be at least 1".into(),
+            ));
         }
         let now = now_ms();
         let id = new_id();
@@ -83,16 +88,25 @@ impl JobQueue for SqliteStore {
         if inserted.rows_affected() == 1 {
             return Ok(Enqueued { id, created: true });
         }
-        let existing: String = sqlx::query_scalar("SELECT id FROM jobs WHERE queue = ? AND idempotency_key = ?")
-            .bind(&job.queue)
-            .bind(&job.idempotency_key)
-            .fetch_one(&self.writer)
-            .await
-            .map_err(db_err)?;
-        Ok(Enqueued { id: parse_uuid(&existing)?, created: false })
+        let existing: String =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE queue = ? AND idempotency_key = ?")
+                .bind(&job.queue)
+                .bind(&job.idempotency_key)
+                .fetch_one(&self.writer)
+                .await
+                .map_err(db_err)?;
+        Ok(Enqueued {
+            id: parse_uuid(&existing)?,
+            created: false,
+        })
     }
 
-    async fn lease(&self, queue: &str, worker: &str, ttl: Duration) -> StoreResult<Option<LeasedJob>> {
+    async fn lease(
+        &self,
+        queue: &str,
+        worker: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<LeasedJob>> {
         let now = now_ms();
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         // Expired leases whose worker died: out of attempts → dead; cancellation asked → cancelled.
@@ -168,7 +182,12 @@ impl JobQueue for SqliteStore {
         })
     }
 
-    async fn complete(&self, id: Uuid, worker: &str, result: Option<serde_json::Value>) -> StoreResult<bool> {
+    async fn complete(
+        &self,
+        id: Uuid,
+        worker: &str,
+        result: Option<serde_json::Value>,
+    ) -> StoreResult<bool> {
         let now = now_ms();
         let r = sqlx::query(
             "UPDATE jobs SET state = 'succeeded', result = ?, lease_owner = NULL, lease_expires_at = NULL,
@@ -186,7 +205,13 @@ impl JobQueue for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn fail(&self, id: Uuid, worker: &str, f: &JobFailure, retry_at_ms: Option<i64>) -> StoreResult<bool> {
+    async fn fail(
+        &self,
+        id: Uuid,
+        worker: &str,
+        f: &JobFailure,
+        retry_at_ms: Option<i64>,
+    ) -> StoreResult<bool> {
         let now = now_ms();
         let r = sqlx::query(
             "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), last_error_code = ?, last_error = ?,
@@ -305,7 +330,11 @@ impl JobQueue for SqliteStore {
             .transpose()
     }
 
-    async fn list_jobs(&self, filter: &JobFilter, page: PageRequest) -> StoreResult<Page<JobRecord>> {
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<JobRecord>> {
         let before = page.before.map(|u| u.to_string());
         let rows = sqlx::query(
             "SELECT * FROM jobs
@@ -321,22 +350,27 @@ impl JobQueue for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let mut items = rows.iter().map(row_to_job).collect::<StoreResult<Vec<_>>>()?;
+        let mut items = rows
+            .iter()
+            .map(row_to_job)
+            .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = paginate(&mut items, page.limit, |j| j.id);
         Ok(Page { items, next_cursor })
     }
 
     async fn job_counts(&self) -> StoreResult<Vec<(String, JobState, i64)>> {
-        let rows = sqlx::query("SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
+        let rows =
+            sqlx::query("SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?;
         rows.iter()
             .map(|r| {
                 let state: String = r.try_get("state").map_err(db_err)?;
                 Ok((
                     r.try_get("queue").map_err(db_err)?,
-                    JobState::parse(&state).ok_or_else(|| StoreError::Backend(format!("bad state {state}")))?,
+                    JobState::parse(&state)
+                        .ok_or_else(|| StoreError::Backend(format!("bad state {state}")))?,
                     r.try_get("n").map_err(db_err)?,
                 ))
             })

@@ -8,8 +8,11 @@ use sqlx::SqlitePool;
 use std::path::Path;
 
 /// (version, name, SQL). Append only; never edit a released migration.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
 
 /// Must equal [`APPLICATION_ID`] (checked by a test).
 const SET_APPLICATION_ID: &str = "PRAGMA application_id = 1651863147";
@@ -25,9 +28,15 @@ pub async fn run(pool: &SqlitePool, path: &Path) -> Result<(), OpenError> {
         .fetch_one(pool)
         .await
         .map_err(err)?;
-    let app_id: i64 = sqlx::query_scalar("PRAGMA application_id").fetch_one(pool).await.map_err(err)?;
+    let app_id: i64 = sqlx::query_scalar("PRAGMA application_id")
+        .fetch_one(pool)
+        .await
+        .map_err(err)?;
     if tables > 0 && app_id != APPLICATION_ID {
-        return Err(OpenError::NotBunko { path: path.into(), found: app_id });
+        return Err(OpenError::NotBunko {
+            path: path.into(),
+            found: app_id,
+        });
     }
     if tables == 0 {
         sqlx::query(SET_APPLICATION_ID)
@@ -47,7 +56,11 @@ pub async fn run(pool: &SqlitePool, path: &Path) -> Result<(), OpenError> {
         .await
         .map_err(err)?;
     if current > latest() {
-        return Err(OpenError::NewerSchema { path: path.into(), found: current, supported: latest() });
+        return Err(OpenError::NewerSchema {
+            path: path.into(),
+            found: current,
+            supported: latest(),
+        });
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         let mut tx = pool.begin().await.map_err(err)?;

@@ -9,7 +9,9 @@ mod projects;
 use crate::OpenError;
 use async_trait::async_trait;
 use bunko_core::ports::{MetaStore, SettingsQueries, StoreError, StoreResult};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,7 +49,11 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await
             .map_err(io)?;
-        Ok(Self { writer, reader, path: path.to_path_buf() })
+        Ok(Self {
+            writer,
+            reader,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -70,23 +76,40 @@ fn check_header(path: &Path) -> Result<(), OpenError> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(OpenError::Io { path: path.into(), detail: e.to_string() }),
+        Err(e) => {
+            return Err(OpenError::Io {
+                path: path.into(),
+                detail: e.to_string(),
+            });
+        }
     };
     let mut header = [0u8; 16];
     match f.read(&mut header) {
         Ok(0) => Ok(()),
         Ok(n) if n == 16 && &header == b"SQLite format 3\0" => Ok(()),
-        Ok(_) => Err(OpenError::Corrupt { path: path.into(), detail: "the file header is not SQLite's".into() }),
-        Err(e) => Err(OpenError::Io { path: path.into(), detail: e.to_string() }),
+        Ok(_) => Err(OpenError::Corrupt {
+            path: path.into(),
+            detail: "the file header is not SQLite's".into(),
+        }),
+        Err(e) => Err(OpenError::Io {
+            path: path.into(),
+            detail: e.to_string(),
+        }),
     }
 }
 
 pub(crate) fn classify_open_error(path: &Path, e: sqlx::Error) -> OpenError {
     let msg = e.to_string();
     if msg.contains("not a database") || msg.contains("malformed") || msg.contains("corrupt") {
-        OpenError::Corrupt { path: path.into(), detail: msg }
+        OpenError::Corrupt {
+            path: path.into(),
+            detail: msg,
+        }
     } else {
-        OpenError::Io { path: path.into(), detail: msg }
+        OpenError::Io {
+            path: path.into(),
+            detail: msg,
+        }
     }
 }
 
@@ -96,7 +119,9 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(e.to_string())
         }
-        sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy") => {
+        sqlx::Error::Database(d)
+            if d.message().contains("locked") || d.message().contains("busy") =>
+        {
             StoreError::Unavailable(e.to_string())
         }
         _ => StoreError::Backend(e.to_string()),
@@ -144,7 +169,10 @@ impl SettingsQueries for SqliteStore {
 #[async_trait]
 impl MetaStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&self.reader).await.map_err(db_err)?;
+        sqlx::query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 use super::{SqliteStore, db_err};
 use async_trait::async_trait;
 use bunko_core::ids::{new_id, now_ms};
-use bunko_core::ports::{NewProject, Page, PageRequest, Project, ProjectQueries, StoreError, StoreResult};
+use bunko_core::ports::{
+    NewProject, Page, PageRequest, Project, ProjectQueries, StoreError, StoreResult,
+};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
@@ -56,21 +58,30 @@ impl ProjectQueries for SqliteStore {
     }
 
     async fn list_projects(&self, page: PageRequest) -> StoreResult<Page<Project>> {
-        let rows = sqlx::query("SELECT * FROM projects WHERE (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?")
-            .bind(page.before.map(|u| u.to_string()))
-            .bind(page.before.map(|u| u.to_string()))
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
-        let mut items = rows.iter().map(row_to_project).collect::<StoreResult<Vec<_>>>()?;
+        let rows = sqlx::query(
+            "SELECT * FROM projects WHERE (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        )
+        .bind(page.before.map(|u| u.to_string()))
+        .bind(page.before.map(|u| u.to_string()))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut items = rows
+            .iter()
+            .map(row_to_project)
+            .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = paginate(&mut items, page.limit, |p| p.id);
         Ok(Page { items, next_cursor })
     }
 }
 
 /// Trims the look-ahead row and returns the cursor for the next page, if there is one.
-pub(crate) fn paginate<T>(items: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Option<String> {
+pub(crate) fn paginate<T>(
+    items: &mut Vec<T>,
+    limit: u32,
+    id: impl Fn(&T) -> Uuid,
+) -> Option<String> {
     if items.len() > limit as usize {
         items.truncate(limit as usize);
         items.last().map(|t| id(t).to_string())

@@ -1,0 +1,352 @@
+//! The CLI's contract: help, exit codes, configuration errors, clear failures.
+
+use super::support::{bunko, bunko_env, text};
+
+#[test]
+fn help_lists_every_command_with_a_purpose() {
+    let out = bunko(std::path::Path::new("."), &["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in [
+        "serve",
+        "quickstart",
+        "worker",
+        "migrate",
+        "config",
+        "jobs",
+        "admin-token",
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(cmd))
+            .unwrap_or_else(|| panic!("{cmd} missing:\n{help}"));
+        assert!(
+            line.trim().len() > cmd.len() + 10,
+            "{cmd} has no purpose line: {line}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bunko(dir.path(), &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bunko(dir.path(), &["jobs", "list", "--limit", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unknown_config_key_names_key_file_and_closest_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunko.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = \"127.0.0.1:9\"\nshutdown_grace_sec = 3\n",
+    )
+    .unwrap();
+    let out = bunko(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("server.shutdown_grace_sec"), "{err}");
+    assert!(err.contains(cfg.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("did you mean `server.shutdown_grace_secs`"),
+        "{err}"
+    );
+    assert_eq!(
+        err.trim().lines().next().unwrap().matches("error:").count(),
+        1,
+        "one clear line: {err}"
+    );
+    // The same file is refused by every command, not just `config check`.
+    let out = bunko(dir.path(), &["--config", cfg.to_str().unwrap(), "migrate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn malformed_config_file_is_a_usage_error_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunko.toml");
+    std::fs::write(&cfg, "[server\nlisten = 1\n").unwrap();
+    let out = bunko(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not valid TOML") && err.contains("line 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_layers_and_redacts() {
+    let dir = tempfile::tempdir().unwrap();
+    // Picked up from the working directory without --config.
+    std::fs::write(
+        dir.path().join("bunko.toml"),
+        "[server]\nlisten = \"127.0.0.1:1111\"\n[log]\nlevel = \"debug\"\n",
+    )
+    .unwrap();
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, "planted-secret-0123456789-abcdefghijklmnop\n").unwrap();
+    let out = bunko_env(
+        dir.path(),
+        &["config", "check", "--json"],
+        &[
+            ("BUNKO__SERVER__LISTEN", "127.0.0.1:2222"),
+            ("BUNKO__AUTH__JWT_SECRET_FILE", secret.to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        v["config"]["server"]["listen"], "127.0.0.1:2222",
+        "env beats file"
+    );
+    assert_eq!(v["config"]["log"]["level"], "debug", "file beats defaults");
+    assert_eq!(v["config"]["auth"]["jwt_secret"], "[redacted]");
+    assert!(!stdout.contains("planted-secret"), "{stdout}");
+    // Flags beat env.
+    let out = bunko_env(
+        dir.path(),
+        &["--log-level", "warn", "config", "check"],
+        &[("BUNKO__LOG__LEVEL", "trace")],
+    );
+    assert!(
+        text(&out.stdout).contains("level = \"warn\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn production_refuses_insecure_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BUNKO__MODE", "production"),
+        ("BUNKO__SERVER__LISTEN", "0.0.0.0:8000"),
+    ];
+    let out = bunko_env(dir.path(), &["config", "check"], &env);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("server.listen") && err.contains("auth.jwt_secret"),
+        "{err}"
+    );
+    let out = bunko_env(dir.path(), &["serve"], &env);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "serve must refuse too: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("bunko-data").exists(),
+        "nothing is created before the config is sound"
+    );
+}
+
+#[test]
+fn unknown_env_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bunko_env(
+        dir.path(),
+        &["config", "check"],
+        &[("BUNKO__SERVER__LISTN", "x")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("BUNKO__SERVER__LISTN") && err.contains("server.listen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unwritable_data_dir_is_a_clear_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    // A path under a regular file cannot be created, even by root.
+    let bad = file.join("data");
+    let out = bunko(
+        dir.path(),
+        &["--data-dir", bad.to_str().unwrap(), "migrate"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("data dir") && err.contains("--data-dir"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn corrupt_database_refuses_to_start_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let junk = b"definitely not sqlite; somebody's precious bytes".repeat(100);
+    std::fs::write(data.join("bunko.db"), &junk).unwrap();
+    let out = bunko(
+        dir.path(),
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not a readable SQLite database") && err.contains("will not overwrite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(data.join("bunko.db")).unwrap(), junk);
+}
+
+#[test]
+fn migrate_then_jobs_commands_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let dd = d.to_str().unwrap();
+    let out = bunko(dir.path(), &["--data-dir", dd, "migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for sub in ["index", "blobs", "models", "backups"] {
+        assert!(d.join(sub).is_dir(), "{sub}/ missing");
+    }
+    assert!(d.join("bunko.db").is_file());
+    let out = bunko(
+        dir.path(),
+        &[
+            "--data-dir",
+            dd,
+            "jobs",
+            "enqueue",
+            "system.noop",
+            "--payload",
+            "{\"a\":1}",
+            "--json",
+            "--idempotency-key",
+            "k1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["created"], true);
+    let out = bunko(
+        dir.path(),
+        &[
+            "--data-dir",
+            dd,
+            "jobs",
+            "enqueue",
+            "system.noop",
+            "--json",
+            "--idempotency-key",
+            "k1",
+        ],
+    );
+    let v2: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(
+        (v2["id"].as_str().unwrap(), &v2["created"]),
+        (id.as_str(), &serde_json::json!(false))
+    );
+    let out = bunko(dir.path(), &["--data-dir", dd, "jobs", "list", "--json"]);
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["state"], "queued");
+    let out = bunko(dir.path(), &["--data-dir", dd, "jobs", "cancel", &id]);
+    assert!(out.status.success() && text(&out.stdout).contains("cancelled"));
+    let out = bunko(dir.path(), &["--data-dir", dd, "jobs", "cancel", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "cancelling twice is a failure with a reason"
+    );
+    assert!(
+        text(&out.stderr).contains("cannot be cancelled"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bunko(dir.path(), &["--data-dir", dd, "jobs", "retry", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bunko(
+        dir.path(),
+        &["--data-dir", dd, "jobs", "show", &id, "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["state"], "queued");
+    let out = bunko(
+        dir.path(),
+        &[
+            "--data-dir",
+            dd,
+            "jobs",
+            "show",
+            "0190a0a0-0000-7000-8000-000000000000",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("does not exist"));
+    let out = bunko(
+        dir.path(),
+        &["--data-dir", dd, "jobs", "enqueue", "no.such.kind"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("known kinds"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bunko(
+        dir.path(),
+        &[
+            "--data-dir",
+            dd,
+            "jobs",
+            "enqueue",
+            "system.noop",
+            "--payload",
+            "{oops",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn admin_token_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let dd = d.to_str().unwrap();
+    let out = bunko(dir.path(), &["--data-dir", dd, "admin-token"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = d.join("bootstrap-admin.token");
+    let first = std::fs::read_to_string(&file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !text(&out.stdout).contains(first.trim()),
+        "the CLI points at the file, it does not print the secret"
+    );
+    let out = bunko(dir.path(), &["--data-dir", dd, "admin-token", "--rotate"]);
+    assert!(out.status.success());
+    assert_ne!(std::fs::read_to_string(&file).unwrap(), first);
+}
