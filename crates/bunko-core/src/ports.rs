@@ -183,4 +183,6 @@ pub trait MetaStore: ProjectQueries + SettingsQueries + JobQueue {
     async fn ping(&self) -> StoreResult<()>;
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
+    /// Closes connections cleanly (SQLite checkpoints its WAL); call once at shutdown.
+    async fn close(&self);
 }

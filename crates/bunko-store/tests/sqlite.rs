@@ -9,6 +9,7 @@
 
 use bunko_core::ports::MetaStore;
 use bunko_store::sqlite::SqliteStore;
+
 use std::sync::Arc;
 
 async fn fresh() -> (Arc<dyn MetaStore>, tempfile::TempDir) {
@@ -25,6 +26,7 @@ mod contract {
 }
 
 mod open {
+    use bunko_core::ports::MetaStore;
     use bunko_store::OpenError;
     use bunko_store::sqlite::SqliteStore;
 
@@ -46,9 +48,15 @@ mod open {
     async fn damaged_sqlite_pages_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bunko.db");
-        drop(SqliteStore::open(&path).await.unwrap());
+        let s = SqliteStore::open(&path).await.unwrap();
+        s.close().await; // checkpoints the WAL into the main file
+        drop(s);
         // Keep the header, scribble over the schema page.
         let mut bytes = std::fs::read(&path).unwrap();
+        assert!(
+            bytes.len() >= 4096,
+            "the schema must be in the main file, not only in the WAL"
+        );
         for b in bytes.iter_mut().skip(100).take(3000) {
             *b = 0xAB;
         }

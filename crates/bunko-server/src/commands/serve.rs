@@ -86,6 +86,7 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
     {
         warn!(error = %e, "HTTP server ended with an error");
     }
+    state.store.close().await;
     info!("stopped");
     Ok(())
 }
@@ -106,6 +107,7 @@ pub async fn worker(config: Config) -> Result<(), CliError> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), state.tasks.wait()).await;
     }
+    state.store.close().await;
     info!("stopped");
     Ok(())
 }

@@ -179,4 +179,9 @@ impl MetaStore for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
 }
