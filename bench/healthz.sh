@@ -13,7 +13,8 @@ pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$data"' EXIT
 until curl -fs "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
 for c in 1 16 64; do
-  echo "== wrk -t2 -c$c -d${dur}s --latency /healthz"
-  wrk -t2 -c"$c" -d"${dur}s" --latency "http://127.0.0.1:$port/healthz" | grep -E 'Requests/sec|  50%|  99%|Latency  '
+  echo "== wrk -c$c -d${dur}s --latency /healthz"
+  t=$(( c < 2 ? 1 : 2 ))
+  wrk -t"$t" -c"$c" -d"${dur}s" --latency "http://127.0.0.1:$port/healthz" | grep -E 'Requests/sec|  50%|  99%|Latency  '
 done
 echo "== RSS after load: $(grep VmRSS /proc/$pid/status)"
