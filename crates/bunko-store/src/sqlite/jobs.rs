@@ -267,8 +267,7 @@ impl JobQueue for SqliteStore {
     }
 
     async fn cancel(&self, id: Uuid) -> StoreResult<JobRecord> {
-        let now = now_ms();
-        let row = sqlx::query(
+        self.transition(
             "UPDATE jobs SET
                 cancel_requested = CASE WHEN state = 'running' THEN 1 ELSE cancel_requested END,
                 finished_at = CASE WHEN state = 'queued' THEN ?1 ELSE finished_at END,
@@ -276,47 +275,27 @@ impl JobQueue for SqliteStore {
                 updated_at = ?1
               WHERE id = ?2 AND state IN ('queued', 'running')
              RETURNING *",
+            id,
+            |st| format!("job {id} is {} and cannot be cancelled", st.as_str()),
         )
-        .bind(now)
-        .bind(id.to_string())
-        .fetch_optional(&self.writer)
         .await
-        .map_err(db_err)?;
-        match row {
-            Some(r) => row_to_job(&r),
-            None => match self.get_job(id).await? {
-                None => Err(StoreError::NotFound(format!("job {id}"))),
-                Some(j) => Err(StoreError::InvalidState(format!(
-                    "job {id} is {} and cannot be cancelled",
-                    j.state.as_str()
-                ))),
-            },
-        }
     }
 
     async fn retry(&self, id: Uuid) -> StoreResult<JobRecord> {
-        let now = now_ms();
-        let row = sqlx::query(
+        self.transition(
             "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?1, cancel_requested = 0,
                     finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1
               WHERE id = ?2 AND state IN ('dead', 'cancelled')
              RETURNING *",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(db_err)?;
-        match row {
-            Some(r) => row_to_job(&r),
-            None => match self.get_job(id).await? {
-                None => Err(StoreError::NotFound(format!("job {id}"))),
-                Some(j) => Err(StoreError::InvalidState(format!(
+            id,
+            |st| {
+                format!(
                     "job {id} is {}; only dead or cancelled jobs can be retried",
-                    j.state.as_str()
-                ))),
+                    st.as_str()
+                )
             },
-        }
+        )
+        .await
     }
 
     async fn get_job(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
@@ -375,5 +354,30 @@ impl JobQueue for SqliteStore {
                 ))
             })
             .collect()
+    }
+}
+
+impl SqliteStore {
+    /// Runs a state change guarded by its WHERE clause (`?1` = now, `?2` = id). When no row
+    /// matched, says whether the job is missing or in a state that forbids the change.
+    async fn transition(
+        &self,
+        sql: &'static str,
+        id: Uuid,
+        refused: impl Fn(JobState) -> String,
+    ) -> StoreResult<JobRecord> {
+        let row = sqlx::query(sql)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(r) => row_to_job(&r),
+            None => match self.get_job(id).await? {
+                None => Err(StoreError::NotFound(format!("job {id}"))),
+                Some(j) => Err(StoreError::InvalidState(refused(j.state))),
+            },
+        }
     }
 }
