@@ -3,8 +3,10 @@
 //! worker, metrics). It must not depend on axum, sqlx, tantivy, HTTP clients or any adapter:
 //! dependencies point inward, to here.
 
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod ids;
 pub mod jobs;
 pub mod metrics;

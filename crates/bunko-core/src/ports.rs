@@ -178,11 +178,198 @@ pub trait JobQueue: Send + Sync {
 
 /// The metadata store as a whole: every capability plus a health probe.
 #[async_trait]
-pub trait MetaStore: ProjectQueries + SettingsQueries + JobQueue {
+pub trait MetaStore:
+    ProjectQueries
+    + SettingsQueries
+    + JobQueue
+    + UserQueries
+    + MembershipQueries
+    + SessionQueries
+    + ApiKeyQueries
+    + AuditQueries
+{
     /// A cheap round trip; used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
     /// Closes connections cleanly (SQLite checkpoints its WAL); call once at shutdown.
     async fn close(&self);
+}
+
+// ---------------------------------------------------------------------------------------
+// Identity
+
+use crate::identity::{GlobalRole, ProjectRole, Scope, UserStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    /// argon2id PHC string; `None` for users who cannot log in with a password.
+    pub password_hash: Option<String>,
+    pub role: GlobalRole,
+    pub status: UserStatus,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: Option<String>,
+    pub role: GlobalRole,
+}
+
+#[async_trait]
+pub trait UserQueries: Send + Sync {
+    /// `Conflict` when the email (case-insensitive) is taken.
+    async fn create_user(&self, u: NewUser) -> StoreResult<User>;
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self, page: PageRequest) -> StoreResult<Page<User>>;
+    async fn set_password_hash(&self, id: Uuid, hash: &str) -> StoreResult<bool>;
+    async fn set_user_status(&self, id: Uuid, status: UserStatus) -> StoreResult<bool>;
+    async fn set_user_role(&self, id: Uuid, role: GlobalRole) -> StoreResult<bool>;
+    async fn count_active_admins(&self) -> StoreResult<i64>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: ProjectRole,
+    pub created_at_ms: i64,
+}
+
+#[async_trait]
+pub trait MembershipQueries: Send + Sync {
+    /// Adds or changes a membership.
+    async fn put_member(&self, project: Uuid, user: Uuid, role: ProjectRole) -> StoreResult<()>;
+    async fn remove_member(&self, project: Uuid, user: Uuid) -> StoreResult<bool>;
+    async fn member_role(&self, project: Uuid, user: Uuid) -> StoreResult<Option<ProjectRole>>;
+    async fn list_members(&self, project: Uuid) -> StoreResult<Vec<Member>>;
+    async fn count_owners(&self, project: Uuid) -> StoreResult<i64>;
+    /// Projects the user is a member of, newest first.
+    async fn list_projects_of(&self, user: Uuid, page: PageRequest) -> StoreResult<Page<Project>>;
+}
+
+/// What happened when a refresh token was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Valid and now used up; issue the next one in the same session.
+    Rotated { session_id: Uuid, user_id: Uuid },
+    /// Already used before: a copy is in someone else's hands. The session is now revoked.
+    Reused { session_id: Uuid, user_id: Uuid },
+    /// Unknown, expired, or its session was revoked.
+    Invalid,
+}
+
+#[async_trait]
+pub trait SessionQueries: Send + Sync {
+    async fn create_session(
+        &self,
+        user: Uuid,
+        ip: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> StoreResult<Uuid>;
+    async fn add_refresh_token(
+        &self,
+        session: Uuid,
+        token_hash: &str,
+        expires_at_ms: i64,
+    ) -> StoreResult<()>;
+    /// Atomically uses a refresh token; a second use revokes its whole session.
+    async fn use_refresh_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<RefreshUse>;
+    async fn revoke_session(&self, session: Uuid, reason: &str) -> StoreResult<bool>;
+    async fn revoke_user_sessions(&self, user: Uuid, reason: &str) -> StoreResult<u64>;
+    /// The user behind an access token, if the session is still open.
+    async fn session_user(&self, session: Uuid, user: Uuid) -> StoreResult<Option<User>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    /// The first characters of the secret, to recognise a key in lists.
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub project_id: Option<Uuid>,
+    pub expires_at_ms: Option<i64>,
+    pub last_used_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub user_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub secret_hash: String,
+    pub scopes: Vec<Scope>,
+    pub project_id: Option<Uuid>,
+    pub expires_at_ms: Option<i64>,
+}
+
+#[async_trait]
+pub trait ApiKeyQueries: Send + Sync {
+    async fn create_api_key(&self, k: NewApiKey) -> StoreResult<ApiKey>;
+    /// The key and its owner, by the hash of the presented secret.
+    async fn api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<(ApiKey, User)>>;
+    async fn get_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>>;
+    async fn list_api_keys(
+        &self,
+        user: Option<Uuid>,
+        page: PageRequest,
+    ) -> StoreResult<Page<ApiKey>>;
+    async fn revoke_api_key(&self, id: Uuid) -> StoreResult<bool>;
+    async fn touch_api_key(&self, id: Uuid, now_ms: i64) -> StoreResult<()>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct AuditEvent {
+    pub event: String,
+    /// `success`, `failure` or `denied`.
+    pub outcome: String,
+    pub actor_user: Option<Uuid>,
+    pub actor_key: Option<Uuid>,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub project_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    pub at_ms: i64,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub event: Option<String>,
+    pub outcome: Option<String>,
+    pub actor_user: Option<Uuid>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+#[async_trait]
+pub trait AuditQueries: Send + Sync {
+    async fn append_audit(&self, e: AuditEvent) -> StoreResult<()>;
+    async fn list_audit(
+        &self,
+        f: &AuditFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditRecord>>;
+    /// Deletes records older than the cutoff (the only deletion the log allows).
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64>;
 }

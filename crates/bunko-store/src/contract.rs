@@ -43,7 +43,9 @@ macro_rules! contract_tests {
             failure_retries_then_dies, expired_lease_is_leased_again,
             expired_lease_without_attempts_left_is_dead, cancel_queued_and_running,
             retry_dead_job, release_gives_attempt_back, list_filters_and_paginates,
-            counts_by_queue_and_state, ping_works);
+            counts_by_queue_and_state, ping_works, users_are_unique_by_email_case_insensitively,
+            memberships_scope_projects, refresh_tokens_rotate_and_reuse_revokes_the_session,
+            api_keys_lookup_revoke_and_touch, audit_log_appends_filters_and_prunes_only_old_rows);
     };
     (@each $make:expr; $($name:ident),+) => {
         $(
@@ -400,5 +402,274 @@ pub async fn counts_by_queue_and_state(s: Store) {
             ("a".into(), JobState::Running, 1),
             ("b".into(), JobState::Queued, 1)
         ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Identity
+
+use bunko_core::identity::{GlobalRole, ProjectRole, Scope, UserStatus};
+use bunko_core::ports::{AuditEvent, AuditFilter, NewApiKey, NewUser, RefreshUse};
+
+fn new_user(email: &str) -> NewUser {
+    NewUser {
+        email: email.into(),
+        display_name: "U".into(),
+        password_hash: Some("$argon2id$x".into()),
+        role: GlobalRole::Member,
+    }
+}
+
+pub async fn users_are_unique_by_email_case_insensitively(s: Store) {
+    let u = s.create_user(new_user("Ada@Example.org")).await.unwrap();
+    assert_eq!((u.role, u.status), (GlobalRole::Member, UserStatus::Active));
+    let err = s
+        .create_user(new_user("ada@example.ORG"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        s.get_user_by_email("ADA@example.org")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        u.id
+    );
+    assert_eq!(s.get_user(u.id).await.unwrap().unwrap(), u);
+    assert!(s.set_user_status(u.id, UserStatus::Disabled).await.unwrap());
+    assert!(s.set_user_role(u.id, GlobalRole::Admin).await.unwrap());
+    assert!(s.set_password_hash(u.id, "$argon2id$y").await.unwrap());
+    let u2 = s.get_user(u.id).await.unwrap().unwrap();
+    assert_eq!(
+        (u2.status, u2.role, u2.password_hash.as_deref()),
+        (UserStatus::Disabled, GlobalRole::Admin, Some("$argon2id$y"))
+    );
+    assert_eq!(
+        s.count_active_admins().await.unwrap(),
+        0,
+        "disabled admins do not count"
+    );
+    s.set_user_status(u.id, UserStatus::Active).await.unwrap();
+    assert_eq!(s.count_active_admins().await.unwrap(), 1);
+    assert!(
+        !s.set_user_status(uuid::Uuid::now_v7(), UserStatus::Active)
+            .await
+            .unwrap()
+    );
+    s.create_user(new_user("b@x")).await.unwrap();
+    assert_eq!(s.list_users(page(10)).await.unwrap().items.len(), 2);
+}
+
+pub async fn memberships_scope_projects(s: Store) {
+    let u = s.create_user(new_user("m@x")).await.unwrap();
+    let mk = |slug: &str| NewProject {
+        name: slug.into(),
+        slug: slug.into(),
+        description: String::new(),
+    };
+    let a = s.create_project(mk("a")).await.unwrap();
+    let b = s.create_project(mk("b")).await.unwrap();
+    s.create_project(mk("c")).await.unwrap();
+    s.put_member(a.id, u.id, ProjectRole::Viewer).await.unwrap();
+    s.put_member(b.id, u.id, ProjectRole::Owner).await.unwrap();
+    s.put_member(a.id, u.id, ProjectRole::Editor).await.unwrap();
+    assert_eq!(
+        s.member_role(a.id, u.id).await.unwrap(),
+        Some(ProjectRole::Editor)
+    );
+    let mine = s.list_projects_of(u.id, page(10)).await.unwrap();
+    let slugs: Vec<_> = mine.items.iter().map(|p| p.slug.as_str()).collect();
+    assert_eq!(
+        slugs,
+        vec!["b", "a"],
+        "only the user's projects, newest first"
+    );
+    assert_eq!(s.count_owners(b.id).await.unwrap(), 1);
+    let members = s.list_members(a.id).await.unwrap();
+    assert_eq!(
+        (members.len(), members[0].email.as_str(), members[0].role),
+        (1, "m@x", ProjectRole::Editor)
+    );
+    assert!(s.remove_member(a.id, u.id).await.unwrap());
+    assert!(!s.remove_member(a.id, u.id).await.unwrap());
+    assert_eq!(s.member_role(a.id, u.id).await.unwrap(), None);
+    let err = s
+        .put_member(uuid::Uuid::now_v7(), u.id, ProjectRole::Viewer)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+pub async fn refresh_tokens_rotate_and_reuse_revokes_the_session(s: Store) {
+    let u = s.create_user(new_user("r@x")).await.unwrap();
+    let sid = s
+        .create_session(u.id, Some("127.0.0.1"), Some("test"))
+        .await
+        .unwrap();
+    let now = bunko_core::ids::now_ms();
+    s.add_refresh_token(sid, "h1", now + 60_000).await.unwrap();
+    assert_eq!(s.session_user(sid, u.id).await.unwrap().unwrap().id, u.id);
+    assert_eq!(
+        s.use_refresh_token("h1", now).await.unwrap(),
+        RefreshUse::Rotated {
+            session_id: sid,
+            user_id: u.id
+        }
+    );
+    s.add_refresh_token(sid, "h2", now + 60_000).await.unwrap();
+    // The used token comes back: someone copied it. The whole session dies.
+    assert_eq!(
+        s.use_refresh_token("h1", now).await.unwrap(),
+        RefreshUse::Reused {
+            session_id: sid,
+            user_id: u.id
+        }
+    );
+    assert_eq!(
+        s.use_refresh_token("h2", now).await.unwrap(),
+        RefreshUse::Invalid,
+        "the newest token dies with it"
+    );
+    assert!(s.session_user(sid, u.id).await.unwrap().is_none());
+    assert_eq!(
+        s.use_refresh_token("never-issued", now).await.unwrap(),
+        RefreshUse::Invalid
+    );
+    // Expiry and explicit revocation.
+    let sid2 = s.create_session(u.id, None, None).await.unwrap();
+    s.add_refresh_token(sid2, "old", now - 1).await.unwrap();
+    assert_eq!(
+        s.use_refresh_token("old", now).await.unwrap(),
+        RefreshUse::Invalid
+    );
+    s.add_refresh_token(sid2, "h3", now + 60_000).await.unwrap();
+    assert!(s.revoke_session(sid2, "logout").await.unwrap());
+    assert_eq!(
+        s.use_refresh_token("h3", now).await.unwrap(),
+        RefreshUse::Invalid
+    );
+    let sid3 = s.create_session(u.id, None, None).await.unwrap();
+    assert_eq!(s.revoke_user_sessions(u.id, "disabled").await.unwrap(), 1);
+    assert!(s.session_user(sid3, u.id).await.unwrap().is_none());
+    let other = s.create_user(new_user("o@x")).await.unwrap();
+    let sid4 = s.create_session(u.id, None, None).await.unwrap();
+    assert!(
+        s.session_user(sid4, other.id).await.unwrap().is_none(),
+        "a session belongs to one user"
+    );
+}
+
+pub async fn api_keys_lookup_revoke_and_touch(s: Store) {
+    let u = s.create_user(new_user("k@x")).await.unwrap();
+    let p = s
+        .create_project(NewProject {
+            name: "p".into(),
+            slug: "p".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let k = s
+        .create_api_key(NewApiKey {
+            user_id: u.id,
+            name: "ci".into(),
+            prefix: "bko_key_abc".into(),
+            secret_hash: "hash-1".into(),
+            scopes: vec![Scope::Search, Scope::Ask],
+            project_id: Some(p.id),
+            expires_at_ms: Some(bunko_core::ids::now_ms() + 1000),
+        })
+        .await
+        .unwrap();
+    let (found, owner) = s.api_key_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id, owner.id, found.scopes.clone(), found.project_id),
+        (k.id, u.id, vec![Scope::Search, Scope::Ask], Some(p.id))
+    );
+    assert!(s.api_key_by_hash("hash-2").await.unwrap().is_none());
+    s.touch_api_key(k.id, 5_000_000).await.unwrap();
+    s.touch_api_key(k.id, 5_000_001).await.unwrap();
+    assert_eq!(
+        s.get_api_key(k.id).await.unwrap().unwrap().last_used_at_ms,
+        Some(5_000_000),
+        "throttled"
+    );
+    assert!(s.revoke_api_key(k.id).await.unwrap());
+    assert!(!s.revoke_api_key(k.id).await.unwrap());
+    assert!(
+        s.api_key_by_hash("hash-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .revoked_at_ms
+            .is_some()
+    );
+    assert_eq!(
+        s.list_api_keys(Some(u.id), page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.list_api_keys(Some(uuid::Uuid::now_v7()), page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+}
+
+pub async fn audit_log_appends_filters_and_prunes_only_old_rows(s: Store) {
+    for (event, outcome) in [
+        ("login", "success"),
+        ("login", "failure"),
+        ("key.created", "success"),
+    ] {
+        s.append_audit(AuditEvent {
+            event: event.into(),
+            outcome: outcome.into(),
+            ip: Some("127.0.0.1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let all = s
+        .list_audit(&AuditFilter::default(), page(10))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 3);
+    assert_eq!(all.items[0].event.event, "key.created", "newest first");
+    let failures = AuditFilter {
+        outcome: Some("failure".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_audit(&failures, page(10)).await.unwrap().items.len(),
+        1
+    );
+    let logins = AuditFilter {
+        event: Some("login".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_audit(&logins, page(10)).await.unwrap().items.len(),
+        2
+    );
+    assert_eq!(
+        s.prune_audit(bunko_core::ids::now_ms() - 60_000)
+            .await
+            .unwrap(),
+        0,
+        "recent rows stay"
+    );
+    assert_eq!(
+        s.prune_audit(bunko_core::ids::now_ms() + 1).await.unwrap(),
+        3
     );
 }

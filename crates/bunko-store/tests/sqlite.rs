@@ -71,7 +71,7 @@ mod open {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bunko.db");
         let s = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(s.schema_version().await.unwrap(), 1);
+        assert_eq!(s.schema_version().await.unwrap(), 2);
         drop(s);
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
             .await
@@ -87,7 +87,7 @@ mod open {
                 err,
                 OpenError::NewerSchema {
                     found: 999,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),
@@ -327,5 +327,33 @@ mod worker {
         tasks.wait().await;
         let rec = store.get_job(j.id).await.unwrap().unwrap();
         assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0));
+    }
+}
+
+mod audit_append_only {
+    use bunko_core::ports::{AuditEvent, AuditQueries};
+    use bunko_store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn rows_cannot_be_changed_or_deleted_outside_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bunko.db");
+        let s = SqliteStore::open(&path).await.unwrap();
+        s.append_audit(AuditEvent {
+            event: "login".into(),
+            outcome: "failure".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let upd = sqlx::query("UPDATE audit_log SET outcome = 'success'")
+            .execute(&pool)
+            .await;
+        assert!(upd.unwrap_err().to_string().contains("append-only"));
+        let del = sqlx::query("DELETE FROM audit_log").execute(&pool).await;
+        assert!(del.unwrap_err().to_string().contains("retention"));
     }
 }

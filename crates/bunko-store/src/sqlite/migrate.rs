@@ -8,11 +8,18 @@ use sqlx::SqlitePool;
 use std::path::Path;
 
 /// (version, name, SQL). Append only; never edit a released migration.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "identity",
+        include_str!("../../migrations/sqlite/0002_identity.sql"),
+    ),
+];
 
 /// Must equal [`APPLICATION_ID`] (checked by a test).
 const SET_APPLICATION_ID: &str = "PRAGMA application_id = 1651863147";

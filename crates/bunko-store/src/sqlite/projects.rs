@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
-fn row_to_project(r: &SqliteRow) -> StoreResult<Project> {
+pub(crate) fn row_to_project(r: &SqliteRow) -> StoreResult<Project> {
     let id: String = r.try_get("id").map_err(db_err)?;
     Ok(Project {
         id: Uuid::parse_str(&id).map_err(|e| StoreError::Backend(e.to_string()))?,

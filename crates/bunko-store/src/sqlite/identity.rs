@@ -1,0 +1,604 @@
+//! Users, memberships, sessions + refresh tokens, API keys, audit log.
+
+use super::projects::{paginate, row_to_project};
+use super::{SqliteStore, db_err};
+use async_trait::async_trait;
+use bunko_core::identity::{GlobalRole, ProjectRole, Scope, UserStatus};
+use bunko_core::ids::{new_id, now_ms};
+use bunko_core::ports::{
+    ApiKey, ApiKeyQueries, AuditEvent, AuditFilter, AuditQueries, AuditRecord, Member,
+    MembershipQueries, NewApiKey, NewUser, Page, PageRequest, Project, RefreshUse, SessionQueries,
+    StoreError, StoreResult, User, UserQueries,
+};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+fn uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Backend(format!("bad id in database: {e}")))
+}
+
+fn opt_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
+    s.as_deref().map(uuid).transpose()
+}
+
+fn bad(what: &str, v: &str) -> StoreError {
+    StoreError::Backend(format!("bad {what} `{v}` in database"))
+}
+
+fn row_to_user(r: &SqliteRow) -> StoreResult<User> {
+    let role: String = r.try_get("role").map_err(db_err)?;
+    let status: String = r.try_get("status").map_err(db_err)?;
+    Ok(User {
+        id: uuid(&r.try_get::<String, _>("id").map_err(db_err)?)?,
+        email: r.try_get("email").map_err(db_err)?,
+        display_name: r.try_get("display_name").map_err(db_err)?,
+        password_hash: r.try_get("password_hash").map_err(db_err)?,
+        role: GlobalRole::parse(&role).ok_or_else(|| bad("role", &role))?,
+        status: UserStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
+        created_at_ms: r.try_get("created_at").map_err(db_err)?,
+        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
+    })
+}
+
+fn row_to_key(r: &SqliteRow, prefix: &str) -> StoreResult<ApiKey> {
+    let col = |c: &str| format!("{prefix}{c}");
+    let scopes: String = r.try_get(col("scopes").as_str()).map_err(db_err)?;
+    Ok(ApiKey {
+        id: uuid(&r.try_get::<String, _>(col("id").as_str()).map_err(db_err)?)?,
+        user_id: uuid(
+            &r.try_get::<String, _>(col("user_id").as_str())
+                .map_err(db_err)?,
+        )?,
+        name: r.try_get(col("name").as_str()).map_err(db_err)?,
+        prefix: r.try_get(col("prefix").as_str()).map_err(db_err)?,
+        scopes: Scope::parse_list(&scopes).map_err(|_| bad("scopes", &scopes))?,
+        project_id: opt_uuid(r.try_get(col("project_id").as_str()).map_err(db_err)?)?,
+        expires_at_ms: r.try_get(col("expires_at").as_str()).map_err(db_err)?,
+        last_used_at_ms: r.try_get(col("last_used_at").as_str()).map_err(db_err)?,
+        revoked_at_ms: r.try_get(col("revoked_at").as_str()).map_err(db_err)?,
+        created_at_ms: r.try_get(col("created_at").as_str()).map_err(db_err)?,
+    })
+}
+
+fn scopes_text(scopes: &[Scope]) -> String {
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[async_trait]
+impl UserQueries for SqliteStore {
+    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, role, status, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 'active', ?, ?) RETURNING *",
+        )
+        .bind(new_id().to_string())
+        .bind(&u.email)
+        .bind(&u.display_name)
+        .bind(&u.password_hash)
+        .bind(u.role.as_str())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Conflict(format!("a user with email `{}` already exists", u.email))
+            }
+            _ => db_err(e),
+        })?;
+        row_to_user(&row)
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(row_to_user)
+            .transpose()
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(row_to_user)
+            .transpose()
+    }
+
+    async fn list_users(&self, page: PageRequest) -> StoreResult<Page<User>> {
+        let before = page.before.map(|u| u.to_string());
+        let rows = sqlx::query(
+            "SELECT * FROM users WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut items = rows
+            .iter()
+            .map(row_to_user)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = paginate(&mut items, page.limit, |u| u.id);
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn set_password_hash(&self, id: Uuid, hash: &str) -> StoreResult<bool> {
+        self.update_user(
+            "UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3",
+            hash,
+            id,
+        )
+        .await
+    }
+
+    async fn set_user_status(&self, id: Uuid, status: UserStatus) -> StoreResult<bool> {
+        self.update_user(
+            "UPDATE users SET status = ?1, updated_at = ?2 WHERE id = ?3",
+            status.as_str(),
+            id,
+        )
+        .await
+    }
+
+    async fn set_user_role(&self, id: Uuid, role: GlobalRole) -> StoreResult<bool> {
+        self.update_user(
+            "UPDATE users SET role = ?1, updated_at = ?2 WHERE id = ?3",
+            role.as_str(),
+            id,
+        )
+        .await
+    }
+
+    async fn count_active_admins(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin' AND status = 'active'")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)
+    }
+}
+
+impl SqliteStore {
+    async fn update_user(&self, sql: &'static str, value: &str, id: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query(sql)
+            .bind(value)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl MembershipQueries for SqliteStore {
+    async fn put_member(&self, project: Uuid, user: Uuid, role: ProjectRole) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO memberships (project_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(project.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::NotFound("project or user".into())
+            }
+            _ => db_err(e),
+        })?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, project: Uuid, user: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM memberships WHERE project_id = ? AND user_id = ?")
+            .bind(project.to_string())
+            .bind(user.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn member_role(&self, project: Uuid, user: Uuid) -> StoreResult<Option<ProjectRole>> {
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM memberships WHERE project_id = ? AND user_id = ?")
+                .bind(project.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_err)?;
+        role.map(|r| ProjectRole::parse(&r).ok_or_else(|| bad("project role", &r)))
+            .transpose()
+    }
+
+    async fn list_members(&self, project: Uuid) -> StoreResult<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT m.user_id, u.email, u.display_name, m.role, m.created_at
+               FROM memberships m JOIN users u ON u.id = m.user_id
+              WHERE m.project_id = ? ORDER BY u.email",
+        )
+        .bind(project.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role").map_err(db_err)?;
+                Ok(Member {
+                    user_id: uuid(&r.try_get::<String, _>("user_id").map_err(db_err)?)?,
+                    email: r.try_get("email").map_err(db_err)?,
+                    display_name: r.try_get("display_name").map_err(db_err)?,
+                    role: ProjectRole::parse(&role).ok_or_else(|| bad("project role", &role))?,
+                    created_at_ms: r.try_get("created_at").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_owners(&self, project: Uuid) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM memberships WHERE project_id = ? AND role = 'owner'",
+        )
+        .bind(project.to_string())
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn list_projects_of(&self, user: Uuid, page: PageRequest) -> StoreResult<Page<Project>> {
+        let before = page.before.map(|u| u.to_string());
+        let rows = sqlx::query(
+            "SELECT p.* FROM projects p JOIN memberships m ON m.project_id = p.id
+              WHERE m.user_id = ?1 AND (?2 IS NULL OR p.id < ?2) ORDER BY p.id DESC LIMIT ?3",
+        )
+        .bind(user.to_string())
+        .bind(before)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut items = rows
+            .iter()
+            .map(row_to_project)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = paginate(&mut items, page.limit, |p| p.id);
+        Ok(Page { items, next_cursor })
+    }
+}
+
+#[async_trait]
+impl SessionQueries for SqliteStore {
+    async fn create_session(
+        &self,
+        user: Uuid,
+        ip: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> StoreResult<Uuid> {
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, ip, user_agent) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(user.to_string())
+        .bind(now_ms())
+        .bind(ip)
+        .bind(user_agent.map(|u| u.chars().take(300).collect::<String>()))
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(id)
+    }
+
+    async fn add_refresh_token(
+        &self,
+        session: Uuid,
+        token_hash: &str,
+        expires_at_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, session_id, token_hash, expires_at, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(new_id().to_string())
+        .bind(session.to_string())
+        .bind(token_hash)
+        .bind(expires_at_ms)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> StoreResult<RefreshUse> {
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let row = sqlx::query(
+            "SELECT t.id, t.session_id, t.expires_at, t.used_at, s.user_id, s.revoked_at
+               FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(r) = row else {
+            return Ok(RefreshUse::Invalid);
+        };
+        let session_id = uuid(&r.try_get::<String, _>("session_id").map_err(db_err)?)?;
+        let user_id = uuid(&r.try_get::<String, _>("user_id").map_err(db_err)?)?;
+        let used: Option<i64> = r.try_get("used_at").map_err(db_err)?;
+        let revoked: Option<i64> = r.try_get("revoked_at").map_err(db_err)?;
+        let expires: i64 = r.try_get("expires_at").map_err(db_err)?;
+        if used.is_some() {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?), revoke_reason = COALESCE(revoke_reason, 'refresh token reuse') WHERE id = ?",
+            )
+            .bind(now)
+            .bind(session_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            return Ok(RefreshUse::Reused {
+                session_id,
+                user_id,
+            });
+        }
+        if revoked.is_some() || expires <= now {
+            return Ok(RefreshUse::Invalid);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(r.try_get::<String, _>("id").map_err(db_err)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(RefreshUse::Rotated {
+            session_id,
+            user_id,
+        })
+    }
+
+    async fn revoke_session(&self, session: Uuid, reason: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(reason)
+            .bind(session.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_user_sessions(&self, user: Uuid, reason: &str) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(reason)
+        .bind(user.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn session_user(&self, session: Uuid, user: Uuid) -> StoreResult<Option<User>> {
+        sqlx::query(
+            "SELECT u.* FROM sessions s JOIN users u ON u.id = s.user_id
+              WHERE s.id = ? AND s.user_id = ? AND s.revoked_at IS NULL",
+        )
+        .bind(session.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(row_to_user)
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl ApiKeyQueries for SqliteStore {
+    async fn create_api_key(&self, k: NewApiKey) -> StoreResult<ApiKey> {
+        let row = sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, scopes, project_id, expires_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(new_id().to_string())
+        .bind(k.user_id.to_string())
+        .bind(&k.name)
+        .bind(&k.prefix)
+        .bind(&k.secret_hash)
+        .bind(scopes_text(&k.scopes))
+        .bind(k.project_id.map(|p| p.to_string()))
+        .bind(k.expires_at_ms)
+        .bind(now_ms())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound("user or project".into()),
+            _ => db_err(e),
+        })?;
+        row_to_key(&row, "")
+    }
+
+    async fn api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<(ApiKey, User)>> {
+        let row = sqlx::query(
+            "SELECT k.id AS k_id, k.user_id AS k_user_id, k.name AS k_name, k.prefix AS k_prefix,
+                    k.scopes AS k_scopes, k.project_id AS k_project_id, k.expires_at AS k_expires_at,
+                    k.last_used_at AS k_last_used_at, k.revoked_at AS k_revoked_at, k.created_at AS k_created_at,
+                    u.*
+               FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.secret_hash = ?",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| Ok((row_to_key(&r, "k_")?, row_to_user(&r)?)))
+            .transpose()
+    }
+
+    async fn get_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .map(|r| row_to_key(&r, ""))
+            .transpose()
+    }
+
+    async fn list_api_keys(
+        &self,
+        user: Option<Uuid>,
+        page: PageRequest,
+    ) -> StoreResult<Page<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_keys WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR id < ?2)
+              ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(user.map(|u| u.to_string()))
+        .bind(page.before.map(|u| u.to_string()))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut items = rows
+            .iter()
+            .map(|r| row_to_key(r, ""))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = paginate(&mut items, page.limit, |k| k.id);
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn revoke_api_key(&self, id: Uuid) -> StoreResult<bool> {
+        let r =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id.to_string())
+                .execute(&self.writer)
+                .await
+                .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn touch_api_key(&self, id: Uuid, now: i64) -> StoreResult<()> {
+        // At most one write per key per minute: the time is for people, not accounting.
+        sqlx::query("UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1 - 60000)")
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditQueries for SqliteStore {
+    async fn append_audit(&self, e: AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, event, outcome, actor_user, actor_key, actor, target, project_id, ip, user_agent, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new_id().to_string())
+        .bind(now_ms())
+        .bind(&e.event)
+        .bind(&e.outcome)
+        .bind(e.actor_user.map(|u| u.to_string()))
+        .bind(e.actor_key.map(|u| u.to_string()))
+        .bind(&e.actor)
+        .bind(&e.target)
+        .bind(e.project_id.map(|u| u.to_string()))
+        .bind(&e.ip)
+        .bind(e.user_agent.as_ref().map(|u| u.chars().take(300).collect::<String>()))
+        .bind(&e.detail)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        f: &AuditFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log
+              WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR outcome = ?2) AND (?3 IS NULL OR actor_user = ?3)
+                AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) AND (?6 IS NULL OR id < ?6)
+              ORDER BY id DESC LIMIT ?7",
+        )
+        .bind(&f.event)
+        .bind(&f.outcome)
+        .bind(f.actor_user.map(|u| u.to_string()))
+        .bind(f.since_ms)
+        .bind(f.until_ms)
+        .bind(page.before.map(|u| u.to_string()))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut items = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: uuid(&r.try_get::<String, _>("id").map_err(db_err)?)?,
+                    at_ms: r.try_get("at").map_err(db_err)?,
+                    event: AuditEvent {
+                        event: r.try_get("event").map_err(db_err)?,
+                        outcome: r.try_get("outcome").map_err(db_err)?,
+                        actor_user: opt_uuid(r.try_get("actor_user").map_err(db_err)?)?,
+                        actor_key: opt_uuid(r.try_get("actor_key").map_err(db_err)?)?,
+                        actor: r.try_get("actor").map_err(db_err)?,
+                        target: r.try_get("target").map_err(db_err)?,
+                        project_id: opt_uuid(r.try_get("project_id").map_err(db_err)?)?,
+                        ip: r.try_get("ip").map_err(db_err)?,
+                        user_agent: r.try_get("user_agent").map_err(db_err)?,
+                        detail: r.try_get("detail").map_err(db_err)?,
+                    },
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = paginate(&mut items, page.limit, |a| a.id);
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES ('audit.retention_cutoff_ms', ?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(before_ms.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let r = sqlx::query("DELETE FROM audit_log WHERE at < ?")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(r.rows_affected())
+    }
+}
