@@ -35,6 +35,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub jobs: JobsConfig,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -47,6 +48,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -65,6 +67,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: u64,
     /// On SIGTERM/SIGINT: how long in-flight requests and running jobs may take to finish.
     pub shutdown_grace_secs: u64,
+    /// Origins allowed to call the API from a browser (CORS). Empty = CORS off.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             body_limit_bytes: 2 * 1024 * 1024,
             shutdown_grace_secs: 20,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -214,13 +219,75 @@ impl Default for QueueConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Key for signing access tokens (≥ 32 bytes). Required in production.
+    /// Key for signing access tokens (≥ 32 bytes). Required in production; in development a
+    /// random one is generated once into `<data_dir>/jwt-secret`.
     pub jwt_secret: Option<Secret>,
     /// Read `jwt_secret` from this file instead (trailing newline trimmed).
     pub jwt_secret_file: Option<PathBuf>,
+    /// The administrator created on first start when there is none.
+    pub bootstrap_admin_email: String,
+    /// argon2id memory cost (KiB) and passes for new password hashes.
+    pub password_memory_kib: u32,
+    pub password_iterations: u32,
+    /// Audit records older than this are deleted by the retention job.
+    pub audit_retention_days: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_secret_file: None,
+            bootstrap_admin_email: "admin@bunko.local".into(),
+            password_memory_kib: 19 * 1024,
+            password_iterations: 2,
+            audit_retention_days: 365,
+        }
+    }
+}
+
+/// Rate limits per route class. Authenticated callers are limited per user or key,
+/// anonymous ones per client address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub enabled: bool,
+    /// `auth`, `search`, `ask`, `ingest`, `gateway`, `default`.
+    pub classes: BTreeMap<String, RateConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed at once before the rate applies.
+    pub burst: u32,
+}
+
+pub const RATE_CLASSES: &[&str] = &["auth", "search", "ask", "ingest", "gateway", "default"];
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let mut classes = BTreeMap::new();
+        for (name, per_second, burst) in [
+            ("auth", 0.5, 10),
+            ("search", 20.0, 40),
+            ("ask", 2.0, 10),
+            ("ingest", 5.0, 20),
+            ("gateway", 20.0, 40),
+            ("default", 50.0, 100),
+        ] {
+            classes.insert(name.to_owned(), RateConfig { per_second, burst });
+        }
+        Self {
+            enabled: true,
+            classes,
+        }
+    }
 }
 
 /// Values given on the command line; they win over file and environment.
@@ -448,6 +515,43 @@ impl Config {
                 err(
                     &format!("jobs.queues.{name}.concurrency"),
                     "must be between 1 and 256".into(),
+                );
+            }
+        }
+        if !self.auth.bootstrap_admin_email.contains('@') {
+            err(
+                "auth.bootstrap_admin_email",
+                "must be an email address".into(),
+            );
+        }
+        if self.auth.password_memory_kib < 8 * 1024 || self.auth.password_iterations == 0 {
+            err(
+                "auth.password_memory_kib",
+                "argon2id needs at least 8192 KiB and 1 iteration".into(),
+            );
+        }
+        for (name, r) in &self.limits.classes {
+            if !RATE_CLASSES.contains(&name.as_str()) {
+                err(
+                    &format!("limits.classes.{name}"),
+                    format!("unknown class; classes are {}", RATE_CLASSES.join(", ")),
+                );
+            }
+            if !(r.per_second > 0.0 && r.per_second.is_finite()) || r.burst == 0 {
+                err(
+                    &format!("limits.classes.{name}"),
+                    "per_second must be > 0 and burst ≥ 1".into(),
+                );
+            }
+        }
+        for o in &self.server.cors_allowed_origins {
+            if !(o.starts_with("https://") || o.starts_with("http://"))
+                || o.ends_with('/')
+                || o == "*"
+            {
+                err(
+                    "server.cors_allowed_origins",
+                    format!("`{o}` must be an origin like https://app.example.org"),
                 );
             }
         }

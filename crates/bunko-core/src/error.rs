@@ -37,6 +37,8 @@ error_codes! {
     Unauthenticated => (401, "unauthenticated", "Authentication required"),
     /// The credentials sent are unknown, malformed, expired or revoked.
     InvalidToken => (401, "invalid_token", "Invalid or expired credentials"),
+    /// Wrong email or password (the same answer whether or not the account exists).
+    InvalidCredentials => (401, "invalid_credentials", "Invalid email or password"),
     /// The caller is known but may not do this.
     Forbidden => (403, "forbidden", "Forbidden"),
     /// No route matches the path.
@@ -59,6 +61,8 @@ error_codes! {
     InvalidInput => (422, "invalid_input", "Invalid input"),
     /// The caller sent too many requests; retry after the `Retry-After` header.
     RateLimited => (429, "rate_limited", "Too many requests"),
+    /// Too many failed logins for this account or address; retry after `Retry-After`.
+    LoginLocked => (429, "login_locked", "Too many failed logins"),
     /// Something failed inside bunko; the details are in the server log under the request id.
     Internal => (500, "internal", "Internal server error"),
     /// A component bunko depends on (database, index, model) is down or shutting down.
@@ -94,6 +98,8 @@ pub struct Error {
     /// Logged, never shown to clients.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// Sent as `Retry-After` (429 and 503).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Error {
@@ -102,6 +108,7 @@ impl Error {
             code,
             detail: detail.into(),
             source: None,
+            retry_after_secs: None,
         }
     }
 
@@ -124,11 +131,17 @@ impl Error {
             detail: "an internal error occurred; the server log has details under this request id"
                 .into(),
             source: Some(source.into()),
+            retry_after_secs: None,
         }
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(Code::Unavailable, detail)
+    }
+
+    pub fn with_retry_after(mut self, d: std::time::Duration) -> Self {
+        self.retry_after_secs = Some(d.as_secs_f64().ceil().max(1.0) as u64);
+        self
     }
 }
 

@@ -90,8 +90,8 @@ impl Scope {
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
-    /// A signed access token from a login.
-    Session,
+    /// A signed access token from a login (its session can be revoked at once).
+    Session { session_id: Uuid },
     /// An API key: only its scopes, and only its project when it has one.
     ApiKey {
         key_id: Uuid,
@@ -117,7 +117,7 @@ impl Principal {
     /// Whether the credential carries `scope` (sessions carry every scope).
     pub fn has_scope(&self, scope: Scope) -> bool {
         match &self.credential {
-            Credential::Session => true,
+            Credential::Session { .. } => true,
             Credential::ApiKey { scopes, .. } => scopes.contains(&scope),
         }
     }
@@ -126,7 +126,7 @@ impl Principal {
     pub fn key_project(&self) -> Option<Uuid> {
         match &self.credential {
             Credential::ApiKey { project_id, .. } => *project_id,
-            Credential::Session => None,
+            Credential::Session { .. } => None,
         }
     }
 
@@ -159,7 +159,7 @@ impl Principal {
     /// A short label for audit records.
     pub fn label(&self) -> String {
         match &self.credential {
-            Credential::Session => self.email.clone(),
+            Credential::Session { .. } => self.email.clone(),
             Credential::ApiKey { key_id, .. } => format!("{} (key {key_id})", self.email),
         }
     }
@@ -183,7 +183,9 @@ mod tests {
             user_id: Uuid::now_v7(),
             email: "u@x".into(),
             role,
-            credential: Credential::Session,
+            credential: Credential::Session {
+                session_id: Uuid::now_v7(),
+            },
         }
     }
 

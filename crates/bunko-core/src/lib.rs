@@ -3,12 +3,14 @@
 //! worker, metrics). It must not depend on axum, sqlx, tantivy, HTTP clients or any adapter:
 //! dependencies point inward, to here.
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod ports;
 pub mod projects;

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub jobs: IntGaugeVec,
     pub job_duration: HistogramVec,
     pub job_failures: IntCounterVec,
+    pub ratelimit_rejections: IntCounterVec,
 }
 
 /// Latency buckets from 1 ms to 30 s.
@@ -76,6 +77,14 @@ impl Metrics {
             &["queue", "code"],
         )
         .expect("metric");
+        let ratelimit_rejections = IntCounterVec::new(
+            Opts::new(
+                "bunko_ratelimit_rejections_total",
+                "Requests refused by a rate limit, by route class.",
+            ),
+            &["class"],
+        )
+        .expect("metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "bunko_build_info",
@@ -92,6 +101,7 @@ impl Metrics {
             Box::new(jobs.clone()),
             Box::new(job_duration.clone()),
             Box::new(job_failures.clone()),
+            Box::new(ratelimit_rejections.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -105,6 +115,7 @@ impl Metrics {
             jobs,
             job_duration,
             job_failures,
+            ratelimit_rejections,
         }
     }
 

@@ -9,10 +9,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
-use bunko_core::config::Config;
+use bunko_core::accounts::Accounts;
+use bunko_core::auth::{PasswordCost, TokenSigner};
+use bunko_core::config::{Config, Mode};
 use bunko_core::jobs::{Registry, Worker, WorkerConfig};
+use bunko_core::limits::{InProcessLimiter, InProcessThrottle, RateLimiter};
 use bunko_core::metrics::Metrics;
 use bunko_core::ports::MetaStore;
+use bunko_core::secret::Secret;
 use bunko_core::tasks::Tasks;
 use std::ops::Deref;
 use std::path::Path;
@@ -40,6 +44,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn MetaStore>,
+    pub accounts: Arc<Accounts>,
+    pub limiter: Arc<dyn RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub worker: Option<Arc<Worker>>,
@@ -104,25 +110,91 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn MetaStore>, CliError>
 /// Everything a serving or working process holds.
 pub struct Runtime {
     pub state: AppState,
-    /// Set when this start created the bootstrap admin token.
-    pub new_token: Option<String>,
+    /// Set when this start created the first administrator: (email, one-time password).
+    pub new_admin: Option<(String, String)>,
+}
+
+/// The access-token signing key: from configuration, or in development a random key made
+/// once and kept in `<data_dir>/jwt-secret` (0600).
+fn signing_key(config: &Config) -> Result<TokenSigner, CliError> {
+    let key = match &config.auth.jwt_secret {
+        Some(k) => k.clone(),
+        None if config.mode == Mode::Development => {
+            let path = config.data_dir.join("jwt-secret");
+            match std::fs::read_to_string(&path) {
+                Ok(k) => Secret::new(k.trim()),
+                Err(_) => {
+                    let k = hex::encode(bunko_core::ids::random_bytes::<32>());
+                    auth::write_private(&path, &k).map_err(|e| {
+                        CliError::failure(format!("cannot write {}: {e}", path.display()))
+                    })?;
+                    tracing::warn!(path = %path.display(), "development mode: generated an access-token signing key");
+                    Secret::new(k)
+                }
+            }
+        }
+        None => {
+            return Err(
+                CliError::usage("production mode needs auth.jwt_secret_file")
+                    .hint("see docs/operations/configuration.md"),
+            );
+        }
+    };
+    TokenSigner::new(key).map_err(|e| CliError::usage(format!("auth.jwt_secret: {e}")))
+}
+
+/// Makes the first administrator when there is none, and leaves its password for the operator.
+async fn bootstrap_admin(
+    config: &Config,
+    accounts: &Accounts,
+) -> Result<Option<(String, String)>, CliError> {
+    let made = accounts
+        .ensure_bootstrap_admin(&config.auth.bootstrap_admin_email)
+        .await
+        .map_err(|e| {
+            CliError::failure(format!(
+                "cannot create the first administrator: {}",
+                e.detail
+            ))
+        })?;
+    let Some((user, password)) = made else {
+        return Ok(None);
+    };
+    let path = config.data_dir.join(auth::ADMIN_PASSWORD_FILE);
+    auth::write_private(
+        &path,
+        &format!("email: {}\npassword: {password}\n", user.email),
+    )
+    .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
+    tracing::info!(
+        email = %user.email,
+        path = %path.display(),
+        "created the first administrator; the one-time password is in this file (mode 0600)"
+    );
+    Ok(Some((user.email, password)))
+}
+
+/// The account service over a store (the server and the CLI's account commands).
+pub fn build_accounts(config: &Config, store: &Arc<dyn MetaStore>) -> Result<Accounts, CliError> {
+    let cost = PasswordCost {
+        m_kib: config.auth.password_memory_kib,
+        t: config.auth.password_iterations,
+        p: 1,
+    };
+    Ok(Accounts::new(
+        store.clone(),
+        signing_key(config)?,
+        cost,
+        Arc::new(InProcessThrottle::default()),
+    ))
 }
 
 impl Runtime {
     pub async fn start(config: Config, run_worker: bool) -> Result<Runtime, CliError> {
         prepare_data_dir(&config.data_dir)?;
         let store = open_store(&config).await?;
-        let new_token = auth::ensure_bootstrap_token(store.as_ref(), &config.data_dir)
-            .await
-            .map_err(|e| {
-                CliError::failure(format!("cannot create the bootstrap admin token: {e}"))
-            })?;
-        if new_token.is_some() {
-            tracing::info!(
-                path = %auth::token_file(&config.data_dir).display(),
-                "created the bootstrap admin token; it is in this file (mode 0600)"
-            );
-        }
+        let accounts = Arc::new(build_accounts(&config, &store)?);
+        let new_admin = bootstrap_admin(&config, &accounts).await?;
         let metrics = Arc::new(Metrics::new(VERSION, COMMIT));
         let registry = Arc::new(Registry::builtin());
         let tasks = Tasks::new();
@@ -139,6 +211,8 @@ impl Runtime {
         let state = AppState(Arc::new(Inner {
             config,
             store,
+            accounts,
+            limiter: Arc::new(InProcessLimiter::default()),
             metrics,
             registry,
             worker,
@@ -146,7 +220,7 @@ impl Runtime {
             started: Instant::now(),
             draining: AtomicBool::new(false),
         }));
-        Ok(Runtime { state, new_token })
+        Ok(Runtime { state, new_admin })
     }
 }
 
@@ -161,6 +235,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     routes::routes()
         .merge(extra)
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::http::limits::rate_limit,
+        ))
         .route_layer(from_fn_with_state(state.clone(), auth::require_auth))
         .route_layer(from_fn(capture_route))
         .fallback(|| async { StatusCode::NOT_FOUND })
@@ -168,7 +246,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state.clone())
         .layer(
             ServiceBuilder::new()
-                .layer(from_fn_with_state(state, request_context))
+                .layer(from_fn_with_state(state.clone(), request_context))
+                .option_layer(cors(&state.config.server.cors_allowed_origins))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
@@ -177,4 +256,40 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                 .layer(CompressionLayer::new())
                 .layer(RequestBodyLimitLayer::new(limit)),
         )
+}
+
+/// CORS is off unless origins are configured; then only those origins, with credentials
+/// sent as headers (no cookies).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(list))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                header::HeaderName::from_static("x-request-id"),
+                header::RETRY_AFTER,
+                header::HeaderName::from_static("ratelimit-remaining"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }

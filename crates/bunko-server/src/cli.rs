@@ -54,11 +54,96 @@ pub enum Command {
     /// List, inspect, retry, cancel and enqueue background jobs
     #[command(subcommand)]
     Jobs(JobsCmd),
-    /// Show where the bootstrap admin token is kept, or replace it
-    AdminToken {
-        /// Make a new token; the old one stops working at once
+    /// Manage user accounts (add, passwd, disable, enable, role, list)
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage projects and their members
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Manage API keys for programs (create, revoke, list)
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add a user; without --password-stdin a one-time password is generated and shown once
+    Add {
+        email: String,
+        /// Make the user an administrator
         #[arg(long)]
-        rotate: bool,
+        admin: bool,
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password (generated unless --password-stdin); ends their sessions
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user: their sessions and keys stop working at once
+    Disable { email: String },
+    /// Enable a disabled user
+    Enable { email: String },
+    /// Make a user `admin` or `member`
+    Role { email: String, role: String },
+    /// List users
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCmd {
+    /// Create a project
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Make this user (email) its owner
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// List all projects
+    List,
+    /// Add a member to a project, or change their role
+    AddMember {
+        /// Project id or slug
+        project: String,
+        email: String,
+        /// owner, editor or viewer
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create an API key; its secret is shown once
+    Create {
+        /// The user the key acts for (email or id)
+        #[arg(long)]
+        user: String,
+        /// Restrict the key to one project (id or slug)
+        #[arg(long)]
+        project: Option<String>,
+        /// Comma-separated: read, search, ask, ingest, gateway, admin
+        #[arg(long)]
+        scopes: String,
+        /// Lifetime, e.g. 90d, 12h
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Revoke a key: it stops working at once
+    Revoke { id: String },
+    /// List keys (of one user with --user)
+    List {
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -258,7 +343,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Quickstart { .. } => commands::serve::serve(config, true).await,
             Command::Worker => commands::serve::worker(config).await,
             Command::Migrate => commands::admin::migrate(&config).await,
-            Command::AdminToken { rotate } => commands::admin::admin_token(&config, rotate).await,
+            Command::User(cmd) => commands::admin::user(&config, cmd).await,
+            Command::Project(cmd) => commands::admin::project(&config, cmd).await,
+            Command::Key(cmd) => commands::admin::key(&config, cmd).await,
             Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
             Command::Config(_) => Ok(()),
         }

@@ -49,16 +49,19 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
         .map_err(|e| bind_error(addr, e))?;
     let local = listener.local_addr().map_err(|e| bind_error(addr, e))?;
     let run_worker = config.jobs.run_in_server;
-    let Runtime { state, new_token } = Runtime::start(config, run_worker).await?;
+    let Runtime { state, new_admin } = Runtime::start(config, run_worker).await?;
     let app = router(state.clone());
     let stop_accepting = CancellationToken::new();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let server_task = state.tasks.spawn(async move { server.await });
     info!(addr = %local, version = crate::app::VERSION, mode = %serde_json::to_value(state.config.mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), "listening");
     info!(startup_ms = started.elapsed().as_millis() as u64, "ready");
     if quickstart {
-        print_banner(&state.config, local, new_token.as_deref());
+        print_banner(&state.config, local, new_admin);
     }
 
     let signal = shutdown_signal().await;
@@ -112,14 +115,10 @@ pub async fn worker(config: Config) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_banner(config: &Config, addr: SocketAddr, new_token: Option<&str>) {
+fn print_banner(config: &Config, addr: SocketAddr, new_admin: Option<(String, String)>) {
     let base = format!("http://{addr}");
-    let token_path = auth::token_file(&config.data_dir);
-    let token = new_token.map(str::to_owned).or_else(|| {
-        std::fs::read_to_string(&token_path)
-            .ok()
-            .map(|t| t.trim().to_owned())
-    });
+    let file = config.data_dir.join(auth::ADMIN_PASSWORD_FILE);
+    let saved = std::fs::read_to_string(&file).ok();
     println!();
     println!(
         "  bunko {} is running (data dir: {})",
@@ -132,21 +131,35 @@ fn print_banner(config: &Config, addr: SocketAddr, new_token: Option<&str>) {
     println!("  Health          {base}/healthz   readiness {base}/readyz");
     println!("  Metrics         {base}/metrics");
     println!();
-    match token {
-        Some(t) => {
+    match (new_admin, saved) {
+        (Some((email, password)), _) => {
+            println!("  First administrator (change the password after logging in):");
+            println!("    email     {email}");
+            println!("    password  {password}");
             println!(
-                "  Bootstrap admin token (keep it secret; also in {}):",
-                token_path.display()
-            );
-            println!("    {t}");
-            println!();
-            println!(
-                "  Try:  curl -H \"Authorization: Bearer $(cat {})\" {base}/api/v1/jobs",
-                token_path.display()
+                "  (also in {}, mode 0600, until the password is changed)",
+                file.display()
             );
         }
-        None => println!("  The bootstrap token file is gone: run `bunko admin-token --rotate`."),
+        (None, Some(text)) => {
+            println!(
+                "  First administrator (one-time password not changed yet; from {}):",
+                file.display()
+            );
+            for line in text.lines() {
+                println!("    {line}");
+            }
+        }
+        (None, None) => {
+            println!("  Administrators exist. Forgot a password? `bunko user passwd EMAIL`.")
+        }
     }
+    println!();
+    println!("  Log in:  curl -s {base}/api/v1/auth/login -H 'content-type: application/json' \\");
+    println!(
+        "             -d '{{\"email\":\"{}\",\"password\":\"…\"}}'",
+        config.auth.bootstrap_admin_email
+    );
     println!();
     println!("  Press Ctrl-C to stop.");
     println!();

@@ -1,33 +1,27 @@
 //! The auth layer: every route is denied unless it is in the public allow-list
-//! ([`crate::routes::PUBLIC_ROUTES`]) or the request carries valid credentials. Handlers name
-//! what they need in their signature ([`Admin`]), so a check cannot be forgotten.
-//!
-//! Until users and keys exist, the only credential is the bootstrap admin token: made on first
-//! start, written once to `<data_dir>/bootstrap-admin.token` (mode 0600), stored as a SHA-256
-//! hash. Never logged.
+//! ([`crate::routes::PUBLIC_ROUTES`]) or the request carries a valid access token or API key.
+//! What a handler needs is in its signature: [`Authed`] (anyone signed in), [`AdminOnly`],
+//! or [`ProjectAccess<S>`] (a scope inside the `{project}` of the path). Objects in projects the
+//! caller cannot see are answered 404, never 403, so their existence does not leak.
 
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::routes::is_public;
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRef, FromRequestParts, MatchedPath, RawPathParams, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bunko_core::Code;
-use bunko_core::ids::{constant_time_eq, random_bytes, sha256_hex};
-use bunko_core::ports::MetaStore;
-use std::path::{Path, PathBuf};
+use bunko_core::accounts::ClientInfo;
+use bunko_core::identity::{Access, Principal, ProjectRole, Scope};
+use bunko_core::ports::Project;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
 
-pub const BOOTSTRAP_HASH_KEY: &str = "auth.bootstrap_admin_token_sha256";
-pub const BOOTSTRAP_FILE: &str = "bootstrap-admin.token";
-const TOKEN_PREFIX: &str = "bko_admin_";
-
-/// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    BootstrapAdmin,
-}
+pub const ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
 
 pub async fn require_auth(
     State(state): State<AppState>,
@@ -38,12 +32,11 @@ pub async fn require_auth(
     if matched.as_ref().is_some_and(|m| is_public(m.as_str())) {
         return next.run(req).await;
     }
-    match authenticate(
-        state.store.as_ref(),
-        req.headers().get(header::AUTHORIZATION),
-    )
-    .await
-    {
+    let result = match bearer(req.headers().get(header::AUTHORIZATION)) {
+        Ok(token) => state.accounts.authenticate(token).await.map_err(ApiError),
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(p) => {
             req.extensions_mut().insert(p);
             next.run(req).await
@@ -59,17 +52,14 @@ pub async fn require_auth(
     }
 }
 
-async fn authenticate(
-    store: &dyn MetaStore,
-    header: Option<&HeaderValue>,
-) -> Result<Principal, ApiError> {
-    let Some(value) = header else {
+fn bearer(value: Option<&HeaderValue>) -> Result<&str, ApiError> {
+    let Some(value) = value else {
         return Err(ApiError::new(
             Code::Unauthenticated,
             "send credentials as `Authorization: Bearer <token>`",
         ));
     };
-    let token = value
+    value
         .to_str()
         .ok()
         .and_then(|v| {
@@ -77,85 +67,177 @@ async fn authenticate(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.is_empty() && t.len() <= 4096 && !t.contains(' '))
         .ok_or_else(|| {
             ApiError::new(
                 Code::InvalidToken,
                 "the Authorization header must be `Bearer <token>`",
             )
-        })?;
-    let stored = store.get_setting(BOOTSTRAP_HASH_KEY).await?;
-    match stored {
-        Some(hash)
-            if constant_time_eq(hash.as_bytes(), sha256_hex(token.as_bytes()).as_bytes()) =>
-        {
-            Ok(Principal::BootstrapAdmin)
-        }
-        _ => Err(ApiError::new(
-            Code::InvalidToken,
-            "the token is unknown, expired or revoked",
-        )),
+        })
+}
+
+fn principal(parts: &Parts) -> Result<Principal, ApiError> {
+    parts
+        .extensions
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| ApiError::new(Code::Unauthenticated, "this route needs credentials"))
+}
+
+/// Anyone signed in (a session or an API key of an active user).
+pub struct Authed(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authed {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        principal(parts).map(Authed)
     }
 }
 
-/// Extractor for routes that need an administrator.
-pub struct Admin(pub Principal);
+/// An administrator (with the `admin` scope when using a key).
+pub struct AdminOnly(pub Principal);
 
-impl<S: Send + Sync> FromRequestParts<S> for Admin {
+impl<S: Send + Sync> FromRequestParts<S> for AdminOnly
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, Self::Rejection> {
+        let p = principal(parts)?;
+        if p.is_admin() {
+            return Ok(AdminOnly(p));
+        }
+        let state = AppState::from_ref(s);
+        let client = client_info(parts, &state);
+        let mut e = state
+            .accounts
+            .event("permission.denied", "denied", Some(&p), &client);
+        e.target = Some(parts.uri.path().chars().take(200).collect());
+        e.detail = Some("administrator route".into());
+        state.accounts.audit(e).await;
+        Err(ApiError::new(
+            Code::Forbidden,
+            "this needs an administrator",
+        ))
+    }
+}
+
+/// The scope a route needs, as a type.
+pub trait NeedScope: Send + Sync + 'static {
+    const SCOPE: Scope;
+}
+
+macro_rules! scopes {
+    ($($t:ident => $s:ident),+) => {$(
+        pub struct $t;
+        impl NeedScope for $t { const SCOPE: Scope = Scope::$s; }
+    )+};
+}
+scopes!(ReadScope => Read, IngestScope => Ingest, OwnerScope => Admin);
+
+/// The project named by the `{project}` path segment (id or slug), after checking that the
+/// caller may use scope `S` there.
+pub struct ProjectAccess<S: NeedScope> {
+    pub project: Project,
+    pub principal: Principal,
+    /// The caller's membership (None for administrators who are not members).
+    pub role: Option<ProjectRole>,
+    _scope: PhantomData<S>,
+}
+
+impl<S, St> FromRequestParts<St> for ProjectAccess<S>
+where
+    S: NeedScope,
+    St: Send + Sync,
+    AppState: FromRef<St>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match parts.extensions.get::<Principal>() {
-            Some(p @ Principal::BootstrapAdmin) => Ok(Admin(p.clone())),
-            None => Err(ApiError::new(
-                Code::Unauthenticated,
-                "this route needs credentials",
-            )),
+    async fn from_request_parts(parts: &mut Parts, st: &St) -> Result<Self, Self::Rejection> {
+        let p = principal(parts)?;
+        let state = AppState::from_ref(st);
+        let params = RawPathParams::from_request_parts(parts, st)
+            .await
+            .map_err(|_| ApiError::new(Code::BadRequest, "bad path"))?;
+        let key = params
+            .iter()
+            .find(|(k, _)| *k == "project")
+            .map(|(_, v)| v.to_owned())
+            .ok_or_else(|| ApiError::new(Code::Internal, "route has no {project}"))?;
+        let not_found = || ApiError(bunko_core::Error::not_found("project", &key));
+        let project = state.store.get_project(&key).await?.ok_or_else(not_found)?;
+        let role = state.store.member_role(project.id, p.user_id).await?;
+        match p.allows(S::SCOPE, project.id, role) {
+            Access::Allowed => Ok(ProjectAccess {
+                project,
+                principal: p,
+                role,
+                _scope: PhantomData,
+            }),
+            Access::Invisible => Err(not_found()),
+            Access::Denied => {
+                let client = client_info(parts, &state);
+                let mut e = state
+                    .accounts
+                    .event("permission.denied", "denied", Some(&p), &client);
+                e.project_id = Some(project.id);
+                e.detail = Some(format!("needs scope {} in the project", S::SCOPE));
+                state.accounts.audit(e).await;
+                Err(ApiError::new(
+                    Code::Forbidden,
+                    format!("this needs `{}` in project `{}`", S::SCOPE, project.slug),
+                ))
+            }
         }
     }
 }
 
-pub fn token_file(data_dir: &Path) -> PathBuf {
-    data_dir.join(BOOTSTRAP_FILE)
-}
-
-/// Makes the bootstrap admin token on first start. Returns the new token when one was made.
-pub async fn ensure_bootstrap_token(
-    store: &dyn MetaStore,
-    data_dir: &Path,
-) -> anyhow::Result<Option<String>> {
-    if store.get_setting(BOOTSTRAP_HASH_KEY).await?.is_some() {
-        return Ok(None);
+/// The client's address (the proxy's `X-Forwarded-For` only when `server.behind_proxy`) and
+/// user agent.
+pub fn client_info(parts: &Parts, state: &AppState) -> ClientInfo {
+    let forwarded = state
+        .config
+        .server
+        .behind_proxy
+        .then(|| {
+            parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+        })
+        .flatten()
+        .and_then(|v| v.split(',').next())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| s.parse::<std::net::IpAddr>().is_ok());
+    let direct = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    ClientInfo {
+        ip: forwarded.or(direct),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(300).collect()),
     }
-    let token = new_token();
-    if !store
-        .put_setting_if_absent(BOOTSTRAP_HASH_KEY, &sha256_hex(token.as_bytes()))
-        .await?
-    {
-        return Ok(None); // another process won the race
+}
+
+/// Extractor form of [`client_info`].
+pub struct Client(pub ClientInfo);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, Self::Rejection> {
+        Ok(Client(client_info(parts, &AppState::from_ref(s))))
     }
-    write_private(&token_file(data_dir), &token)?;
-    Ok(Some(token))
 }
 
-/// Replaces the bootstrap token (the old one stops working at once).
-pub async fn rotate_bootstrap_token(
-    store: &dyn MetaStore,
-    data_dir: &Path,
-) -> anyhow::Result<String> {
-    let token = new_token();
-    store
-        .put_setting(BOOTSTRAP_HASH_KEY, &sha256_hex(token.as_bytes()))
-        .await?;
-    write_private(&token_file(data_dir), &token)?;
-    Ok(token)
-}
-
-fn new_token() -> String {
-    format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes::<32>()))
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Writes the first administrator's credentials for the operator (mode 0600).
+pub fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -166,8 +248,26 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(contents.as_bytes())?;
-    f.write_all(b"\n")?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// A person at the keyboard (a session), or a program holding a key with the `admin` scope:
+/// what account management (keys, password, new projects) needs.
+pub struct Manage(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Manage {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let p = principal(parts)?;
+        match &p.credential {
+            bunko_core::identity::Credential::Session { .. } => Ok(Manage(p)),
+            _ if p.has_scope(Scope::Admin) => Ok(Manage(p)),
+            _ => Err(ApiError::new(
+                Code::Forbidden,
+                "API keys need the `admin` scope for this",
+            )),
+        }
+    }
 }

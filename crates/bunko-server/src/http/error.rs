@@ -39,6 +39,7 @@ impl IntoResponse for ApiError {
             code,
             detail,
             source,
+            retry_after_secs,
         } = self.0;
         if code.status() >= 500 {
             match &source {
@@ -48,7 +49,12 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code = %code, detail = %detail, "request rejected");
         }
-        problem_response(code, detail)
+        let mut res = problem_response(code, detail);
+        if let Some(secs) = retry_after_secs {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
     }
 }
 

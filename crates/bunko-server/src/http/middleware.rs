@@ -96,6 +96,7 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
+    security_headers(res.headers_mut());
     if let Ok(v) = HeaderValue::from_str(&trace.traceparent()) {
         res.headers_mut().insert("traceparent", v);
     }
@@ -156,4 +157,28 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
         bunko_core::Code::Internal,
         "an internal error occurred; the server log has details under this request id".into(),
     )
+}
+
+/// Security headers on every response, errors included. A handler that sets its own
+/// `Content-Security-Policy` (the docs page) keeps it.
+fn security_headers(h: &mut axum::http::HeaderMap) {
+    const FIXED: &[(&str, &str)] = &[
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+        ),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+    ];
+    for (name, value) in FIXED {
+        h.insert(*name, HeaderValue::from_static(value));
+    }
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod middleware;
 
 pub use error::{ApiError, ApiResult};

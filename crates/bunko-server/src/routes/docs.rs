@@ -14,13 +14,22 @@ use utoipa::{Modify, OpenApi};
         super::health::healthz, super::health::readyz, super::health::metrics,
         super::jobs::list, super::jobs::show, super::jobs::enqueue, super::jobs::retry, super::jobs::cancel,
         super::projects::create, super::projects::list, super::projects::show,
+        super::projects::members, super::projects::put_member, super::projects::remove_member,
+        super::auth::login, super::auth::refresh, super::auth::logout, super::auth::me, super::auth::change_password,
+        super::users::list, super::users::create, super::users::show, super::users::update,
+        super::keys::list, super::keys::create, super::keys::revoke,
+        super::audit::list,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Health, readiness and metrics (public)"),
         (name = "jobs", description = "The durable job queue"),
-        (name = "projects", description = "Projects"),
+        (name = "projects", description = "Projects and their members"),
+        (name = "auth", description = "Log in, tokens, sessions"),
+        (name = "users", description = "Accounts (administrators)"),
+        (name = "keys", description = "API keys for programs"),
+        (name = "audit", description = "Security events (administrators)"),
     )
 )]
 pub struct ApiDoc;
@@ -70,7 +79,7 @@ pub async fn page() -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:",
+                "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
             ),
         ],
         PAGE,

@@ -1,7 +1,7 @@
 //! `/api/v1/jobs`: inspect and steer the durable job queue (administrators).
 
 use crate::app::AppState;
-use crate::http::auth::Admin;
+use crate::http::auth::AdminOnly;
 use crate::http::extract::{Json, Query};
 use crate::http::{ApiError, ApiResult};
 use axum::extract::{Path, State};
@@ -90,7 +90,7 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListParams),
     responses((status = 200, body = JobPage)), security(("bearer" = [])))]
 pub async fn list(
-    _: Admin,
+    _: AdminOnly,
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<axum::Json<JobPage>> {
@@ -123,7 +123,7 @@ fn parse_id(id: &str) -> ApiResult<Uuid> {
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 404, description = "no such job")), security(("bearer" = [])))]
 pub async fn show(
-    _: Admin,
+    _: AdminOnly,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<JobView>> {
@@ -164,7 +164,7 @@ pub struct EnqueueResponse {
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
     responses((status = 202, body = EnqueueResponse)), security(("bearer" = [])))]
 pub async fn enqueue(
-    _: Admin,
+    _: AdminOnly,
     State(s): State<AppState>,
     Json(r): Json<EnqueueRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<EnqueueResponse>)> {
@@ -204,7 +204,7 @@ pub async fn enqueue(
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 409, description = "not dead or cancelled")), security(("bearer" = [])))]
 pub async fn retry(
-    _: Admin,
+    _: AdminOnly,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<JobView>> {
@@ -219,7 +219,7 @@ pub async fn retry(
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 409, description = "already finished")), security(("bearer" = [])))]
 pub async fn cancel(
-    _: Admin,
+    _: AdminOnly,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<JobView>> {

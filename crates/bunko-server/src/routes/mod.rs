@@ -1,14 +1,18 @@
 //! Paths mapped to handlers — nothing else. Every route is behind the auth layer except the
 //! ones in [`PUBLIC_ROUTES`].
 
+mod audit;
+mod auth;
 mod docs;
 mod health;
 mod jobs;
+mod keys;
 mod projects;
+mod users;
 
 use crate::app::AppState;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 
 pub use docs::ApiDoc;
 
@@ -26,6 +30,8 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/openapi.json",
     "/docs",
     "/docs/{asset}",
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
 ];
 
 pub fn is_public(route: &str) -> bool {
@@ -41,6 +47,16 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(docs::openapi))
         .route("/docs", get(docs::page))
         .route("/docs/{asset}", get(docs::asset))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/me", get(auth::me))
+        .route("/api/v1/auth/password", post(auth::change_password))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route("/api/v1/users/{id}", get(users::show).patch(users::update))
+        .route("/api/v1/keys", get(keys::list).post(keys::create))
+        .route("/api/v1/keys/{id}", delete(keys::revoke))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/jobs", get(jobs::list).post(jobs::enqueue))
         .route("/api/v1/jobs/{id}", get(jobs::show))
         .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
@@ -50,4 +66,9 @@ pub fn routes() -> Router<AppState> {
             get(projects::list).post(projects::create),
         )
         .route("/api/v1/projects/{project}", get(projects::show))
+        .route("/api/v1/projects/{project}/members", get(projects::members))
+        .route(
+            "/api/v1/projects/{project}/members/{user}",
+            put(projects::put_member).delete(projects::remove_member),
+        )
 }

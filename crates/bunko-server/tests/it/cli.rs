@@ -14,7 +14,9 @@ fn help_lists_every_command_with_a_purpose() {
         "migrate",
         "config",
         "jobs",
-        "admin-token",
+        "user",
+        "project",
+        "key",
     ] {
         let line = help
             .lines()
@@ -329,24 +331,90 @@ fn migrate_then_jobs_commands_round_trip() {
 }
 
 #[test]
-fn admin_token_rotation() {
+fn user_project_and_key_commands() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("data");
     let dd = d.to_str().unwrap();
-    let out = bunko(dir.path(), &["--data-dir", dd, "admin-token"]);
+    let run = |args: &[&str]| {
+        let mut a = vec!["--data-dir", dd];
+        a.extend_from_slice(args);
+        bunko(dir.path(), &a)
+    };
+    let out = run(&["user", "add", "ana@example.org", "--name", "Ana"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let file = d.join("bootstrap-admin.token");
-    let first = std::fs::read_to_string(&file).unwrap();
-    use std::os::unix::fs::PermissionsExt;
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("one-time password (shown once): "),
+        "{stdout}"
+    );
+    let out = run(&["user", "add", "ANA@example.org"]);
     assert_eq!(
-        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-        0o600
+        out.status.code(),
+        Some(1),
+        "duplicate email (any case) is refused"
     );
     assert!(
-        !text(&out.stdout).contains(first.trim()),
-        "the CLI points at the file, it does not print the secret"
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
     );
-    let out = bunko(dir.path(), &["--data-dir", dd, "admin-token", "--rotate"]);
-    assert!(out.status.success());
-    assert_ne!(std::fs::read_to_string(&file).unwrap(), first);
+    let out = run(&["user", "add", "not-an-email"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run(&[
+        "project",
+        "create",
+        "Court Cases",
+        "--owner",
+        "ana@example.org",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&[
+        "key",
+        "create",
+        "--user",
+        "ana@example.org",
+        "--project",
+        "court-cases",
+        "--scopes",
+        "search,ask",
+        "--expires",
+        "90d",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("secret (shown once): bko_key_"), "{stdout}");
+    let id = stdout.split_whitespace().nth(1).unwrap().to_owned();
+    let out = run(&[
+        "key",
+        "create",
+        "--user",
+        "ana@example.org",
+        "--scopes",
+        "search,root",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["key", "list", "--user", "ana@example.org"]);
+    assert!(text(&out.stdout).contains(&id) && text(&out.stdout).contains("active"));
+    let out = run(&["key", "revoke", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["key", "revoke", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&["user", "disable", "ana@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&run(&["user", "list"]).stdout).contains("disabled"));
+    // The last active administrator cannot be disabled or demoted.
+    assert!(
+        run(&["user", "add", "boss@example.org", "--admin"])
+            .status
+            .success()
+    );
+    let out = run(&["user", "disable", "boss@example.org"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("last active administrator"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["user", "role", "boss@example.org", "member"]);
+    assert_eq!(out.status.code(), Some(1));
 }

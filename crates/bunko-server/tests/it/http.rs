@@ -26,7 +26,14 @@ async fn app() -> App {
     config.server.body_limit_bytes = 4096;
     config.server.request_timeout_secs = 1;
     let rt = Runtime::start(config, false).await.unwrap();
-    let token = rt.new_token.clone().unwrap();
+    let (email, password) = rt.new_admin.clone().unwrap();
+    let token = rt
+        .state
+        .accounts
+        .login(&email, &password, &Default::default())
+        .await
+        .unwrap()
+        .access_token;
     let extra = Router::new()
         .route(
             "/api/v1/test/panic",
@@ -184,7 +191,8 @@ async fn every_documented_private_route_denies_without_credentials() {
         for method in item.as_object().unwrap().keys() {
             let concrete = path
                 .replace("{id}", "0190a0a0-0000-7000-8000-000000000000")
-                .replace("{project}", "x");
+                .replace("{project}", "x")
+                .replace("{user}", "x");
             let req = Request::builder()
                 .method(method.to_uppercase().as_str())
                 .uri(&concrete)

@@ -36,7 +36,21 @@ pub struct Server {
     pub addr: String,
     pub data_dir: PathBuf,
     pub logs: Arc<Mutex<Vec<String>>>,
+    token: Mutex<Option<String>>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// (email, password) of the first administrator, from the data dir.
+pub fn admin_credentials(data_dir: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(data_dir.join("initial-admin-password")).unwrap();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    (get("email:"), get("password:"))
 }
 
 impl Server {
@@ -103,6 +117,7 @@ impl Server {
             addr,
             data_dir: data_dir.to_path_buf(),
             logs,
+            token: Mutex::new(None),
             _dir: None,
         }
     }
@@ -111,11 +126,40 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// An administrator's access token (logged in once per server).
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("bootstrap-admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        let mut t = self.token.lock().unwrap();
+        if let Some(t) = t.as_ref() {
+            return t.clone();
+        }
+        let (email, password) = admin_credentials(&self.data_dir);
+        let url = self.url("/api/v1/auth/login");
+        let body = serde_json::json!({"email": email, "password": password});
+        let v: serde_json::Value = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                client()
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap()
+            })
+        })
+        .join()
+        .unwrap();
+        let access = v["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login failed: {v}"))
+            .to_owned();
+        *t = Some(access.clone());
+        access
     }
 
     pub fn logs(&self) -> String {
