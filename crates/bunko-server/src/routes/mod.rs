@@ -12,7 +12,9 @@ mod users;
 
 use crate::app::AppState;
 use axum::Router;
-use axum::routing::{delete, get, post, put};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, on};
 
 pub use docs::ApiDoc;
 
@@ -38,37 +40,87 @@ pub fn is_public(route: &str) -> bool {
     PUBLIC_ROUTES.contains(&route)
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(docs::root))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(docs::openapi))
-        .route("/docs", get(docs::page))
-        .route("/docs/{asset}", get(docs::asset))
-        .route("/api/v1/auth/login", post(auth::login))
-        .route("/api/v1/auth/refresh", post(auth::refresh))
-        .route("/api/v1/auth/logout", post(auth::logout))
-        .route("/api/v1/auth/me", get(auth::me))
-        .route("/api/v1/auth/password", post(auth::change_password))
-        .route("/api/v1/users", get(users::list).post(users::create))
-        .route("/api/v1/users/{id}", get(users::show).patch(users::update))
-        .route("/api/v1/keys", get(keys::list).post(keys::create))
-        .route("/api/v1/keys/{id}", delete(keys::revoke))
-        .route("/api/v1/audit", get(audit::list))
-        .route("/api/v1/jobs", get(jobs::list).post(jobs::enqueue))
-        .route("/api/v1/jobs/{id}", get(jobs::show))
-        .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route(
-            "/api/v1/projects",
-            get(projects::list).post(projects::create),
+/// Builds the router and, from the same calls, the list of every (method, path) it serves —
+/// which the authorization-matrix test walks, so a route cannot be added without an entry.
+struct Table {
+    router: Router<AppState>,
+    list: Vec<(Method, &'static str)>,
+}
+
+impl Table {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            list: Vec::new(),
+        }
+    }
+
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        // A fixed method list: the conversion cannot fail for these.
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        self.router = self.router.route(path, on(filter, handler));
+        self.list.push((method, path));
+        self
+    }
+}
+
+fn table() -> Table {
+    use Method as M;
+    Table::new()
+        .add(M::GET, "/", docs::root)
+        .add(M::GET, "/healthz", health::healthz)
+        .add(M::GET, "/readyz", health::readyz)
+        .add(M::GET, "/metrics", health::metrics)
+        .add(M::GET, "/openapi.json", docs::openapi)
+        .add(M::GET, "/docs", docs::page)
+        .add(M::GET, "/docs/{asset}", docs::asset)
+        .add(M::POST, "/api/v1/auth/login", auth::login)
+        .add(M::POST, "/api/v1/auth/refresh", auth::refresh)
+        .add(M::POST, "/api/v1/auth/logout", auth::logout)
+        .add(M::GET, "/api/v1/auth/me", auth::me)
+        .add(M::POST, "/api/v1/auth/password", auth::change_password)
+        .add(M::GET, "/api/v1/users", users::list)
+        .add(M::POST, "/api/v1/users", users::create)
+        .add(M::GET, "/api/v1/users/{id}", users::show)
+        .add(M::PATCH, "/api/v1/users/{id}", users::update)
+        .add(M::GET, "/api/v1/keys", keys::list)
+        .add(M::POST, "/api/v1/keys", keys::create)
+        .add(M::DELETE, "/api/v1/keys/{id}", keys::revoke)
+        .add(M::GET, "/api/v1/audit", audit::list)
+        .add(M::GET, "/api/v1/jobs", jobs::list)
+        .add(M::POST, "/api/v1/jobs", jobs::enqueue)
+        .add(M::GET, "/api/v1/jobs/{id}", jobs::show)
+        .add(M::POST, "/api/v1/jobs/{id}/retry", jobs::retry)
+        .add(M::POST, "/api/v1/jobs/{id}/cancel", jobs::cancel)
+        .add(M::GET, "/api/v1/projects", projects::list)
+        .add(M::POST, "/api/v1/projects", projects::create)
+        .add(M::GET, "/api/v1/projects/{project}", projects::show)
+        .add(
+            M::GET,
+            "/api/v1/projects/{project}/members",
+            projects::members,
         )
-        .route("/api/v1/projects/{project}", get(projects::show))
-        .route("/api/v1/projects/{project}/members", get(projects::members))
-        .route(
+        .add(
+            M::PUT,
             "/api/v1/projects/{project}/members/{user}",
-            put(projects::put_member).delete(projects::remove_member),
+            projects::put_member,
         )
+        .add(
+            M::DELETE,
+            "/api/v1/projects/{project}/members/{user}",
+            projects::remove_member,
+        )
+}
+
+pub fn routes() -> Router<AppState> {
+    table().router
+}
+
+/// Every (method, route template) the router serves.
+pub fn route_list() -> Vec<(Method, &'static str)> {
+    table().list
 }

@@ -1,3 +1,4 @@
+mod authz;
 mod cli;
 mod http;
 mod process;

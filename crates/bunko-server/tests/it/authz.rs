@@ -1,0 +1,282 @@
+//! The authorization matrix: every route the router serves × every kind of caller. The route
+//! list comes from the router's own table, so a new route without an entry here fails.
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use bunko_core::accounts::ClientInfo;
+use bunko_core::config::Config;
+use bunko_core::identity::{GlobalRole, ProjectRole, Scope};
+use bunko_server::app::{Runtime, router};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tower::ServiceExt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Who {
+    Anon,
+    Outsider,
+    Viewer,
+    Editor,
+    Owner,
+    Admin,
+    /// A key of the project's owner, bound to the project, with one scope.
+    Key(Scope),
+    /// A key with every scope, bound to another project.
+    OtherProjectKey,
+}
+
+/// What a cell must answer. `Hidden` = 404 because the project is not visible to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exp {
+    S(u16),
+    Hidden,
+}
+use Exp::{Hidden, S};
+
+fn is_session(w: Who) -> bool {
+    matches!(
+        w,
+        Who::Outsider | Who::Viewer | Who::Editor | Who::Owner | Who::Admin
+    )
+}
+
+/// Keys with the admin scope, or sessions: who may manage keys, passwords, new projects.
+fn manages(w: Who) -> bool {
+    is_session(w) || matches!(w, Who::Key(Scope::Admin) | Who::OtherProjectKey)
+}
+
+fn project_read(w: Who) -> Exp {
+    match w {
+        Who::Anon => S(401),
+        Who::Outsider | Who::OtherProjectKey => Hidden,
+        Who::Viewer | Who::Editor | Who::Owner | Who::Admin | Who::Key(Scope::Read) => S(200),
+        Who::Key(_) => S(403),
+    }
+}
+
+fn admin_only(w: Who, ok: u16) -> Exp {
+    match w {
+        Who::Anon => S(401),
+        Who::Admin => S(ok),
+        _ => S(403),
+    }
+}
+
+/// The matrix. `None` = this route has no entry (the test fails, naming it).
+fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
+    let authed = |ok: u16| if w == Who::Anon { S(401) } else { S(ok) };
+    let manage = |ok: u16| match w {
+        Who::Anon => S(401),
+        _ if manages(w) => S(ok),
+        _ => S(403),
+    };
+    Some(match (method.as_str(), path) {
+        ("GET", "/") => S(307),
+        (
+            "GET",
+            "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs" | "/docs/{asset}",
+        ) => S(200),
+        // Public; the test sends an invalid body so nothing changes and nobody is locked out.
+        ("POST", "/api/v1/auth/login" | "/api/v1/auth/refresh") => S(422),
+        ("POST", "/api/v1/auth/logout") => match w {
+            Who::Anon => S(401),
+            _ if is_session(w) => S(204),
+            _ => S(422),
+        },
+        ("GET", "/api/v1/auth/me") => authed(200),
+        ("POST", "/api/v1/auth/password") => manage(422),
+        ("GET", "/api/v1/users") => admin_only(w, 200),
+        ("POST", "/api/v1/users") => admin_only(w, 422),
+        ("GET", "/api/v1/users/{id}") => admin_only(w, 200),
+        ("PATCH", "/api/v1/users/{id}") => admin_only(w, 200),
+        ("GET", "/api/v1/keys") => manage(200),
+        ("POST", "/api/v1/keys") => manage(422),
+        ("DELETE", "/api/v1/keys/{id}") => manage(404),
+        ("GET", "/api/v1/audit") => admin_only(w, 200),
+        ("GET", "/api/v1/jobs") => admin_only(w, 200),
+        ("POST", "/api/v1/jobs") => admin_only(w, 422),
+        ("GET", "/api/v1/jobs/{id}") => admin_only(w, 404),
+        ("POST", "/api/v1/jobs/{id}/retry" | "/api/v1/jobs/{id}/cancel") => admin_only(w, 404),
+        ("GET", "/api/v1/projects") => authed(200),
+        ("POST", "/api/v1/projects") => manage(422),
+        ("GET", "/api/v1/projects/{project}" | "/api/v1/projects/{project}/members") => {
+            project_read(w)
+        }
+        ("PUT" | "DELETE", "/api/v1/projects/{project}/members/{user}") => match w {
+            Who::Anon => S(401),
+            Who::Outsider | Who::OtherProjectKey => Hidden,
+            Who::Owner | Who::Admin | Who::Key(Scope::Admin) => {
+                S(if method == Method::PUT { 422 } else { 404 })
+            }
+            _ => S(403),
+        },
+        _ => return None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_times_every_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
+    config.limits.enabled = false;
+    let rt = Runtime::start(config, false).await.unwrap();
+    let st = rt.state.clone();
+    let acc = &st.accounts;
+    let c = ClientInfo::default();
+    let (admin_email, admin_pw) = rt.new_admin.clone().unwrap();
+    let pw = "a long enough password 123";
+    let mut users = BTreeMap::new();
+    for (name, w) in [
+        ("outsider", Who::Outsider),
+        ("viewer", Who::Viewer),
+        ("editor", Who::Editor),
+        ("owner", Who::Owner),
+    ] {
+        let (u, _) = acc
+            .create_user(
+                None,
+                &format!("{name}@x.org"),
+                name,
+                GlobalRole::Member,
+                Some(pw),
+                &c,
+            )
+            .await
+            .unwrap();
+        users.insert(w, u);
+    }
+    let p = bunko_core::projects::create(st.store.as_ref(), "Project P", None)
+        .await
+        .unwrap();
+    let q = bunko_core::projects::create(st.store.as_ref(), "Project Q", None)
+        .await
+        .unwrap();
+    for (w, role) in [
+        (Who::Viewer, ProjectRole::Viewer),
+        (Who::Editor, ProjectRole::Editor),
+        (Who::Owner, ProjectRole::Owner),
+    ] {
+        acc.put_member(None, p.id, &users[&w], role, &c)
+            .await
+            .unwrap();
+    }
+    acc.put_member(None, q.id, &users[&Who::Owner], ProjectRole::Owner, &c)
+        .await
+        .unwrap();
+    let mut tokens: BTreeMap<Who, String> = BTreeMap::new();
+    for (w, u) in &users {
+        tokens.insert(*w, acc.login(&u.email, pw, &c).await.unwrap().access_token);
+    }
+    tokens.insert(
+        Who::Admin,
+        acc.login(&admin_email, &admin_pw, &c)
+            .await
+            .unwrap()
+            .access_token,
+    );
+    let owner = &users[&Who::Owner];
+    for scope in Scope::ALL {
+        let (_, secret) = acc
+            .create_key(
+                None,
+                owner,
+                "k",
+                vec![*scope],
+                Some(p.id),
+                Some(Duration::from_secs(3600)),
+                &c,
+            )
+            .await
+            .unwrap();
+        tokens.insert(Who::Key(*scope), secret);
+    }
+    let (_, other) = acc
+        .create_key(
+            None,
+            owner,
+            "other",
+            Scope::ALL.to_vec(),
+            Some(q.id),
+            None,
+            &c,
+        )
+        .await
+        .unwrap();
+    tokens.insert(Who::OtherProjectKey, other);
+
+    let app = router(st.clone());
+    let mut whos: Vec<Who> = vec![Who::Anon];
+    whos.extend(tokens.keys().copied());
+    let mut routes = bunko_server::routes::route_list();
+    // Logging out ends sessions: do it last.
+    routes.sort_by_key(|(_, p)| *p == "/api/v1/auth/logout");
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    for (method, path) in &routes {
+        for w in &whos {
+            let Some(exp) = expected(method, path, *w) else {
+                panic!(
+                    "no authorization-matrix entry for {method} {path}: add one to tests/it/authz.rs"
+                );
+            };
+            let concrete = path
+                .replace("{asset}", "docs.js")
+                .replace("{project}", &p.slug)
+                .replace("{user}", "outsider@x.org")
+                .replace(
+                    "{id}",
+                    if path.starts_with("/api/v1/users") {
+                        "viewer@x.org"
+                    } else {
+                        "0190a0a0-0000-7000-8000-000000000000"
+                    },
+                );
+            let mut req = Request::builder().method(method.clone()).uri(&concrete);
+            if let Some(t) = tokens.get(w) {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let body = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                req = req.header("content-type", "application/json");
+                // PATCH users with no fields changes nothing; everything else gets an invalid body.
+                if *method == Method::PATCH {
+                    "{}"
+                } else {
+                    "{\"unexpected\": true}"
+                }
+            } else {
+                ""
+            };
+            let res = app
+                .clone()
+                .oneshot(req.body(Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            let got = if status == 404 && text.contains("project `") {
+                Hidden
+            } else {
+                S(status)
+            };
+            cells += 1;
+            if got != exp {
+                failures.push(format!(
+                    "{method} {path} as {w:?}: expected {exp:?}, got {got:?} {text}"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(cells >= 31 * 13, "{cells} cells");
+}
