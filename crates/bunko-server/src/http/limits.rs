@@ -18,7 +18,7 @@ pub fn route_class(route: &str) -> Option<&'static str> {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs" | "/docs/{asset}" | "/" => {
             None
         }
-        r if r.starts_with("/api/v1/auth/") => Some("auth"),
+        "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/auth/password" => Some("auth"),
         _ => Some("default"),
     }
 }

@@ -2,4 +2,5 @@ mod authz;
 mod cli;
 mod http;
 mod process;
+mod security;
 mod support;
