@@ -69,6 +69,19 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Origins allowed to call the API from a browser (CORS). Empty = CORS off.
     pub cors_allowed_origins: Vec<String>,
+    /// Serve HTTPS (TLS 1.2+) instead of plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Re-read on SIGHUP and when the file changes.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Also listen here with plain HTTP and redirect every request to HTTPS.
+    pub redirect_http_from: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +93,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 2 * 1024 * 1024,
             shutdown_grace_secs: 20,
             cors_allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -544,6 +558,24 @@ impl Config {
                 );
             }
         }
+        if let Some(tls) = &self.server.tls {
+            for (key, path) in [
+                ("server.tls.cert_file", &tls.cert_file),
+                ("server.tls.key_file", &tls.key_file),
+            ] {
+                if !path.is_file() {
+                    err(key, format!("{} is not a readable file", path.display()));
+                }
+            }
+            if let Some(r) = &tls.redirect_http_from
+                && r.parse::<SocketAddr>().is_err()
+            {
+                err(
+                    "server.tls.redirect_http_from",
+                    format!("`{r}` is not an address like 0.0.0.0:80"),
+                );
+            }
+        }
         for o in &self.server.cors_allowed_origins {
             if !(o.starts_with("https://") || o.starts_with("http://"))
                 || o.ends_with('/')
@@ -560,6 +592,7 @@ impl Config {
             if let Ok(addr) = listen
                 && !addr.ip().is_loopback()
                 && !self.server.behind_proxy
+                && self.server.tls.is_none()
             {
                 err(
                     "server.listen",

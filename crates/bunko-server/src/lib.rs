@@ -8,3 +8,4 @@ pub mod commands;
 pub mod http;
 pub mod routes;
 pub mod telemetry;
+pub mod tls;

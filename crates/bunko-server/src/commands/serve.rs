@@ -48,20 +48,71 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
         .await
         .map_err(|e| bind_error(addr, e))?;
     let local = listener.local_addr().map_err(|e| bind_error(addr, e))?;
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::TlsState::new)
+        .transpose()?;
+    let redirect = match config
+        .server
+        .tls
+        .as_ref()
+        .and_then(|t| t.redirect_http_from.clone())
+    {
+        Some(r) => {
+            let raddr: SocketAddr = r
+                .parse()
+                .map_err(|_| CliError::usage(format!("bad redirect address {r}")))?;
+            Some(
+                TcpListener::bind(raddr)
+                    .await
+                    .map_err(|e| bind_error(raddr, e))?,
+            )
+        }
+        None => None,
+    };
     let run_worker = config.jobs.run_in_server;
     let Runtime { state, new_admin } = Runtime::start(config, run_worker).await?;
     let app = router(state.clone());
     let stop_accepting = CancellationToken::new();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-    let server_task = state.tasks.spawn(async move { server.await });
-    info!(addr = %local, version = crate::app::VERSION, mode = %serde_json::to_value(state.config.mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server_task = match tls {
+        Some(tls) => {
+            tls.watch(&state.tasks);
+            let (stop, tasks) = (stop_accepting.clone(), state.tasks.clone());
+            state.tasks.spawn(async move {
+                crate::tls::serve(listener, app, tls, stop, tasks).await;
+                Ok(())
+            })
+        }
+        None => {
+            let server = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+            state.tasks.spawn(async move { server.await })
+        }
+    };
+    if let Some(r) = redirect {
+        let raddr = r.local_addr().ok();
+        let app = crate::tls::redirect_app(local.port());
+        let stop = stop_accepting.clone();
+        state.tasks.spawn(async move {
+            axum::serve(r, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        info!(addr = ?raddr, "redirecting plain HTTP to HTTPS");
+    }
+    let mode = serde_json::to_value(state.config.mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    info!(addr = %local, scheme, version = crate::app::VERSION, mode = mode.unwrap_or_default(), "listening");
     info!(startup_ms = started.elapsed().as_millis() as u64, "ready");
     if quickstart {
-        print_banner(&state.config, local, new_admin);
+        print_banner(&state.config, &format!("{scheme}://{local}"), new_admin);
     }
 
     let signal = shutdown_signal().await;
@@ -83,10 +134,7 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), state.tasks.wait()).await;
     }
-    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(10), server_task)
-        .await
-        .unwrap_or(Ok(Ok(())))
-    {
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_millis(10), server_task).await {
         warn!(error = %e, "HTTP server ended with an error");
     }
     state.store.close().await;
@@ -115,8 +163,7 @@ pub async fn worker(config: Config) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_banner(config: &Config, addr: SocketAddr, new_admin: Option<(String, String)>) {
-    let base = format!("http://{addr}");
+fn print_banner(config: &Config, base: &str, new_admin: Option<(String, String)>) {
     let file = config.data_dir.join(auth::ADMIN_PASSWORD_FILE);
     let saved = std::fs::read_to_string(&file).ok();
     println!();

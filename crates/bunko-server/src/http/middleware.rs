@@ -96,7 +96,7 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
-    security_headers(res.headers_mut());
+    security_headers(res.headers_mut(), state.config.server.tls.is_some());
     if let Ok(v) = HeaderValue::from_str(&trace.traceparent()) {
         res.headers_mut().insert("traceparent", v);
     }
@@ -161,7 +161,13 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
 
 /// Security headers on every response, errors included. A handler that sets its own
 /// `Content-Security-Policy` (the docs page) keeps it.
-fn security_headers(h: &mut axum::http::HeaderMap) {
+fn security_headers(h: &mut axum::http::HeaderMap, tls: bool) {
+    if tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
     const FIXED: &[(&str, &str)] = &[
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),

@@ -4,3 +4,4 @@ mod http;
 mod process;
 mod security;
 mod support;
+mod tls;
