@@ -588,3 +588,28 @@ impl Accounts {
         Ok(())
     }
 }
+
+/// `audit.prune`: deletes audit records older than the retention period (the only deletion
+/// the append-only log permits). Enqueued once a day by the server.
+pub struct AuditPrune {
+    pub store: Arc<dyn MetaStore>,
+    pub retention_days: u32,
+}
+
+#[async_trait::async_trait]
+impl crate::jobs::JobHandler for AuditPrune {
+    async fn run(
+        &self,
+        _: crate::jobs::JobContext,
+    ) -> std::result::Result<Option<serde_json::Value>, crate::jobs::JobFailure> {
+        let cutoff = now_ms() - i64::from(self.retention_days) * 86_400_000;
+        let n = self
+            .store
+            .prune_audit(cutoff)
+            .await
+            .map_err(|e| crate::jobs::JobFailure::retryable(Code::JobFailed, e.to_string()))?;
+        Ok(Some(
+            serde_json::json!({ "deleted": n, "cutoff": crate::ids::rfc3339(cutoff) }),
+        ))
+    }
+}

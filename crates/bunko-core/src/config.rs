@@ -380,6 +380,16 @@ impl fmt::Display for Problem {
 pub struct Provenance {
     pub file: Option<PathBuf>,
     pub env_keys: Vec<String>,
+    /// Found while loading (e.g. a secret in a file others can read).
+    pub warnings: Vec<Problem>,
+}
+
+/// Readable by group or others?
+fn loosely_readable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o077 != 0)
+        .unwrap_or(false)
 }
 
 impl Config {
@@ -447,6 +457,37 @@ impl Config {
             config.log.level = l.clone();
         }
         config.resolve_secret_files()?;
+        let secret_in_file =
+            |t: &toml::Table| t.get("auth").and_then(|a| a.get("jwt_secret")).is_some();
+        if let Some(path) = &prov.file
+            && let Ok(text) = std::fs::read_to_string(path)
+            && text
+                .parse::<toml::Table>()
+                .map(|t| secret_in_file(&t))
+                .unwrap_or(false)
+            && loosely_readable(path)
+        {
+            prov.warnings.push(Problem {
+                severity: Severity::Warning,
+                key: "auth.jwt_secret".into(),
+                message: format!(
+                    "{} holds a secret and is readable by group or others: chmod 600 it, or use auth.jwt_secret_file",
+                    path.display()
+                ),
+            });
+        }
+        if let Some(path) = &config.auth.jwt_secret_file
+            && loosely_readable(path)
+        {
+            prov.warnings.push(Problem {
+                severity: Severity::Warning,
+                key: "auth.jwt_secret_file".into(),
+                message: format!(
+                    "{} is readable by group or others: chmod 600 it",
+                    path.display()
+                ),
+            });
+        }
         Ok((config, prov))
     }
 
@@ -866,5 +907,33 @@ mod tests {
         assert!(c.check().is_empty(), "{:?}", c.check());
         let dev = Config::default();
         assert!(dev.check().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_secret_in_a_world_readable_file_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bunko.toml");
+        std::fs::write(
+            &p,
+            "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (_, prov) = Config::load(Some(&p), Vec::new(), &CliOverrides::default()).unwrap();
+        assert_eq!(prov.warnings.len(), 1, "{:?}", prov.warnings);
+        assert!(prov.warnings[0].message.contains("chmod 600"));
+        assert!(
+            !prov.warnings[0].message.contains("0123456789abcdef"),
+            "never the secret itself"
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (_, prov) = Config::load(Some(&p), Vec::new(), &CliOverrides::default()).unwrap();
+        assert!(prov.warnings.is_empty());
     }
 }

@@ -174,6 +174,27 @@ async fn bootstrap_admin(
     Ok(Some((user.email, password)))
 }
 
+/// Enqueues the daily maintenance jobs (idempotent per day, so several processes enqueue one).
+fn daily_maintenance(store: Arc<dyn MetaStore>, tasks: &Tasks) {
+    let stop = tasks.shutdown_token();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+                    let mut job = bunko_core::jobs::NewJob::new("default", "audit.prune", serde_json::json!({}));
+                    job.idempotency_key = Some(format!("audit.prune:{day}"));
+                    if let Err(e) = store.enqueue(job).await {
+                        tracing::warn!(error = %e, "enqueuing audit.prune failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// The account service over a store (the server and the CLI's account commands).
 pub fn build_accounts(config: &Config, store: &Arc<dyn MetaStore>) -> Result<Accounts, CliError> {
     let cost = PasswordCost {
@@ -196,7 +217,16 @@ impl Runtime {
         let accounts = Arc::new(build_accounts(&config, &store)?);
         let new_admin = bootstrap_admin(&config, &accounts).await?;
         let metrics = Arc::new(Metrics::new(VERSION, COMMIT));
-        let registry = Arc::new(Registry::builtin());
+        let mut registry = Registry::builtin();
+        registry.register(
+            "audit.prune",
+            "default",
+            Arc::new(bunko_core::accounts::AuditPrune {
+                store: store.clone(),
+                retention_days: config.auth.audit_retention_days,
+            }),
+        );
+        let registry = Arc::new(registry);
         let tasks = Tasks::new();
         let worker = run_worker.then(|| {
             let w = Worker::new(
@@ -206,6 +236,7 @@ impl Runtime {
                 metrics.clone(),
             );
             w.start(&tasks);
+            daily_maintenance(store.clone(), &tasks);
             w
         });
         let state = AppState(Arc::new(Inner {

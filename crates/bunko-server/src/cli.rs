@@ -329,7 +329,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
     telemetry::init(&log, sink)
         .map_err(|e| CliError::usage(e).hint("fix log.level or RUST_LOG"))?;
     telemetry::install_panic_hook();
-    for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
+    for p in problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+        .chain(&provenance.warnings)
+    {
         tracing::warn!(key = %p.key, "{}", p.message);
     }
 

@@ -6,7 +6,8 @@ use bunko_core::config::{Config, Provenance, Severity};
 /// Prints the effective configuration with secrets redacted, then its problems. Exits 2 when
 /// any problem is an error.
 pub fn check(config: &Config, prov: &Provenance, json: bool) -> Result<(), CliError> {
-    let problems = config.check();
+    let mut problems = config.check();
+    problems.extend(prov.warnings.iter().cloned());
     if json {
         let out = serde_json::json!({
             "config": config,

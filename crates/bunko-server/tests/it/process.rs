@@ -278,6 +278,22 @@ async fn cli_and_server_share_a_data_dir() {
         .to_owned();
     let j = wait_state(&s, &id, "succeeded").await;
     assert_eq!(j["result"], json!({"from": "cli"}));
+    // The server enqueues its daily audit retention job at start; the worker runs it.
+    let list: Value = client()
+        .get(s.url("/api/v1/jobs?kind=audit.prune"))
+        .bearer_auth(s.token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let prune = list["items"][0]["id"]
+        .as_str()
+        .expect("audit.prune enqueued")
+        .to_owned();
+    let done = wait_state(&s, &prune, "succeeded").await;
+    assert_eq!(done["result"]["deleted"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
