@@ -45,7 +45,16 @@ pub struct Accounts {
     throttle: Arc<dyn LoginThrottle>,
     /// Keys whose `last_used_at` was written recently (skip the write).
     touched: Mutex<HashMap<Uuid, Instant>>,
+    /// Recently authenticated credentials, so most requests need no store round trip.
+    /// Cleared by every security change made in this process; other processes' changes
+    /// (a CLI `key revoke`, another replica) are seen within [`CACHE_TTL`].
+    cache: Mutex<HashMap<String, (Instant, Principal)>>,
+    /// At most this many password hashes at once (each takes memory and a core).
+    hashing: tokio::sync::Semaphore,
 }
+
+/// How long a checked credential is trusted without asking the store again.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
 
 fn invalid_token(detail: &str) -> Error {
     Error::new(Code::InvalidToken, detail)
@@ -79,17 +88,71 @@ impl Accounts {
         cost: PasswordCost,
         throttle: Arc<dyn LoginThrottle>,
     ) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Self {
             store,
             signer,
             cost,
             throttle,
             touched: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(cores),
         }
+    }
+
+    /// Forgets every cached credential (called on any change to users, sessions or keys).
+    pub fn invalidate(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn cached(&self, bearer: &str) -> Option<Principal> {
+        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.get(bearer)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, p)| p.clone())
+    }
+
+    fn remember(&self, bearer: &str, p: &Principal) {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() > 10_000 {
+            c.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        }
+        c.insert(bearer.to_owned(), (Instant::now(), p.clone()));
+    }
+
+    /// argon2id off the async executor, bounded by the number of cores. With no stored hash
+    /// a dummy verification takes the same time, so unknown accounts cannot be told apart.
+    pub async fn check_password(&self, password: &str, stored: Option<&str>) -> bool {
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return false;
+        };
+        let (pw, stored, cost) = (password.to_owned(), stored.map(str::to_owned), self.cost);
+        tokio::task::spawn_blocking(move || match stored {
+            Some(h) => verify_password(&pw, &h),
+            None => {
+                dummy_verify(&pw, cost);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn hash(&self, password: &str) -> Result<String> {
+        let _permit = self.hashing.acquire().await.map_err(Error::internal)?;
+        let (pw, cost) = (password.to_owned(), self.cost);
+        tokio::task::spawn_blocking(move || hash_password(&pw, cost))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)
     }
 
     /// Records a security event; a failure to record is logged, never hidden and never fatal.
     pub async fn audit(&self, e: AuditEvent) {
+        // Every security change is audited: drop cached credentials at the same point.
+        self.invalidate();
         if let Err(err) = self.store.append_audit(e.clone()).await {
             tracing::error!(error = %err, event = %e.event, "writing the audit log failed");
         }
@@ -140,19 +203,11 @@ impl Accounts {
             );
         }
         let user = self.store.get_user_by_email(email.trim()).await?;
-        let verified = match &user {
-            Some(u) => match &u.password_hash {
-                Some(h) => verify_password(password, h) && u.status == UserStatus::Active,
-                None => {
-                    dummy_verify(password, self.cost);
-                    false
-                }
-            },
-            None => {
-                dummy_verify(password, self.cost);
-                false
-            }
-        };
+        let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+        let verified = self.check_password(password, stored.as_deref()).await
+            && user
+                .as_ref()
+                .is_some_and(|u| u.status == UserStatus::Active);
         let Some(user) = user.filter(|_| verified) else {
             let lock_a = self.throttle.failure(&account_key);
             let lock_b = self.throttle.failure(&ip_key);
@@ -254,6 +309,19 @@ impl Accounts {
     /// Turns a bearer credential into a principal, or says why not. Disabled users, revoked
     /// sessions and revoked or expired keys are refused on the very next request.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
+        if let Some(p) = self.cached(bearer) {
+            // A cached access token must still be unexpired.
+            if bearer.starts_with(KEY_PREFIX) || self.signer.verify(bearer, now_ms() / 1000).is_ok()
+            {
+                return Ok(p);
+            }
+        }
+        let p = self.authenticate_uncached(bearer).await?;
+        self.remember(bearer, &p);
+        Ok(p)
+    }
+
+    async fn authenticate_uncached(&self, bearer: &str) -> Result<Principal> {
         if bearer.starts_with(KEY_PREFIX) {
             let Some((key, user)) = self.store.api_key_by_hash(&secret_hash(bearer)).await? else {
                 return Err(invalid_token("the API key is unknown"));
@@ -341,7 +409,7 @@ impl Accounts {
         let generated = password.is_none().then(generate_password);
         let pw = password.or(generated.as_deref()).unwrap_or_default();
         check_password_policy(pw).map_err(Error::invalid)?;
-        let hash = hash_password(pw, self.cost).map_err(Error::internal)?;
+        let hash = self.hash(pw).await?;
         let user = self
             .store
             .create_user(NewUser {
@@ -375,7 +443,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<()> {
         check_password_policy(password).map_err(Error::invalid)?;
-        let hash = hash_password(password, self.cost).map_err(Error::internal)?;
+        let hash = self.hash(password).await?;
         self.store.set_password_hash(user.id, &hash).await?;
         self.store
             .revoke_user_sessions(user.id, "password changed")

@@ -20,7 +20,7 @@ pub const ACCESS_TTL_SECS: i64 = 15 * 60;
 pub const REFRESH_TTL_SECS: i64 = 30 * 24 * 3600;
 pub const ISSUER: &str = "bunko";
 
-/// argon2id cost, chosen so one login takes ~50–150 ms on a 2-core machine (BENCHMARKS.md).
+/// argon2id cost: m=46 MiB, t=3 — one login takes ~80 ms on this 2-core machine (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy)]
 pub struct PasswordCost {
     pub m_kib: u32,
@@ -31,8 +31,8 @@ pub struct PasswordCost {
 impl Default for PasswordCost {
     fn default() -> Self {
         Self {
-            m_kib: 19 * 1024,
-            t: 2,
+            m_kib: 46 * 1024,
+            t: 3,
             p: 1,
         }
     }

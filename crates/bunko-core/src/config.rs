@@ -256,8 +256,8 @@ impl Default for AuthConfig {
             jwt_secret: None,
             jwt_secret_file: None,
             bootstrap_admin_email: "admin@bunko.local".into(),
-            password_memory_kib: 19 * 1024,
-            password_iterations: 2,
+            password_memory_kib: 46 * 1024,
+            password_iterations: 3,
             audit_retention_days: 365,
         }
     }

@@ -170,10 +170,10 @@ pub async fn change_password(
 ) -> ApiResult<StatusCode> {
     bounded("current_password", &r.current_password, 1024)?;
     let user = s.accounts.user(&p.user_id.to_string()).await?;
-    let ok = user
-        .password_hash
-        .as_deref()
-        .is_some_and(|h| bunko_core::auth::verify_password(&r.current_password, h));
+    let ok = s
+        .accounts
+        .check_password(&r.current_password, user.password_hash.as_deref())
+        .await;
     if !ok {
         return Err(Error::new(Code::InvalidCredentials, "the current password is wrong").into());
     }
