@@ -110,6 +110,12 @@ async fn main() -> anyhow::Result<()> {
     let mut public = run(&app, "/healthz", None, n).await?;
     let mut with_jwt = run(&app, "/api/v1/bench/noop", Some(&jwt), n).await?;
     let mut with_key = run(&app, "/api/v1/bench/noop", Some(&key), n).await?;
+    // Cache misses: every credential checked against the store (first use, or after a change).
+    let mut miss = Vec::with_capacity(n / 10);
+    for _ in 0..n / 10 {
+        acc.invalidate();
+        miss.extend(run(&app, "/api/v1/bench/noop", Some(&jwt), 1).await?);
+    }
     let (p50, p99) = (pct(&mut public, 0.5), pct(&mut public, 0.99));
     println!(
         "| request ({n} sequential, in-process) | p50 µs | p99 µs | added p50 µs | added p99 µs |"
@@ -124,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
         (
             "no-op route, API key (hash + key lookup) + rate limit",
             &mut with_key,
+        ),
+        (
+            "no-op route, JWT, cache miss (session + user read from SQLite)",
+            &mut miss,
         ),
     ] {
         let (a, b) = (pct(v, 0.5), pct(v, 0.99));
