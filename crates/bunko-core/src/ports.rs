@@ -117,6 +117,8 @@ pub trait ProjectQueries: Send + Sync {
     /// By id or by slug.
     async fn get_project(&self, id_or_slug: &str) -> StoreResult<Option<Project>>;
     async fn list_projects(&self, page: PageRequest) -> StoreResult<Page<Project>>;
+    /// Deletes the project with its memberships and the API keys bound to it.
+    async fn delete_project(&self, id: Uuid) -> StoreResult<bool>;
 }
 
 #[async_trait]

@@ -499,6 +499,18 @@ pub async fn memberships_scope_projects(s: Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    // Deleting a project takes its memberships along.
+    assert!(s.delete_project(b.id).await.unwrap());
+    assert!(!s.delete_project(b.id).await.unwrap());
+    assert!(s.get_project("b").await.unwrap().is_none());
+    assert_eq!(s.member_role(b.id, u.id).await.unwrap(), None);
+    assert!(
+        s.list_projects_of(u.id, page(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 pub async fn refresh_tokens_rotate_and_reuse_revokes_the_session(s: Store) {

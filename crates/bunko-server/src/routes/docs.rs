@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         super::health::healthz, super::health::readyz, super::health::metrics,
         super::jobs::list, super::jobs::show, super::jobs::enqueue, super::jobs::retry, super::jobs::cancel,
-        super::projects::create, super::projects::list, super::projects::show,
+        super::projects::create, super::projects::list, super::projects::show, super::projects::delete,
         super::projects::members, super::projects::put_member, super::projects::remove_member,
         super::auth::login, super::auth::refresh, super::auth::logout, super::auth::me, super::auth::change_password,
         super::users::list, super::users::create, super::users::show, super::users::update,

@@ -99,6 +99,7 @@ fn table() -> Table {
         .add(M::GET, "/api/v1/projects", projects::list)
         .add(M::POST, "/api/v1/projects", projects::create)
         .add(M::GET, "/api/v1/projects/{project}", projects::show)
+        .add(M::DELETE, "/api/v1/projects/{project}", projects::delete)
         .add(
             M::GET,
             "/api/v1/projects/{project}/members",

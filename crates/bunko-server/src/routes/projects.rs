@@ -133,6 +133,25 @@ impl From<Member> for MemberView {
     }
 }
 
+/// Delete a project with its memberships and the API keys bound to it (owners and
+/// administrators). Audited as `project.deleted`.
+#[utoipa::path(delete, path = "/api/v1/projects/{project}", tag = "projects", params(("project" = String, Path)),
+    responses((status = 204, description = "deleted")), security(("bearer" = [])))]
+pub async fn delete(
+    access: ProjectAccess<OwnerScope>,
+    State(s): State<AppState>,
+    Client(c): Client,
+) -> ApiResult<StatusCode> {
+    s.store.delete_project(access.project.id).await?;
+    let mut e = s
+        .accounts
+        .event("project.deleted", "success", Some(&access.principal), &c);
+    e.project_id = Some(access.project.id);
+    e.target = Some(format!("{} ({})", access.project.slug, access.project.name));
+    s.accounts.audit(e).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The project's members.
 #[utoipa::path(get, path = "/api/v1/projects/{project}/members", tag = "projects", params(("project" = String, Path)),
     responses((status = 200, body = Vec<MemberView>)), security(("bearer" = [])))]

@@ -102,6 +102,13 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
         ("GET", "/api/v1/projects/{project}" | "/api/v1/projects/{project}/members") => {
             project_read(w)
         }
+        // Exercised on a fresh copy of P per caller, so P survives for the other cells.
+        ("DELETE", "/api/v1/projects/{project}") => match w {
+            Who::Anon => S(401),
+            Who::Outsider | Who::OtherProjectKey => Hidden,
+            Who::Owner | Who::Admin | Who::Key(Scope::Admin) => S(204),
+            _ => S(403),
+        },
         ("PUT" | "DELETE", "/api/v1/projects/{project}/members/{user}") => match w {
             Who::Anon => S(401),
             Who::Outsider | Who::OtherProjectKey => Hidden,
@@ -222,9 +229,39 @@ async fn every_route_times_every_caller() {
                     "no authorization-matrix entry for {method} {path}: add one to tests/it/authz.rs"
                 );
             };
+            // Deleting a project is tried on a fresh copy of P (same members; keys re-made
+            // for the copy), so P itself survives for the other cells.
+            let mut token = tokens.get(w).cloned();
+            let mut target = p.slug.clone();
+            if *method == Method::DELETE && *path == "/api/v1/projects/{project}" {
+                let d = bunko_core::projects::create(
+                    st.store.as_ref(),
+                    &format!("Doomed {cells}"),
+                    None,
+                )
+                .await
+                .unwrap();
+                for (mw, role) in [
+                    (Who::Viewer, ProjectRole::Viewer),
+                    (Who::Editor, ProjectRole::Editor),
+                    (Who::Owner, ProjectRole::Owner),
+                ] {
+                    acc.put_member(None, d.id, &users[&mw], role, &c)
+                        .await
+                        .unwrap();
+                }
+                if let Who::Key(scope) = w {
+                    let (_, secret) = acc
+                        .create_key(None, owner, "d", vec![*scope], Some(d.id), None, &c)
+                        .await
+                        .unwrap();
+                    token = Some(secret);
+                }
+                target = d.slug;
+            }
             let concrete = path
                 .replace("{asset}", "docs.js")
-                .replace("{project}", &p.slug)
+                .replace("{project}", &target)
                 .replace("{user}", "outsider@x.org")
                 .replace(
                     "{id}",
@@ -235,7 +272,7 @@ async fn every_route_times_every_caller() {
                     },
                 );
             let mut req = Request::builder().method(method.clone()).uri(&concrete);
-            if let Some(t) = tokens.get(w) {
+            if let Some(t) = token.as_ref() {
                 req = req.header("authorization", format!("Bearer {t}"));
             }
             let body = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
@@ -278,5 +315,40 @@ async fn every_route_times_every_caller() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(cells >= 31 * 13, "{cells} cells");
+    assert!(cells >= 32 * 13, "{cells} cells");
+    // The three allowed deletions were audited.
+    let f = bunko_core::ports::AuditFilter {
+        event: Some("project.deleted".into()),
+        ..Default::default()
+    };
+    let deleted = st
+        .store
+        .list_audit(
+            &f,
+            bunko_core::ports::PageRequest {
+                limit: 50,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.items.len(), 3, "{:?}", deleted.items);
+    let denied = bunko_core::ports::AuditFilter {
+        event: Some("permission.denied".into()),
+        ..Default::default()
+    };
+    assert!(
+        !st.store
+            .list_audit(
+                &denied,
+                bunko_core::ports::PageRequest {
+                    limit: 5,
+                    before: None
+                }
+            )
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

@@ -57,6 +57,16 @@ impl ProjectQueries for SqliteStore {
             .transpose()
     }
 
+    async fn delete_project(&self, id: Uuid) -> StoreResult<bool> {
+        // Memberships and project-bound keys go with it (ON DELETE CASCADE).
+        let r = sqlx::query("DELETE FROM projects WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn list_projects(&self, page: PageRequest) -> StoreResult<Page<Project>> {
         let rows = sqlx::query(
             "SELECT * FROM projects WHERE (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
