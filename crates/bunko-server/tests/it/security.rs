@@ -82,6 +82,13 @@ impl App {
         }
     }
 
+    /// The status of `GET /api/v1/auth/me` with this bearer token.
+    async fn me(&self, token: &str) -> u16 {
+        self.call("GET", "/api/v1/auth/me", Some(token), None)
+            .await
+            .status
+    }
+
     async fn login(&self, email: &str, password: &str) -> Res {
         self.call(
             "POST",
@@ -117,12 +124,7 @@ fn claims_of(token: &str) -> Value {
 async fn forged_expired_and_tampered_tokens_are_refused() {
     let a = app_with(|_| {}).await;
     let (good, _) = a.admin_tokens().await;
-    assert_eq!(
-        a.call("GET", "/api/v1/auth/me", Some(&good), None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(a.me(&good).await, 200);
     let c = claims_of(&good);
     let sub = c["sub"].as_str().unwrap().parse().unwrap();
     let sid = c["sid"].as_str().unwrap().parse().unwrap();
@@ -231,12 +233,7 @@ async fn disabling_a_user_stops_their_tokens_and_keys_at_once() {
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
     let key = r.json["secret"].as_str().unwrap().to_owned();
-    assert_eq!(
-        a.call("GET", "/api/v1/auth/me", Some(&key), None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(a.me(&key).await, 200);
     let r = a
         .call(
             "PATCH",
@@ -272,18 +269,8 @@ async fn disabling_a_user_stops_their_tokens_and_keys_at_once() {
         Some(json!({"status": "active"})),
     )
     .await;
-    assert_eq!(
-        a.call("GET", "/api/v1/auth/me", Some(&key), None)
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        a.call("GET", "/api/v1/auth/me", Some(&user_token), None)
-            .await
-            .status,
-        401
-    );
+    assert_eq!(a.me(&key).await, 200);
+    assert_eq!(a.me(&user_token).await, 401);
     // Revoking the key stops it.
     let id = a.call("GET", "/api/v1/keys", Some(&admin), None).await.json["items"][0]["id"]
         .as_str()
@@ -295,12 +282,7 @@ async fn disabling_a_user_stops_their_tokens_and_keys_at_once() {
             .status,
         204
     );
-    assert_eq!(
-        a.call("GET", "/api/v1/auth/me", Some(&key), None)
-            .await
-            .status,
-        401
-    );
+    assert_eq!(a.me(&key).await, 401);
     assert_eq!(
         a.call(
             "PATCH",
@@ -357,10 +339,7 @@ async fn refresh_rotation_and_replay() {
         .await;
     assert_eq!(r.status, 401);
     for t in [&access, &access2] {
-        assert_eq!(
-            a.call("GET", "/api/v1/auth/me", Some(t), None).await.status,
-            401
-        );
+        assert_eq!(a.me(t).await, 401);
     }
     let (admin, _) = a.admin_tokens().await;
     let audit = a
@@ -385,12 +364,7 @@ async fn refresh_rotation_and_replay() {
             .status,
         204
     );
-    assert_eq!(
-        a.call("GET", "/api/v1/auth/me", Some(&t), None)
-            .await
-            .status,
-        401
-    );
+    assert_eq!(a.me(&t).await, 401);
     assert_eq!(
         a.call(
             "POST",
