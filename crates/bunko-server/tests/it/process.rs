@@ -377,3 +377,58 @@ async fn metrics_pass_promtool() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_disabled_from_the_shell_is_refused_by_the_running_server() {
+    let s = Server::start(&[], &[]);
+    let c = client();
+    let r = c
+        .post(s.url("/api/v1/users"))
+        .bearer_auth(s.token())
+        .json(&json!({"email": "temp@x.org", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let login: Value = c
+        .post(s.url("/api/v1/auth/login"))
+        .json(&json!({"email": "temp@x.org", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let me = || async {
+        c.get(s.url("/api/v1/auth/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(me().await, 200);
+    let out = bunko(
+        std::path::Path::new("."),
+        &[
+            "--data-dir",
+            s.data_dir.to_str().unwrap(),
+            "user",
+            "disable",
+            "temp@x.org",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Another process changed the database: the server's 1 s credential cache must let go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while me().await == 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the disabled user's token still works"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(me().await, 401);
+}
