@@ -1,5 +1,6 @@
-//! bunko-index: adapters for the `SearchIndex` port (tantivy + an embedded ANN index; later
-//! pgvector + tsvector) and the Japanese/English analyzers. Depends on bunko-core only.
-//!
-//! Empty in this release: hybrid search arrives with its own issue. The crate exists now so the
-//! workspace has its final shape and heavy dependencies have one home.
+//! bunko-index: adapters for search — the tantivy keyword index with bunko's multilingual
+//! analyzer (Japanese character bigrams + English stemming) now; the embedded vector index and
+//! the pgvector/tsvector adapter later. Depends on bunko-core only; the one home of tantivy.
+
+pub mod analyzer;
+pub mod keyword;

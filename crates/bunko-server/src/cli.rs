@@ -63,6 +63,25 @@ pub enum Command {
     /// Manage API keys for programs (create, revoke, list)
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Measure retrieval quality on an evaluation set (nDCG@10, MRR@10, recall@100)
+    #[command(subcommand)]
+    Eval(EvalCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCmd {
+    /// Index a dataset (docs.jsonl or pages.jsonl, queries.jsonl, qrels.tsv) into a temporary
+    /// index and score every judged query
+    Retrieval {
+        #[arg(long, value_name = "DIR")]
+        dataset: PathBuf,
+        /// keyword (hybrid and vector arrive with the embedder)
+        #[arg(long, default_value = "keyword")]
+        mode: String,
+        /// Exactly one JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -350,6 +369,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::User(cmd) => commands::admin::user(&config, cmd).await,
             Command::Project(cmd) => commands::admin::project(&config, cmd).await,
             Command::Key(cmd) => commands::admin::key(&config, cmd).await,
+            Command::Eval(EvalCmd::Retrieval {
+                dataset,
+                mode,
+                json,
+            }) => commands::eval::retrieval(&dataset, &mode, json),
             Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
             Command::Config(_) => Ok(()),
         }

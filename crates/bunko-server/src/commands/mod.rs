@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod config;
+pub mod eval;
 pub mod jobs;
 pub mod serve;

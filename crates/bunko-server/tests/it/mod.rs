@@ -1,5 +1,6 @@
 mod authz;
 mod cli;
+mod eval;
 mod http;
 mod process;
 mod security;

@@ -1,0 +1,171 @@
+//! Text analysis shared by indexing and querying. One tokenizer handles mixed Japanese and
+//! English text: runs of letters/digits in alphabetic scripts become word tokens; runs of
+//! CJK characters (kanji, hiragana, katakana) become overlapping character bigrams (a single
+//! character stays a unigram), which needs no dictionary and never fails. Full-width ASCII is
+//! folded to ASCII first. English stop words are removed and English words stemmed (the
+//! filters leave CJK bigrams untouched). A morphological Japanese field is a later addition.
+
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, Stemmer, StopWordFilter, TextAnalyzer, Token,
+    TokenStream, Tokenizer,
+};
+
+/// The analyzer's registered name.
+pub const MULTI: &str = "bunko_multi";
+
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF        // hiragana, katakana (incl. ー)
+        | 0x31F0..=0x31FF      // katakana phonetic extensions
+        | 0x3400..=0x4DBF      // CJK extension A
+        | 0x4E00..=0x9FFF      // CJK unified ideographs
+        | 0xF900..=0xFAFF      // compatibility ideographs
+        | 0xFF66..=0xFF9F      // half-width katakana
+        | 0x20000..=0x2FA1F)   // extensions B.. and compatibility supplement
+        || c == '々'
+}
+
+/// Full-width ASCII (ＡＢＣ１２３) → ASCII.
+fn fold(c: char) -> char {
+    match c as u32 {
+        0xFF01..=0xFF5E => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        0x3000 => ' ',
+        _ => c,
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct MultiTokenizer {
+    tokens: Vec<Token>,
+}
+
+pub struct VecTokenStream<'a> {
+    tokens: &'a mut Vec<Token>,
+    next: usize,
+}
+
+impl TokenStream for VecTokenStream<'_> {
+    fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next <= self.tokens.len()
+    }
+    fn token(&self) -> &Token {
+        &self.tokens[self.next - 1]
+    }
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next - 1]
+    }
+}
+
+impl Tokenizer for MultiTokenizer {
+    type TokenStream<'a> = VecTokenStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> VecTokenStream<'a> {
+        self.tokens.clear();
+        let chars: Vec<(usize, char)> = text.char_indices().map(|(i, c)| (i, fold(c))).collect();
+        let end_of = |i: usize| chars.get(i).map(|c| c.0).unwrap_or(text.len());
+        let mut position = 0usize;
+        let mut push = |tokens: &mut Vec<Token>, from: usize, to: usize, s: String| {
+            tokens.push(Token {
+                offset_from: from,
+                offset_to: to,
+                position,
+                text: s,
+                position_length: 1,
+            });
+            position += 1;
+        };
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i].1;
+            if is_cjk(c) {
+                let start = i;
+                while i < chars.len() && is_cjk(chars[i].1) {
+                    i += 1;
+                }
+                if i - start == 1 {
+                    push(&mut self.tokens, chars[start].0, end_of(i), c.to_string());
+                } else {
+                    for j in start..i - 1 {
+                        let s: String = [chars[j].1, chars[j + 1].1].iter().collect();
+                        push(&mut self.tokens, chars[j].0, end_of(j + 2), s);
+                    }
+                }
+            } else if c.is_alphanumeric() {
+                let start = i;
+                while i < chars.len() && chars[i].1.is_alphanumeric() && !is_cjk(chars[i].1) {
+                    i += 1;
+                }
+                let s: String = chars[start..i].iter().map(|c| c.1).collect();
+                push(&mut self.tokens, chars[start].0, end_of(i), s);
+            } else {
+                i += 1;
+            }
+        }
+        VecTokenStream {
+            tokens: &mut self.tokens,
+            next: 0,
+        }
+    }
+}
+
+/// The analyzer for every text field (and for queries against them).
+pub fn multi_analyzer() -> TextAnalyzer {
+    let builder = TextAnalyzer::builder(MultiTokenizer::default())
+        .filter(RemoveLongFilter::limit(64))
+        .filter(LowerCaser);
+    match StopWordFilter::new(Language::English) {
+        Some(stop) => builder
+            .filter(stop)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        None => builder.filter(Stemmer::new(Language::English)).build(),
+    }
+}
+
+/// The tokens the analyzer produces (for queries and tests).
+pub fn analyze(text: &str) -> Vec<String> {
+    let mut a = multi_analyzer();
+    let mut stream = a.token_stream(text);
+    let mut out = Vec::new();
+    while stream.advance() {
+        out.push(stream.token().text.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::analyze;
+
+    #[test]
+    fn english_is_lowercased_stemmed_and_stopped() {
+        assert_eq!(
+            analyze("The Indexing of Libraries"),
+            vec!["index", "librari"]
+        );
+    }
+
+    #[test]
+    fn japanese_becomes_bigrams_and_mixes_with_english() {
+        assert_eq!(
+            analyze("パッケージを作る"),
+            vec!["パッ", "ッケ", "ケー", "ージ", "ジを", "を作", "作る"]
+        );
+        assert_eq!(
+            analyze("Debian の パッケージ"),
+            vec!["debian", "の", "パッ", "ッケ", "ケー", "ージ"]
+        );
+        assert_eq!(
+            analyze("ＤＥＢＩＡＮ　ｄｅｂ"),
+            vec!["debian", "deb"],
+            "full-width folds to ASCII"
+        );
+    }
+
+    #[test]
+    fn punctuation_emoji_and_controls_give_no_tokens() {
+        assert!(analyze("!!! ??? 🎉🎉 \u{0}\u{7}").is_empty());
+        assert!(analyze("").is_empty());
+    }
+}

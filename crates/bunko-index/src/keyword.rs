@@ -1,0 +1,273 @@
+//! The keyword half of search: a tantivy index with BM25 over the multilingual analyzer.
+//! Project permissions are a filter inside the query (never post-filtering).
+
+use crate::analyzer::{MULTI, analyze, multi_analyzer};
+use std::path::Path;
+use std::sync::Mutex;
+use tantivy::collector::TopDocs;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("search index error: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("search index directory: {0}")]
+    Directory(String),
+}
+
+pub type IndexResult<T> = Result<T, IndexError>;
+
+struct Fields {
+    id: Field,
+    project: Field,
+    title: Field,
+    text: Field,
+}
+
+pub struct KeywordIndex {
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    f: Fields,
+}
+
+/// One hit: the chunk id and its BM25 score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub score: f32,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let analyzed = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(MULTI)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let f = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        project: b.add_text_field("project", STRING),
+        title: b.add_text_field("title", analyzed.clone()),
+        text: b.add_text_field("text", analyzed),
+    };
+    (b.build(), f)
+}
+
+impl KeywordIndex {
+    /// Opens the index in `dir`, creating it when empty.
+    pub fn open(dir: &Path) -> IndexResult<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| IndexError::Directory(format!("{}: {e}", dir.display())))?;
+        let mmap = MmapDirectory::open(dir).map_err(|e| IndexError::Directory(e.to_string()))?;
+        let (schema, _) = schema();
+        Self::with(Index::open_or_create(mmap, schema)?)
+    }
+
+    /// A throw-away index in memory (evaluation, tests).
+    pub fn in_memory() -> IndexResult<Self> {
+        Self::with(Index::create_in_ram(schema().0))
+    }
+
+    fn with(index: Index) -> IndexResult<Self> {
+        index.tokenizers().register(MULTI, multi_analyzer());
+        let (_, f) = schema();
+        let writer = index.writer(64 * 1024 * 1024)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            reader,
+            writer: Mutex::new(writer),
+            f,
+        })
+    }
+
+    /// Adds or replaces (by id) one chunk. Visible after [`KeywordIndex::commit`].
+    pub fn upsert(&self, id: &str, project: &str, title: &str, text: &str) -> IndexResult<()> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.delete_term(Term::from_field_text(self.f.id, id));
+        w.add_document(doc!(
+            self.f.id => id,
+            self.f.project => project,
+            self.f.title => title,
+            self.f.text => text,
+        ))?;
+        Ok(())
+    }
+
+    pub fn delete(&self, id: &str) {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.delete_term(Term::from_field_text(self.f.id, id));
+    }
+
+    pub fn commit(&self) -> IndexResult<()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .commit()?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// BM25 over title and text for the query's terms, restricted to `projects`.
+    /// A query with no searchable terms (only punctuation, emoji…) returns no hits.
+    pub fn search(&self, projects: &[&str], query: &str, k: usize) -> IndexResult<Vec<Hit>> {
+        let mut terms = analyze(query);
+        terms.sort();
+        terms.dedup();
+        if terms.is_empty() || projects.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for t in &terms {
+            for field in [self.f.text, self.f.title] {
+                should.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, t),
+                        IndexRecordOption::WithFreqs,
+                    )),
+                ));
+            }
+        }
+        let allowed = TermSetQuery::new(
+            projects
+                .iter()
+                .map(|p| Term::from_field_text(self.f.project, p)),
+        );
+        let q = BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(BooleanQuery::new(should)) as Box<dyn Query>,
+            ),
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(allowed), 0.0)),
+            ),
+        ]);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&q, &TopDocs::with_limit(k).order_by_score())?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            if let Some(id) = d.get_first(self.f.id).and_then(|v| v.as_str()) {
+                hits.push(Hit {
+                    id: id.to_owned(),
+                    score,
+                });
+            }
+        }
+        Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> KeywordIndex {
+        let ix = KeywordIndex::in_memory().unwrap();
+        ix.upsert(
+            "en1",
+            "p1",
+            "Library cataloguing",
+            "Indexing books in libraries with subject headings",
+        )
+        .unwrap();
+        ix.upsert(
+            "ja1",
+            "p1",
+            "パッケージ",
+            "Debian パッケージを作成する手順を説明します",
+        )
+        .unwrap();
+        ix.upsert("ja2", "p1", "ライセンス", "著作権とライセンスの確認")
+            .unwrap();
+        ix.upsert(
+            "other",
+            "p2",
+            "Libraries elsewhere",
+            "library library library",
+        )
+        .unwrap();
+        ix.commit().unwrap();
+        ix
+    }
+
+    #[test]
+    fn finds_english_by_stem_and_japanese_by_bigrams() {
+        let ix = sample();
+        assert_eq!(
+            ix.search(&["p1"], "indexed library", 10).unwrap()[0].id,
+            "en1"
+        );
+        assert_eq!(
+            ix.search(&["p1"], "パッケージの作成", 10).unwrap()[0].id,
+            "ja1"
+        );
+        assert_eq!(
+            ix.search(&["p1"], "debian ライセンス", 10).unwrap().len(),
+            2,
+            "mixed-language query hits both"
+        );
+    }
+
+    #[test]
+    fn project_filter_is_inside_the_query() {
+        let ix = sample();
+        let hits = ix.search(&["p1"], "library", 10).unwrap();
+        assert!(hits.iter().all(|h| h.id != "other"), "{hits:?}");
+        assert_eq!(ix.search(&["p2"], "library", 10).unwrap()[0].id, "other");
+        assert!(ix.search(&[], "library", 10).unwrap().is_empty());
+        assert_eq!(ix.search(&["p1", "p2"], "library", 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn upsert_replaces_and_delete_removes() {
+        let ix = sample();
+        ix.upsert("en1", "p1", "Renamed", "nothing about the old words")
+            .unwrap();
+        ix.delete("ja2");
+        ix.commit().unwrap();
+        assert_eq!(ix.num_docs(), 3);
+        assert!(ix.search(&["p1"], "cataloguing", 10).unwrap().is_empty());
+        assert!(ix.search(&["p1"], "著作権", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn odd_queries_return_valid_empty_results() {
+        let ix = sample();
+        for q in [
+            "",
+            "   ",
+            "!!!",
+            "🎉🎉🎉",
+            "\u{0}\u{1b}[31m",
+            &"あ".repeat(10_000),
+        ] {
+            assert!(ix.search(&["p1"], q, 10).is_ok(), "{q:?}");
+        }
+    }
+
+    #[test]
+    fn persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ix = KeywordIndex::open(dir.path()).unwrap();
+            ix.upsert("a", "p", "", "persisted text").unwrap();
+            ix.commit().unwrap();
+        }
+        let ix = KeywordIndex::open(dir.path()).unwrap();
+        assert_eq!(ix.search(&["p"], "persisted", 5).unwrap()[0].id, "a");
+    }
+}

@@ -1,0 +1,95 @@
+#![allow(clippy::print_stdout)] // CLI output
+
+use crate::cli::CliError;
+use bunko_core::eval::{Dataset, mrr_at, ndcg_at, recall_at};
+use bunko_index::keyword::KeywordIndex;
+use std::path::Path;
+use std::time::Instant;
+
+const PROJECT: &str = "eval";
+
+/// `bunko eval retrieval`: one index per run, in memory; the dataset is never modified.
+pub fn retrieval(dir: &Path, mode: &str, json: bool) -> Result<(), CliError> {
+    if mode != "keyword" {
+        let known = ["hybrid", "vector"];
+        return Err(if known.contains(&mode) {
+            CliError::usage(format!(
+                "mode `{mode}` needs the embedder, which this build does not have yet"
+            ))
+            .hint("use --mode keyword")
+        } else {
+            CliError::usage(format!("unknown mode `{mode}`")).hint("modes: keyword, hybrid, vector")
+        });
+    }
+    let ds =
+        Dataset::load(dir).map_err(|e| CliError::usage(format!("cannot read the dataset: {e}")))?;
+    let fail = |e: bunko_index::keyword::IndexError| CliError::failure(e.to_string());
+    let ix = KeywordIndex::in_memory().map_err(fail)?;
+    let t = Instant::now();
+    for d in &ds.docs {
+        ix.upsert(&d.id, PROJECT, &d.title, &d.text).map_err(fail)?;
+    }
+    ix.commit().map_err(fail)?;
+    let index_secs = t.elapsed().as_secs_f64();
+    let judged = ds.judged();
+    let (mut ndcg, mut mrr, mut recall) = (0.0, 0.0, 0.0);
+    let mut latencies = Vec::with_capacity(judged.len());
+    for q in &judged {
+        let t = Instant::now();
+        let hits = ix.search(&[PROJECT], &q.text, 100).map_err(fail)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ranked: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+        let j = &ds.qrels[&q.id];
+        ndcg += ndcg_at(10, &ranked, j);
+        mrr += mrr_at(10, &ranked, j);
+        recall += recall_at(100, &ranked, j);
+    }
+    let n = judged.len().max(1) as f64;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let out = serde_json::json!({
+        "dataset": ds.name,
+        "mode": mode,
+        "documents": ds.docs.len(),
+        "queries": judged.len(),
+        "queries_skipped": ds.queries.len() - judged.len(),
+        "ndcg_at_10": ndcg / n,
+        "mrr_at_10": mrr / n,
+        "recall_at_100": recall / n,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "index_seconds": index_secs,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!(
+            "dataset {} ({} documents), mode {mode}",
+            ds.name,
+            ds.docs.len()
+        );
+        println!(
+            "queries {} judged, {} skipped (no positive judgement)",
+            judged.len(),
+            ds.queries.len() - judged.len()
+        );
+        println!(
+            "nDCG@10 {:.3}   MRR@10 {:.3}   recall@100 {:.3}",
+            ndcg / n,
+            mrr / n,
+            recall / n
+        );
+        println!(
+            "latency p50 {:.2} ms   p99 {:.2} ms   (indexing {:.2} s)",
+            pct(0.5),
+            pct(0.99),
+            index_secs
+        );
+    }
+    Ok(())
+}
