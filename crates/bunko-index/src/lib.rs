@@ -3,4 +3,5 @@
 //! the pgvector/tsvector adapter later. Depends on bunko-core only; the one home of tantivy.
 
 pub mod analyzer;
+pub mod ann;
 pub mod keyword;
