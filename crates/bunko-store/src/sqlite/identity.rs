@@ -1,7 +1,7 @@
 //! Users, memberships, sessions + refresh tokens, API keys, audit log.
 
-use super::projects::{paginate, row_to_project};
-use super::{SqliteStore, db_err};
+use super::projects::row_to_project;
+use super::{SqliteStore, constraint_err, db_err, to_page};
 use async_trait::async_trait;
 use bunko_core::identity::{GlobalRole, ProjectRole, Scope, UserStatus};
 use bunko_core::ids::{new_id, now_ms};
@@ -86,12 +86,7 @@ impl UserQueries for SqliteStore {
         .bind(now)
         .fetch_one(&self.writer)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::Conflict(format!("a user with email `{}` already exists", u.email))
-            }
-            _ => db_err(e),
-        })?;
+        .map_err(|e| constraint_err(e, || format!("a user with email `{}` already exists", u.email), ""))?;
         row_to_user(&row)
     }
 
@@ -127,12 +122,7 @@ impl UserQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let mut items = rows
-            .iter()
-            .map(row_to_user)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = paginate(&mut items, page.limit, |u| u.id);
-        Ok(Page { items, next_cursor })
+        to_page(&rows, page.limit, row_to_user, |u| u.id)
     }
 
     async fn set_password_hash(&self, id: Uuid, hash: &str) -> StoreResult<bool> {
@@ -196,12 +186,7 @@ impl MembershipQueries for SqliteStore {
         .bind(now_ms())
         .execute(&self.writer)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-                StoreError::NotFound("project or user".into())
-            }
-            _ => db_err(e),
-        })?;
+        .map_err(|e| constraint_err(e, String::new, "project or user"))?;
         Ok(())
     }
 
@@ -273,12 +258,7 @@ impl MembershipQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let mut items = rows
-            .iter()
-            .map(row_to_project)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = paginate(&mut items, page.limit, |p| p.id);
-        Ok(Page { items, next_cursor })
+        to_page(&rows, page.limit, row_to_project, |p| p.id)
     }
 }
 
@@ -432,10 +412,7 @@ impl ApiKeyQueries for SqliteStore {
         .bind(now_ms())
         .fetch_one(&self.writer)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound("user or project".into()),
-            _ => db_err(e),
-        })?;
+        .map_err(|e| constraint_err(e, String::new, "user or project"))?;
         row_to_key(&row, "")
     }
 
@@ -480,12 +457,7 @@ impl ApiKeyQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let mut items = rows
-            .iter()
-            .map(|r| row_to_key(r, ""))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = paginate(&mut items, page.limit, |k| k.id);
-        Ok(Page { items, next_cursor })
+        to_page(&rows, page.limit, |r| row_to_key(r, ""), |k| k.id)
     }
 
     async fn revoke_api_key(&self, id: Uuid) -> StoreResult<bool> {
@@ -557,9 +529,10 @@ impl AuditQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let mut items = rows
-            .iter()
-            .map(|r| {
+        to_page(
+            &rows,
+            page.limit,
+            |r| {
                 Ok(AuditRecord {
                     id: uuid(&r.try_get::<String, _>("id").map_err(db_err)?)?,
                     at_ms: r.try_get("at").map_err(db_err)?,
@@ -576,10 +549,9 @@ impl AuditQueries for SqliteStore {
                         detail: r.try_get("detail").map_err(db_err)?,
                     },
                 })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = paginate(&mut items, page.limit, |a| a.id);
-        Ok(Page { items, next_cursor })
+            },
+            |a| a.id,
+        )
     }
 
     async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {

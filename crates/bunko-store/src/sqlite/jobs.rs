@@ -1,5 +1,4 @@
-use super::projects::paginate;
-use super::{SqliteStore, db_err};
+use super::{SqliteStore, db_err, to_page};
 use async_trait::async_trait;
 use bunko_core::ids::{new_id, now_ms};
 use bunko_core::jobs::{
@@ -329,12 +328,7 @@ impl JobQueue for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let mut items = rows
-            .iter()
-            .map(row_to_job)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = paginate(&mut items, page.limit, |j| j.id);
-        Ok(Page { items, next_cursor })
+        to_page(&rows, page.limit, row_to_job, |j| j.id)
     }
 
     async fn job_counts(&self) -> StoreResult<Vec<(String, JobState, i64)>> {

@@ -114,6 +114,34 @@ pub(crate) fn classify_open_error(path: &Path, e: sqlx::Error) -> OpenError {
     }
 }
 
+/// Maps constraint violations to port errors — unique → `Conflict(conflict)`, foreign key →
+/// `NotFound(missing)` — and anything else as [`db_err`] does.
+pub(crate) fn constraint_err(
+    e: sqlx::Error,
+    conflict: impl FnOnce() -> String,
+    missing: &str,
+) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(conflict()),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::NotFound(missing.to_owned())
+        }
+        _ => db_err(e),
+    }
+}
+
+/// Maps rows fetched with one look-ahead row into a page (see `projects::paginate`).
+pub(crate) fn to_page<T>(
+    rows: &[sqlx::sqlite::SqliteRow],
+    limit: u32,
+    map: impl Fn(&sqlx::sqlite::SqliteRow) -> StoreResult<T>,
+    id: impl Fn(&T) -> uuid::Uuid,
+) -> StoreResult<bunko_core::ports::Page<T>> {
+    let mut items = rows.iter().map(map).collect::<StoreResult<Vec<_>>>()?;
+    let next_cursor = projects::paginate(&mut items, limit, id);
+    Ok(bunko_core::ports::Page { items, next_cursor })
+}
+
 /// Maps a driver error to a port error; the message is for the log only.
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     match &e {

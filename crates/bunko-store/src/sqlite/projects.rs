@@ -1,4 +1,4 @@
-use super::{SqliteStore, db_err};
+use super::{SqliteStore, constraint_err, db_err, to_page};
 use async_trait::async_trait;
 use bunko_core::ids::{new_id, now_ms};
 use bunko_core::ports::{
@@ -36,11 +36,12 @@ impl ProjectQueries for SqliteStore {
         .bind(now)
         .fetch_one(&self.writer)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::Conflict(format!("a project with slug `{}` already exists", p.slug))
-            }
-            _ => db_err(e),
+        .map_err(|e| {
+            constraint_err(
+                e,
+                || format!("a project with slug `{}` already exists", p.slug),
+                "",
+            )
         })?;
         row_to_project(&row)
     }
@@ -77,12 +78,7 @@ impl ProjectQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let mut items = rows
-            .iter()
-            .map(row_to_project)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = paginate(&mut items, page.limit, |p| p.id);
-        Ok(Page { items, next_cursor })
+        to_page(&rows, page.limit, row_to_project, |p| p.id)
     }
 }
 
