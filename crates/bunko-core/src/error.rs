@@ -31,6 +31,8 @@ error_codes! {
     BadRequest => (400, "bad_request", "Bad request"),
     /// The body is not syntactically valid JSON.
     MalformedJson => (400, "malformed_json", "Malformed JSON"),
+    /// A search query is empty or has nothing searchable.
+    QueryEmpty => (400, "query_empty", "Empty query"),
     /// A query-string parameter is missing or has the wrong type.
     InvalidQuery => (400, "invalid_query", "Invalid query parameters"),
     /// No credentials were sent to a route that needs them.

@@ -1,7 +1,138 @@
 //! Search results and reciprocal-rank fusion. Fusion lives here, not in an index adapter, so
 //! every backend ranks alike.
 
+use crate::error::{Code, Error};
+use crate::identity::{Access, GlobalRole, Principal, Scope};
+use crate::ports::{MetaStore, PageRequest, Project};
 use std::collections::HashMap;
+
+/// Longer queries are cut here (with a warning), not refused.
+pub const MAX_QUERY_CHARS: usize = 1000;
+pub const MAX_K: u32 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Hybrid,
+    Keyword,
+    Vector,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Hybrid => "hybrid",
+            Mode::Keyword => "keyword",
+            Mode::Vector => "vector",
+        }
+    }
+}
+
+/// A validated search request.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub text: String,
+    pub k: usize,
+    pub mode: Mode,
+    pub warnings: Vec<String>,
+}
+
+/// Empty or whitespace → 400 `query_empty`; `k` outside 1..=100 or an unknown mode → 400
+/// `invalid_query`; an over-long query is cut with a warning.
+pub fn parse_query(
+    q: Option<&str>,
+    k: Option<u32>,
+    mode: Option<&str>,
+) -> Result<SearchQuery, Error> {
+    let text = q.unwrap_or("").trim();
+    if text.is_empty() {
+        return Err(Error::new(Code::QueryEmpty, "the query `q` is empty"));
+    }
+    let k = k.unwrap_or(10);
+    if !(1..=MAX_K).contains(&k) {
+        return Err(Error::new(
+            Code::InvalidQuery,
+            format!("k must be between 1 and {MAX_K}"),
+        ));
+    }
+    let mode = match mode.unwrap_or("hybrid") {
+        "hybrid" => Mode::Hybrid,
+        "keyword" => Mode::Keyword,
+        "vector" => Mode::Vector,
+        other => {
+            return Err(Error::new(
+                Code::InvalidQuery,
+                format!("mode `{other}` is not hybrid, keyword or vector"),
+            ));
+        }
+    };
+    let mut warnings = Vec::new();
+    let chars = text.chars().count();
+    let text = if chars > MAX_QUERY_CHARS {
+        warnings.push(format!(
+            "the query had {chars} characters; only the first {MAX_QUERY_CHARS} were used"
+        ));
+        text.chars().take(MAX_QUERY_CHARS).collect()
+    } else {
+        text.to_owned()
+    };
+    Ok(SearchQuery {
+        text,
+        k: k as usize,
+        mode,
+        warnings,
+    })
+}
+
+/// The projects the caller may search: the one named (404 when invisible, 403 when the
+/// credential lacks `search` there), or every project visible to them where it may search.
+pub async fn searchable_projects(
+    store: &dyn MetaStore,
+    p: &Principal,
+    project: Option<&str>,
+) -> Result<Vec<Project>, Error> {
+    if let Some(key) = project {
+        let proj = store
+            .get_project(key)
+            .await?
+            .ok_or_else(|| Error::not_found("project", key))?;
+        let role = store.member_role(proj.id, p.user_id).await?;
+        return match p.allows(Scope::Search, proj.id, role) {
+            Access::Allowed => Ok(vec![proj]),
+            Access::Invisible => Err(Error::not_found("project", key)),
+            Access::Denied => Err(Error::new(
+                Code::Forbidden,
+                format!("this needs `search` in project `{}`", proj.slug),
+            )),
+        };
+    }
+    if !p.has_scope(Scope::Search) {
+        return Err(Error::new(
+            Code::Forbidden,
+            "this credential lacks the `search` scope",
+        ));
+    }
+    let page = PageRequest {
+        limit: PageRequest::MAX_LIMIT,
+        before: None,
+    };
+    let candidates = match p.key_project() {
+        Some(only) => store
+            .get_project(&only.to_string())
+            .await?
+            .into_iter()
+            .collect(),
+        None if p.role == GlobalRole::Admin => store.list_projects(page).await?.items,
+        None => store.list_projects_of(p.user_id, page).await?.items,
+    };
+    let mut out = Vec::with_capacity(candidates.len());
+    for proj in candidates {
+        let role = store.member_role(proj.id, p.user_id).await?;
+        if p.allows(Scope::Search, proj.id, role) == Access::Allowed {
+            out.push(proj);
+        }
+    }
+    Ok(out)
+}
 
 /// One leg's ranked ids, best first, with a weight.
 pub struct Leg<'a> {
@@ -34,6 +165,41 @@ pub fn rrf(legs: &[Leg<'_>], k: f64) -> Vec<(String, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_validation() {
+        assert_eq!(
+            parse_query(Some("  "), None, None).unwrap_err().code,
+            Code::QueryEmpty
+        );
+        assert_eq!(
+            parse_query(None, None, None).unwrap_err().code,
+            Code::QueryEmpty
+        );
+        assert_eq!(
+            parse_query(Some("x"), Some(0), None).unwrap_err().code,
+            Code::InvalidQuery
+        );
+        assert_eq!(
+            parse_query(Some("x"), Some(101), None).unwrap_err().code,
+            Code::InvalidQuery
+        );
+        assert_eq!(
+            parse_query(Some("x"), None, Some("magic"))
+                .unwrap_err()
+                .code,
+            Code::InvalidQuery
+        );
+        let long = parse_query(Some(&"検".repeat(10_000)), Some(100), Some("keyword")).unwrap();
+        assert_eq!(
+            (long.text.chars().count(), long.warnings.len(), long.k),
+            (MAX_QUERY_CHARS, 1, 100)
+        );
+        assert_eq!(
+            parse_query(Some("q"), None, None).unwrap().mode,
+            Mode::Hybrid
+        );
+    }
 
     #[test]
     fn fuses_by_reciprocal_rank() {

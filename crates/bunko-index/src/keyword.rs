@@ -10,6 +10,7 @@ use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, Ter
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
+use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,16 +31,22 @@ struct Fields {
 }
 
 pub struct KeywordIndex {
+    index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// Made on first write: tantivy allows one writer per index, and a reading process (the
+    /// CLI beside a server) must not take the lock.
+    writer: Mutex<Option<IndexWriter>>,
     f: Fields,
 }
 
-/// One hit: the chunk id and its BM25 score.
+/// One hit: the chunk id, its BM25 score, its title and a highlighted snippet (HTML, `<b>`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub id: String,
+    pub project: String,
     pub score: f32,
+    pub title: String,
+    pub snippet: String,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -51,9 +58,9 @@ fn schema() -> (Schema, Fields) {
     );
     let f = Fields {
         id: b.add_text_field("id", STRING | STORED),
-        project: b.add_text_field("project", STRING),
-        title: b.add_text_field("title", analyzed.clone()),
-        text: b.add_text_field("text", analyzed),
+        project: b.add_text_field("project", STRING | STORED),
+        title: b.add_text_field("title", analyzed.clone().set_stored()),
+        text: b.add_text_field("text", analyzed.set_stored()),
     };
     (b.build(), f)
 }
@@ -65,52 +72,63 @@ impl KeywordIndex {
             .map_err(|e| IndexError::Directory(format!("{}: {e}", dir.display())))?;
         let mmap = MmapDirectory::open(dir).map_err(|e| IndexError::Directory(e.to_string()))?;
         let (schema, _) = schema();
-        Self::with(Index::open_or_create(mmap, schema)?)
+        Self::with(
+            Index::open_or_create(mmap, schema)?,
+            ReloadPolicy::OnCommitWithDelay,
+        )
     }
 
     /// A throw-away index in memory (evaluation, tests).
     pub fn in_memory() -> IndexResult<Self> {
-        Self::with(Index::create_in_ram(schema().0))
+        Self::with(Index::create_in_ram(schema().0), ReloadPolicy::Manual)
     }
 
-    fn with(index: Index) -> IndexResult<Self> {
+    fn with(index: Index, policy: ReloadPolicy) -> IndexResult<Self> {
         index.tokenizers().register(MULTI, multi_analyzer());
         let (_, f) = schema();
-        let writer = index.writer(64 * 1024 * 1024)?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
+        let reader = index.reader_builder().reload_policy(policy).try_into()?;
         Ok(Self {
+            index,
             reader,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(None),
             f,
         })
     }
 
-    /// Adds or replaces (by id) one chunk. Visible after [`KeywordIndex::commit`].
-    pub fn upsert(&self, id: &str, project: &str, title: &str, text: &str) -> IndexResult<()> {
-        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.delete_term(Term::from_field_text(self.f.id, id));
-        w.add_document(doc!(
-            self.f.id => id,
-            self.f.project => project,
-            self.f.title => title,
-            self.f.text => text,
-        ))?;
-        Ok(())
+    fn write<T>(&self, f: impl FnOnce(&mut IndexWriter) -> IndexResult<T>) -> IndexResult<T> {
+        let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.index.writer(64 * 1024 * 1024)?);
+        }
+        match guard.as_mut() {
+            Some(w) => f(w),
+            None => unreachable_writer(),
+        }
     }
 
-    pub fn delete(&self, id: &str) {
-        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.delete_term(Term::from_field_text(self.f.id, id));
+    /// Adds or replaces (by id) one chunk. Visible after [`KeywordIndex::commit`].
+    pub fn upsert(&self, id: &str, project: &str, title: &str, text: &str) -> IndexResult<()> {
+        self.write(|w| {
+            w.delete_term(Term::from_field_text(self.f.id, id));
+            w.add_document(doc!(
+                self.f.id => id,
+                self.f.project => project,
+                self.f.title => title,
+                self.f.text => text,
+            ))?;
+            Ok(())
+        })
+    }
+
+    pub fn delete(&self, id: &str) -> IndexResult<()> {
+        self.write(|w| {
+            w.delete_term(Term::from_field_text(self.f.id, id));
+            Ok(())
+        })
     }
 
     pub fn commit(&self) -> IndexResult<()> {
-        self.writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .commit()?;
+        self.write(|w| Ok(w.commit().map(|_| ())?))?;
         self.reader.reload()?;
         Ok(())
     }
@@ -157,18 +175,36 @@ impl KeywordIndex {
         ]);
         let searcher = self.reader.searcher();
         let top = searcher.search(&q, &TopDocs::with_limit(k).order_by_score())?;
+        let mut snippets = SnippetGenerator::create(&searcher, &q, self.f.text)?;
+        snippets.set_max_num_chars(240);
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
-            if let Some(id) = d.get_first(self.f.id).and_then(|v| v.as_str()) {
-                hits.push(Hit {
-                    id: id.to_owned(),
-                    score,
-                });
+            let text_of = |f: Field| {
+                d.get_first(f)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let id = text_of(self.f.id);
+            if id.is_empty() {
+                continue;
             }
+            hits.push(Hit {
+                id,
+                project: text_of(self.f.project),
+                score,
+                title: text_of(self.f.title),
+                snippet: snippets.snippet_from_doc(&d).to_html(),
+            });
         }
         Ok(hits)
     }
+}
+
+/// The writer slot is filled just above; this keeps the code free of `unwrap`.
+fn unreachable_writer<T>() -> IndexResult<T> {
+    Err(IndexError::Directory("index writer unavailable".into()))
 }
 
 #[cfg(test)]
@@ -223,6 +259,17 @@ mod tests {
     }
 
     #[test]
+    fn hits_carry_title_project_and_a_highlighted_snippet() {
+        let ix = sample();
+        let ja = ix.search(&["p1"], "パッケージの作成", 10).unwrap();
+        assert_eq!(
+            (ja[0].title.as_str(), ja[0].project.as_str()),
+            ("パッケージ", "p1")
+        );
+        assert!(ja[0].snippet.contains("<b>"), "{}", ja[0].snippet);
+    }
+
+    #[test]
     fn project_filter_is_inside_the_query() {
         let ix = sample();
         let hits = ix.search(&["p1"], "library", 10).unwrap();
@@ -237,7 +284,7 @@ mod tests {
         let ix = sample();
         ix.upsert("en1", "p1", "Renamed", "nothing about the old words")
             .unwrap();
-        ix.delete("ja2");
+        ix.delete("ja2").unwrap();
         ix.commit().unwrap();
         assert_eq!(ix.num_docs(), 3);
         assert!(ix.search(&["p1"], "cataloguing", 10).unwrap().is_empty());

@@ -46,6 +46,10 @@ pub struct Inner {
     pub store: Arc<dyn MetaStore>,
     pub accounts: Arc<Accounts>,
     pub limiter: Arc<dyn RateLimiter>,
+    /// The keyword half of search (`<data_dir>/index/keyword`).
+    pub keyword: Arc<bunko_index::keyword::KeywordIndex>,
+    /// Searches running at once (one per core); beyond that, 503 with Retry-After.
+    pub search_permits: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub worker: Option<Arc<Worker>>,
@@ -216,6 +220,18 @@ impl Runtime {
         let store = open_store(&config).await?;
         let accounts = Arc::new(build_accounts(&config, &store)?);
         let new_admin = bootstrap_admin(&config, &accounts).await?;
+        let keyword = Arc::new(
+            bunko_index::keyword::KeywordIndex::open(
+                &config.data_dir.join("index").join("keyword"),
+            )
+            .map_err(|e| {
+                CliError::failure(e.to_string())
+                    .hint("the index is derived data: move it away and rebuild")
+            })?,
+        );
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let metrics = Arc::new(Metrics::new(VERSION, COMMIT));
         let mut registry = Registry::builtin();
         registry.register(
@@ -244,6 +260,8 @@ impl Runtime {
             store,
             accounts,
             limiter: Arc::new(InProcessLimiter::default()),
+            keyword,
+            search_permits: Arc::new(tokio::sync::Semaphore::new(cores)),
             metrics,
             registry,
             worker,

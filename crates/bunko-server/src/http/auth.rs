@@ -133,7 +133,25 @@ macro_rules! scopes {
         impl NeedScope for $t { const SCOPE: Scope = Scope::$s; }
     )+};
 }
-scopes!(ReadScope => Read, IngestScope => Ingest, OwnerScope => Admin);
+scopes!(ReadScope => Read, SearchScope => Search, IngestScope => Ingest, OwnerScope => Admin);
+
+/// Anyone signed in whose credential carries scope `S` (project checks come later, per project).
+pub struct Scoped<S: NeedScope>(pub Principal, pub PhantomData<S>);
+
+impl<S: NeedScope, St: Send + Sync> FromRequestParts<St> for Scoped<S> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Self::Rejection> {
+        let p = principal(parts)?;
+        if p.has_scope(S::SCOPE) {
+            Ok(Scoped(p, PhantomData))
+        } else {
+            Err(ApiError::new(
+                Code::Forbidden,
+                format!("this credential lacks the `{}` scope", S::SCOPE),
+            ))
+        }
+    }
+}
 
 /// The project named by the `{project}` path segment (id or slug), after checking that the
 /// caller may use scope `S` there.

@@ -19,6 +19,7 @@ pub fn route_class(route: &str) -> Option<&'static str> {
             None
         }
         "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/auth/password" => Some("auth"),
+        "/api/v1/search" => Some("search"),
         _ => Some("default"),
     }
 }

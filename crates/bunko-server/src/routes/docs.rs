@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
         super::auth::login, super::auth::refresh, super::auth::logout, super::auth::me, super::auth::change_password,
         super::users::list, super::users::create, super::users::show, super::users::update,
         super::keys::list, super::keys::create, super::keys::revoke,
-        super::audit::list,
+                super::audit::list, super::search::get, super::search::post,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -29,7 +29,8 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Log in, tokens, sessions"),
         (name = "users", description = "Accounts (administrators)"),
         (name = "keys", description = "API keys for programs"),
-        (name = "audit", description = "Security events (administrators)"),
+                (name = "audit", description = "Security events (administrators)"),
+        (name = "search", description = "Search (keyword half now; vectors arrive with the embedder)"),
     )
 )]
 pub struct ApiDoc;

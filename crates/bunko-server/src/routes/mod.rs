@@ -8,6 +8,7 @@ mod health;
 mod jobs;
 mod keys;
 mod projects;
+mod search;
 mod users;
 
 use crate::app::AppState;
@@ -91,6 +92,8 @@ fn table() -> Table {
         .add(M::POST, "/api/v1/keys", keys::create)
         .add(M::DELETE, "/api/v1/keys/{id}", keys::revoke)
         .add(M::GET, "/api/v1/audit", audit::list)
+        .add(M::GET, "/api/v1/search", search::get)
+        .add(M::POST, "/api/v1/search", search::post)
         .add(M::GET, "/api/v1/jobs", jobs::list)
         .add(M::POST, "/api/v1/jobs", jobs::enqueue)
         .add(M::GET, "/api/v1/jobs/{id}", jobs::show)

@@ -93,6 +93,12 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
         ("POST", "/api/v1/keys") => manage(422),
         ("DELETE", "/api/v1/keys/{id}") => manage(404),
         ("GET", "/api/v1/audit") => admin_only(w, 200),
+        // No `q` (GET) or an unknown field (POST): allowed callers reach validation.
+        ("GET" | "POST", "/api/v1/search") => match w {
+            Who::Anon => S(401),
+            Who::Key(s) if s != Scope::Search => S(403),
+            _ => S(if method == Method::GET { 400 } else { 422 }),
+        },
         ("GET", "/api/v1/jobs") => admin_only(w, 200),
         ("POST", "/api/v1/jobs") => admin_only(w, 422),
         ("GET", "/api/v1/jobs/{id}") => admin_only(w, 404),

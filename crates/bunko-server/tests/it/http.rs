@@ -544,3 +544,131 @@ async fn every_error_code_is_documented() {
         );
     }
 }
+
+#[tokio::test]
+async fn search_finds_only_visible_projects_and_reports_its_legs() {
+    let a = app().await;
+    let p = a
+        .post_json(
+            "/api/v1/projects",
+            Some("application/json"),
+            "{\"name\": \"Laws\"}",
+        )
+        .await
+        .json();
+    let q = a
+        .post_json(
+            "/api/v1/projects",
+            Some("application/json"),
+            "{\"name\": \"Other\"}",
+        )
+        .await
+        .json();
+    let (pid, qid) = (
+        p["id"].as_str().unwrap().to_owned(),
+        q["id"].as_str().unwrap().to_owned(),
+    );
+    let ix = &a.state.keyword;
+    ix.upsert(
+        "c1",
+        &pid,
+        "労働基準法",
+        "使用者は、労働者に休憩時間を与えなければならない。",
+    )
+    .unwrap();
+    ix.upsert(
+        "c2",
+        &pid,
+        "Working hours",
+        "Employers shall give workers rest periods.",
+    )
+    .unwrap();
+    ix.upsert("c3", &qid, "休憩", "別プロジェクトの休憩時間")
+        .unwrap();
+    ix.commit().unwrap();
+    let r = a
+        .get_authed("/api/v1/search?q=%E4%BC%91%E6%86%A9%E6%99%82%E9%96%93&project=laws")
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let ids: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["c1"], "{v}");
+    assert!(v["results"][0]["snippet"].as_str().unwrap().contains("<b>"));
+    assert_eq!(v["legs"]["keyword"]["hits"], 1);
+    assert_eq!(
+        v["legs"]["vector"]["status"], "unavailable",
+        "an empty half is reported"
+    );
+    assert!(!v["warnings"].as_array().unwrap().is_empty());
+    // Without a project: every project the caller may search (the admin sees both).
+    let v = a
+        .get_authed("/api/v1/search?q=%E4%BC%91%E6%86%A9&mode=keyword")
+        .await
+        .json();
+    assert_eq!(v["results"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        v["warnings"].as_array().unwrap().is_empty(),
+        "keyword mode asked for: no warning"
+    );
+    let v = a
+        .post_json(
+            "/api/v1/search",
+            Some("application/json"),
+            "{\"q\": \"rest periods\", \"project\": \"laws\"}",
+        )
+        .await
+        .json();
+    assert_eq!(v["results"][0]["id"], "c2", "{v}");
+    // Bad input.
+    assert_eq!(
+        a.get_authed("/api/v1/search?q=%20%20").await.problem(400),
+        "query_empty"
+    );
+    assert_eq!(
+        a.get_authed("/api/v1/search").await.problem(400),
+        "query_empty"
+    );
+    assert_eq!(
+        a.get_authed("/api/v1/search?q=x&k=0").await.problem(400),
+        "invalid_query"
+    );
+    assert_eq!(
+        a.get_authed("/api/v1/search?q=x&k=101").await.problem(400),
+        "invalid_query"
+    );
+    assert_eq!(
+        a.get_authed("/api/v1/search?q=x&mode=psychic")
+            .await
+            .problem(400),
+        "invalid_query"
+    );
+    assert_eq!(
+        a.get_authed("/api/v1/search?q=x&project=nope")
+            .await
+            .problem(404),
+        "not_found"
+    );
+    for odd in [
+        "%21%21%21",
+        "%F0%9F%8E%89%F0%9F%8E%89",
+        "%1B%5B31m",
+        "Debian%20%E3%81%AE%20package",
+    ] {
+        let r = a.get_authed(&format!("/api/v1/search?q={odd}")).await;
+        assert_eq!(r.status, 200, "{odd}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let long = "%E6%A4%9C".repeat(2_000);
+    let v = a
+        .get_authed(&format!("/api/v1/search?q={long}"))
+        .await
+        .json();
+    assert!(
+        v["warnings"][0].as_str().unwrap().contains("first 1000"),
+        "{v}"
+    );
+}
