@@ -63,6 +63,18 @@ pub enum Command {
     /// Manage API keys for programs (create, revoke, list)
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Search the indexed text of one project or all (keyword half for now)
+    Search {
+        query: String,
+        /// Project id or slug (default: all projects)
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        /// One JSON object per hit
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure retrieval quality on an evaluation set (nDCG@10, MRR@10, recall@100)
     #[command(subcommand)]
     Eval(EvalCmd),
@@ -374,6 +386,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 mode,
                 json,
             }) => commands::eval::retrieval(&dataset, &mode, json),
+            Command::Search {
+                query,
+                project,
+                k,
+                json,
+            } => commands::eval::search(&config, &query, project.as_deref(), k, json).await,
             Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
             Command::Config(_) => Ok(()),
         }

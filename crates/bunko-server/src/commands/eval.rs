@@ -93,3 +93,50 @@ pub fn retrieval(dir: &Path, mode: &str, json: bool) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// `bunko search`: the operator on the host may search every project.
+pub async fn search(
+    config: &bunko_core::config::Config,
+    q: &str,
+    project: Option<&str>,
+    k: u32,
+    json: bool,
+) -> Result<(), CliError> {
+    let query = bunko_core::search::parse_query(Some(q), Some(k), Some("keyword"))?;
+    crate::app::prepare_data_dir(&config.data_dir)?;
+    let store = crate::app::open_store(config).await?;
+    let projects = match project {
+        Some(p) => vec![bunko_core::projects::get(store.as_ref(), p).await?],
+        None => {
+            let page = bunko_core::ports::PageRequest {
+                limit: bunko_core::ports::PageRequest::MAX_LIMIT,
+                before: None,
+            };
+            store.list_projects(page).await?.items
+        }
+    };
+    let ix = KeywordIndex::open(&config.data_dir.join("index").join("keyword"))
+        .map_err(|e| CliError::failure(e.to_string()))?;
+    let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let hits = ix
+        .search(&refs, &query.text, query.k)
+        .map_err(|e| CliError::failure(e.to_string()))?;
+    for w in &query.warnings {
+        tracing::warn!("{w}");
+    }
+    for (i, h) in hits.iter().enumerate() {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"rank": i + 1, "id": h.id, "project_id": h.project, "title": h.title, "score": h.score, "snippet": h.snippet})
+            );
+        } else {
+            println!("{:>3}. {:.3}  {}  {}", i + 1, h.score, h.id, h.title);
+        }
+    }
+    if hits.is_empty() && !json {
+        println!("no results (the vector half is not built yet; documents arrive with ingestion)");
+    }
+    Ok(())
+}

@@ -418,3 +418,29 @@ fn user_project_and_key_commands() {
     let out = run(&["user", "role", "boss@example.org", "member"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn search_command_validates_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let dd = dir.path().join("data");
+    let dd = dd.to_str().unwrap();
+    let out = bunko(dir.path(), &["--data-dir", dd, "search", "   "]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("empty"), "{}", text(&out.stderr));
+    let out = bunko(
+        dir.path(),
+        &["--data-dir", dd, "search", "x", "--project", "nope"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = bunko(dir.path(), &["--data-dir", dd, "search", "x", "--k", "500"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bunko(
+        dir.path(),
+        &["--data-dir", dd, "search", "休憩 🎉", "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).trim().is_empty(),
+        "no documents yet, no hits"
+    );
+}
