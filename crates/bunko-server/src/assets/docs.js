@@ -10,7 +10,7 @@
   const refName = (ref) => ref.split("/").pop();
   function schemaText(s, spec, depth) {
     if (!s) return "";
-    if (depth > 4) return "…";
+    if (depth > 8) return "…";
     if (s.$ref) {
       const name = refName(s.$ref);
       return name + " " + schemaText(spec.components.schemas[name], spec, depth + 1);
@@ -44,12 +44,12 @@
       for (const { path, method, op } of list) {
         const card = el("article", { class: "op" },
           el("h3", {}, el("span", { class: "m " + method }, method.toUpperCase()), " ", el("code", {}, path),
-            op.security ? el("span", { class: "lock", title: "needs a bearer token" }, " 🔒") : ""),
+            op.security ? el("span", { class: "lock", title: "needs a bearer token" }, "token") : ""),
           el("p", {}, op.summary || op.description || ""));
         if (op.parameters && op.parameters.length) {
           const ul = el("ul", {});
           for (const p of op.parameters)
-            ul.append(el("li", {}, el("code", {}, p.name), " (" + p.in + (p.required ? ", required" : "") + ") ",
+            ul.append(el("li", {}, el("code", {}, p.name), " (" + p.in + (p.required ? ", required" : "") + (p.schema && p.schema.type ? ", " + [].concat(p.schema.type).join("|") : "") + ") ",
               p.description || ""));
           card.append(el("h4", {}, "Parameters"), ul);
         }

@@ -56,6 +56,7 @@ pub struct AuditPage {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// e.g. `login`, `login.lockout`, `refresh.reuse`, `key.created`, `permission.denied`.

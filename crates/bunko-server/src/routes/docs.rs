@@ -127,7 +127,7 @@ pub async fn asset(Path(asset): Path<String>) -> Response {
     (
         [
             (header::CONTENT_TYPE, ct),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::CACHE_CONTROL, "no-cache"),
         ],
         body,
     )

@@ -75,6 +75,7 @@ pub struct JobPage {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     queue: Option<String>,

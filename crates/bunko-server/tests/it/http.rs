@@ -672,3 +672,31 @@ async fn search_finds_only_visible_projects_and_reports_its_legs() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn openapi_parameters_are_where_the_routes_take_them() {
+    let a = app().await;
+    let spec = a.get("/openapi.json").await.json();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let (name, loc) = (p["name"].as_str().unwrap(), p["in"].as_str().unwrap());
+                let in_template = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    loc == "path",
+                    in_template,
+                    "{method} {path}: parameter `{name}` documented in {loc}"
+                );
+                if loc == "query" {
+                    assert_ne!(
+                        p["required"], true,
+                        "{method} {path}: query parameter `{name}` is optional in code"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 15, "{checked}");
+}
