@@ -13,6 +13,56 @@ use tantivy::tokenizer::{
 /// The analyzer's registered name.
 pub const MULTI: &str = "bunko_multi";
 
+/// Analyzer variants, for the evaluation's ablation. `Multi` is what bunko indexes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// CJK bigrams + English stop words + stemming.
+    Multi,
+    /// CJK bigrams + English stop words, no stemming.
+    NoStem,
+    /// Whitespace-separated tokens, lowercased (what a naive engine does to Japanese).
+    Whitespace,
+}
+
+impl Variant {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "multi" => Some(Variant::Multi),
+            "nostem" => Some(Variant::NoStem),
+            "whitespace" => Some(Variant::Whitespace),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Multi => "multi",
+            Variant::NoStem => "nostem",
+            Variant::Whitespace => "whitespace",
+        }
+    }
+
+    pub fn analyzer(self) -> TextAnalyzer {
+        use tantivy::tokenizer::WhitespaceTokenizer;
+        match self {
+            Variant::Multi => multi_analyzer(),
+            Variant::NoStem => {
+                let b = TextAnalyzer::builder(MultiTokenizer::default())
+                    .filter(RemoveLongFilter::limit(64))
+                    .filter(LowerCaser);
+                match StopWordFilter::new(Language::English) {
+                    Some(stop) => b.filter(stop).build(),
+                    None => b.build(),
+                }
+            }
+            Variant::Whitespace => TextAnalyzer::builder(WhitespaceTokenizer::default())
+                .filter(RemoveLongFilter::limit(64))
+                .filter(LowerCaser)
+                .build(),
+        }
+    }
+}
+
 pub fn is_cjk(c: char) -> bool {
     matches!(c as u32,
         0x3040..=0x30FF        // hiragana, katakana (incl. ー)
@@ -125,7 +175,11 @@ pub fn multi_analyzer() -> TextAnalyzer {
 
 /// The tokens the analyzer produces (for queries and tests).
 pub fn analyze(text: &str) -> Vec<String> {
-    let mut a = multi_analyzer();
+    analyze_with(Variant::Multi, text)
+}
+
+pub fn analyze_with(variant: Variant, text: &str) -> Vec<String> {
+    let mut a = variant.analyzer();
     let mut stream = a.token_stream(text);
     let mut out = Vec::new();
     while stream.advance() {
@@ -161,6 +215,21 @@ mod tests {
             vec!["debian", "deb"],
             "full-width folds to ASCII"
         );
+    }
+
+    #[test]
+    fn ablation_variants() {
+        use super::{Variant, analyze_with};
+        assert_eq!(
+            analyze_with(Variant::NoStem, "The Indexing of Libraries"),
+            vec!["indexing", "libraries"]
+        );
+        assert_eq!(
+            analyze_with(Variant::Whitespace, "Debian のパッケージ 作成"),
+            vec!["debian", "のパッケージ", "作成"]
+        );
+        assert_eq!(Variant::parse("nostem"), Some(Variant::NoStem));
+        assert_eq!(Variant::parse("morph"), None);
     }
 
     #[test]

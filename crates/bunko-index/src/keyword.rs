@@ -1,7 +1,7 @@
 //! The keyword half of search: a tantivy index with BM25 over the multilingual analyzer.
 //! Project permissions are a filter inside the query (never post-filtering).
 
-use crate::analyzer::{MULTI, analyze, multi_analyzer};
+use crate::analyzer::{MULTI, Variant, analyze_with};
 use std::path::Path;
 use std::sync::Mutex;
 use tantivy::collector::TopDocs;
@@ -31,6 +31,7 @@ struct Fields {
 }
 
 pub struct KeywordIndex {
+    variant: Variant,
     index: Index,
     reader: IndexReader,
     /// Made on first write: tantivy allows one writer per index, and a reading process (the
@@ -75,19 +76,31 @@ impl KeywordIndex {
         Self::with(
             Index::open_or_create(mmap, schema)?,
             ReloadPolicy::OnCommitWithDelay,
+            Variant::Multi,
         )
     }
 
     /// A throw-away index in memory (evaluation, tests).
     pub fn in_memory() -> IndexResult<Self> {
-        Self::with(Index::create_in_ram(schema().0), ReloadPolicy::Manual)
+        Self::in_memory_with(Variant::Multi)
     }
 
-    fn with(index: Index, policy: ReloadPolicy) -> IndexResult<Self> {
-        index.tokenizers().register(MULTI, multi_analyzer());
+    /// In memory with another analyzer variant (the evaluation's ablation).
+    pub fn in_memory_with(variant: Variant) -> IndexResult<Self> {
+        Self::with(
+            Index::create_in_ram(schema().0),
+            ReloadPolicy::Manual,
+            variant,
+        )
+    }
+
+    fn with(index: Index, policy: ReloadPolicy, variant: Variant) -> IndexResult<Self> {
+        // The schema names one analyzer; each index registers the variant it uses under it.
+        index.tokenizers().register(MULTI, variant.analyzer());
         let (_, f) = schema();
         let reader = index.reader_builder().reload_policy(policy).try_into()?;
         Ok(Self {
+            variant,
             index,
             reader,
             writer: Mutex::new(None),
@@ -140,7 +153,7 @@ impl KeywordIndex {
     /// BM25 over title and text for the query's terms, restricted to `projects`.
     /// A query with no searchable terms (only punctuation, emoji…) returns no hits.
     pub fn search(&self, projects: &[&str], query: &str, k: usize) -> IndexResult<Vec<Hit>> {
-        let mut terms = analyze(query);
+        let mut terms = analyze_with(self.variant, query);
         terms.sort();
         terms.dedup();
         if terms.is_empty() || projects.is_empty() || k == 0 {

@@ -93,6 +93,9 @@ pub enum EvalCmd {
         /// Exactly one JSON object on stdout
         #[arg(long)]
         json: bool,
+        /// Analyzer for the ablation: multi (bunko's), nostem, whitespace
+        #[arg(long, default_value = "multi")]
+        analyzer: String,
     },
 }
 
@@ -385,7 +388,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 dataset,
                 mode,
                 json,
-            }) => commands::eval::retrieval(&dataset, &mode, json),
+                analyzer,
+            }) => commands::eval::retrieval(&dataset, &mode, &analyzer, json),
             Command::Search {
                 query,
                 project,

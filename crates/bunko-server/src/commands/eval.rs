@@ -9,7 +9,7 @@ use std::time::Instant;
 const PROJECT: &str = "eval";
 
 /// `bunko eval retrieval`: one index per run, in memory; the dataset is never modified.
-pub fn retrieval(dir: &Path, mode: &str, json: bool) -> Result<(), CliError> {
+pub fn retrieval(dir: &Path, mode: &str, analyzer: &str, json: bool) -> Result<(), CliError> {
     if mode != "keyword" {
         let known = ["hybrid", "vector"];
         return Err(if known.contains(&mode) {
@@ -21,10 +21,14 @@ pub fn retrieval(dir: &Path, mode: &str, json: bool) -> Result<(), CliError> {
             CliError::usage(format!("unknown mode `{mode}`")).hint("modes: keyword, hybrid, vector")
         });
     }
+    let variant = bunko_index::analyzer::Variant::parse(analyzer).ok_or_else(|| {
+        CliError::usage(format!("unknown analyzer `{analyzer}`"))
+            .hint("analyzers: multi, nostem, whitespace")
+    })?;
     let ds =
         Dataset::load(dir).map_err(|e| CliError::usage(format!("cannot read the dataset: {e}")))?;
     let fail = |e: bunko_index::keyword::IndexError| CliError::failure(e.to_string());
-    let ix = KeywordIndex::in_memory().map_err(fail)?;
+    let ix = KeywordIndex::in_memory_with(variant).map_err(fail)?;
     let t = Instant::now();
     for d in &ds.docs {
         ix.upsert(&d.id, PROJECT, &d.title, &d.text).map_err(fail)?;
@@ -55,6 +59,7 @@ pub fn retrieval(dir: &Path, mode: &str, json: bool) -> Result<(), CliError> {
     let out = serde_json::json!({
         "dataset": ds.name,
         "mode": mode,
+        "analyzer": variant.as_str(),
         "documents": ds.docs.len(),
         "queries": judged.len(),
         "queries_skipped": ds.queries.len() - judged.len(),

@@ -138,4 +138,28 @@ fn bad_evaluation_input_is_a_usage_error() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let d = dir.path().to_str().unwrap();
+    let out = bunko(
+        dir.path(),
+        &["eval", "retrieval", "--dataset", d, "--analyzer", "morph"],
+    );
+    assert_eq!(out.status.code(), Some(2), "unknown analyzer");
+    let out = bunko(
+        dir.path(),
+        &[
+            "eval",
+            "retrieval",
+            "--dataset",
+            d,
+            "--json",
+            "--analyzer",
+            "whitespace",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"analyzer\":\"whitespace\""),
+        "{}",
+        text(&out.stdout)
+    );
 }
