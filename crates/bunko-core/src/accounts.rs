@@ -46,7 +46,9 @@ pub struct Accounts {
     /// Keys whose `last_used_at` was written recently (skip the write).
     touched: Mutex<HashMap<Uuid, Instant>>,
     /// Recently authenticated credentials, so most requests need no store round trip.
-    /// Cleared by every security change made in this process; other processes' changes
+    /// Cleared right after every change to a session, user or key made in this process (not on
+    /// every audited event: failed logins and denials must not be able to flush it); other
+    /// processes' changes
     /// (a CLI `key revoke`, another replica) are seen within [`CACHE_TTL`].
     cache: Mutex<HashMap<String, (Instant, Principal)>>,
     /// At most this many password hashes at once (each takes memory and a core).
@@ -151,8 +153,6 @@ impl Accounts {
 
     /// Records a security event; a failure to record is logged, never hidden and never fatal.
     pub async fn audit(&self, e: AuditEvent) {
-        // Every security change is audited: drop cached credentials at the same point.
-        self.invalidate();
         if let Err(err) = self.store.append_audit(e.clone()).await {
             tracing::error!(error = %err, event = %e.event, "writing the audit log failed");
         }
@@ -282,6 +282,7 @@ impl Accounts {
                 e.target = Some(format!("session {session_id}"));
                 e.detail =
                     Some("a used refresh token was presented again; the session is revoked".into());
+                self.invalidate();
                 self.audit(e).await;
                 warn!(%session_id, "refresh token reuse: session revoked");
                 Err(invalid_token(
@@ -301,6 +302,7 @@ impl Accounts {
             ));
         };
         self.store.revoke_session(*session_id, "logout").await?;
+        self.invalidate();
         self.audit(self.event("logout", "success", Some(p), client))
             .await;
         Ok(())
@@ -448,6 +450,7 @@ impl Accounts {
         self.store
             .revoke_user_sessions(user.id, "password changed")
             .await?;
+        self.invalidate();
         let mut e = self.event("user.password_changed", "success", actor, client);
         e.target = Some(user.email.clone());
         self.audit(e).await;
@@ -476,6 +479,7 @@ impl Accounts {
                 .revoke_user_sessions(user.id, "user disabled")
                 .await?;
         }
+        self.invalidate();
         let mut e = self.event(
             if status == UserStatus::Disabled {
                 "user.disabled"
@@ -508,6 +512,7 @@ impl Accounts {
             ));
         }
         self.store.set_user_role(user.id, role).await?;
+        self.invalidate();
         let mut e = self.event("user.role_changed", "success", actor, client);
         e.target = Some(user.email.clone());
         e.detail = Some(format!("{} → {role}", user.role));
@@ -580,6 +585,7 @@ impl Accounts {
         if !self.store.revoke_api_key(key.id).await? {
             return Err(Error::conflict("the key is already revoked"));
         }
+        self.invalidate();
         let mut e = self.event("key.revoked", "success", actor, client);
         e.target = Some(format!("key {}", key.id));
         self.audit(e).await;

@@ -1,7 +1,7 @@
 //! The keyword half of search: a tantivy index with BM25 over the multilingual analyzer.
 //! Project permissions are a filter inside the query (never post-filtering).
 
-use crate::analyzer::{MULTI, Variant, analyze_with};
+use crate::analyzer::{MULTI, Variant};
 use std::path::Path;
 use std::sync::Mutex;
 use tantivy::collector::TopDocs;
@@ -11,6 +11,7 @@ use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::TokenStream;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,6 @@ struct Fields {
 }
 
 pub struct KeywordIndex {
-    variant: Variant,
     index: Index,
     reader: IndexReader,
     /// Made on first write: tantivy allows one writer per index, and a reading process (the
@@ -100,7 +100,6 @@ impl KeywordIndex {
         let (_, f) = schema();
         let reader = index.reader_builder().reload_policy(policy).try_into()?;
         Ok(Self {
-            variant,
             index,
             reader,
             writer: Mutex::new(None),
@@ -146,6 +145,20 @@ impl KeywordIndex {
         Ok(())
     }
 
+    /// The query's terms, from the analyzer registered on this index (the one its documents
+    /// were indexed with).
+    fn query_terms(&self, query: &str) -> Vec<String> {
+        let Some(mut analyzer) = self.index.tokenizers().get(MULTI) else {
+            return Vec::new();
+        };
+        let mut stream = analyzer.token_stream(query);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push(stream.token().text.clone());
+        }
+        out
+    }
+
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
@@ -153,7 +166,7 @@ impl KeywordIndex {
     /// BM25 over title and text for the query's terms, restricted to `projects`.
     /// A query with no searchable terms (only punctuation, emoji…) returns no hits.
     pub fn search(&self, projects: &[&str], query: &str, k: usize) -> IndexResult<Vec<Hit>> {
-        let mut terms = analyze_with(self.variant, query);
+        let mut terms = self.query_terms(query);
         terms.sort();
         terms.dedup();
         if terms.is_empty() || projects.is_empty() || k == 0 {

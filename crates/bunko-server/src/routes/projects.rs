@@ -143,6 +143,8 @@ pub async fn delete(
     Client(c): Client,
 ) -> ApiResult<StatusCode> {
     s.store.delete_project(access.project.id).await?;
+    // Keys bound to the project were deleted with it.
+    s.accounts.invalidate();
     let mut e = s
         .accounts
         .event("project.deleted", "success", Some(&access.principal), &c);

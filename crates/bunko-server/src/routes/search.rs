@@ -104,15 +104,13 @@ async fn run(
         ));
     };
     let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let keyword = if query.mode == Mode::Vector {
         Vec::new()
     } else {
         let (ix, text, k) = (s.keyword.clone(), query.text.clone(), query.k);
-        let refs: Vec<String> = refs.iter().map(|r| (*r).to_owned()).collect();
         tokio::task::spawn_blocking(move || {
-            let r: Vec<&str> = refs.iter().map(String::as_str).collect();
-            ix.search(&r, &text, k)
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            ix.search(&refs, &text, k)
         })
         .await
         .map_err(Error::internal)?

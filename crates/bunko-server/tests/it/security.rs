@@ -652,3 +652,32 @@ async fn cors_only_for_allowed_origins_and_security_headers_everywhere() {
         );
     }
 }
+
+#[tokio::test]
+async fn failed_logins_do_not_flush_the_credential_cache() {
+    let a = app_with(|c| c.limits.enabled = false).await;
+    let (token, _) = a.admin_tokens().await;
+    let acc = &a.state.accounts;
+    assert!(acc.authenticate(&token).await.is_ok(), "now cached");
+    // Change the user behind the server's back: only the cache still says yes.
+    let admin = acc.user(&a.email).await.unwrap();
+    a.state
+        .store
+        .set_user_status(admin.id, bunko_core::identity::UserStatus::Disabled)
+        .await
+        .unwrap();
+    let _ = a.login("attacker@example.org", "wrong password").await;
+    let _ = a
+        .call("GET", "/api/v1/users", Some("bko_key_bogus"), None)
+        .await;
+    assert!(
+        acc.authenticate(&token).await.is_ok(),
+        "a failed login or bad key must not flush the cache"
+    );
+    // Changes made through the service flush it at once.
+    acc.invalidate();
+    assert!(
+        acc.authenticate(&token).await.is_err(),
+        "after invalidation the store is asked again"
+    );
+}
