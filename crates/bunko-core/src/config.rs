@@ -36,6 +36,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub models: ModelsConfig,
+    pub search: SearchConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,69 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            models: ModelsConfig::default(),
+            search: SearchConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Where model files live, shared by every data dir on the host. Empty: the
+    /// `BUNKO_MODELS_DIR` environment variable, else `$XDG_CACHE_HOME/bunko/models`, else
+    /// `~/.cache/bunko/models`.
+    pub dir: PathBuf,
+    /// The embedding model for the vector half of search (`bunko models list`), or `none`.
+    pub embedder: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            embedder: "multilingual-e5-small".to_owned(),
+        }
+    }
+}
+
+impl ModelsConfig {
+    /// The directory models are read from and pulled into.
+    pub fn resolved_dir(&self) -> PathBuf {
+        if !self.dir.as_os_str().is_empty() {
+            return self.dir.clone();
+        }
+        if let Some(d) = std::env::var_os("BUNKO_MODELS_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("bunko/models");
+        }
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".cache/bunko/models"),
+            None => PathBuf::from("./bunko-models"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Reciprocal-rank fusion constant: score = Σ weight / (rrf_k + rank).
+    pub rrf_k: f64,
+    pub keyword_weight: f64,
+    pub vector_weight: f64,
+    /// Candidates each half contributes to fusion (at least `k`).
+    pub candidates: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            rrf_k: 60.0,
+            keyword_weight: 1.0,
+            vector_weight: 1.0,
+            candidates: 100,
         }
     }
 }
@@ -549,6 +614,30 @@ impl Config {
                 "database.url",
                 format!("unsupported scheme `{other}`; use sqlite://PATH"),
             ),
+        }
+        if !(self.search.rrf_k > 0.0 && self.search.rrf_k.is_finite()) {
+            err("search.rrf_k", "must be a positive number".into());
+        }
+        for (key, w) in [
+            ("search.keyword_weight", self.search.keyword_weight),
+            ("search.vector_weight", self.search.vector_weight),
+        ] {
+            if !(w >= 0.0 && w.is_finite()) {
+                err(key, "must be zero or a positive number".into());
+            }
+        }
+        if !(1..=1000).contains(&self.search.candidates) {
+            err("search.candidates", "must be between 1 and 1000".into());
+        }
+        if self.models.embedder != "none" && crate::models::find(&self.models.embedder).is_none() {
+            err(
+                "models.embedder",
+                format!(
+                    "unknown model `{}`; known: {}, or `none`",
+                    self.models.embedder,
+                    crate::models::names().join(", ")
+                ),
+            );
         }
         if self.server.body_limit_bytes < 1024 {
             err("server.body_limit_bytes", "must be at least 1024".into());

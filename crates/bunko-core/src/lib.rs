@@ -13,6 +13,7 @@ pub mod ids;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod models;
 pub mod ports;
 pub mod projects;
 pub mod search;

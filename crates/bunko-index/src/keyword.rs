@@ -228,6 +228,53 @@ impl KeywordIndex {
     }
 }
 
+impl KeywordIndex {
+    /// One chunk by id, with the opening of its text as the snippet (HTML-escaped): how a
+    /// hit found only by the vector half is shown.
+    pub fn get(&self, id: &str) -> IndexResult<Option<Hit>> {
+        let searcher = self.reader.searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(self.f.id, id),
+            IndexRecordOption::Basic,
+        );
+        let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?;
+        let Some((_, addr)) = top.first() else {
+            return Ok(None);
+        };
+        let d: TantivyDocument = searcher.doc(*addr)?;
+        let text_of = |f: Field| {
+            d.get_first(f)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let text = text_of(self.f.text);
+        let opening: String = text.chars().take(240).collect();
+        Ok(Some(Hit {
+            id: id.to_owned(),
+            project: text_of(self.f.project),
+            score: 0.0,
+            title: text_of(self.f.title),
+            snippet: escape_html(&opening),
+        }))
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The writer slot is filled just above; this keeps the code free of `unwrap`.
 fn unreachable_writer<T>() -> IndexResult<T> {
     Err(IndexError::Directory("index writer unavailable".into()))
@@ -303,6 +350,19 @@ mod tests {
         assert_eq!(ix.search(&["p2"], "library", 10).unwrap()[0].id, "other");
         assert!(ix.search(&[], "library", 10).unwrap().is_empty());
         assert_eq!(ix.search(&["p1", "p2"], "library", 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn get_returns_one_chunk_with_an_escaped_opening() {
+        let ix = KeywordIndex::in_memory().unwrap();
+        ix.upsert("x1", "p", "T", "a <b> & c").unwrap();
+        ix.commit().unwrap();
+        let h = ix.get("x1").unwrap().unwrap();
+        assert_eq!(
+            (h.title.as_str(), h.snippet.as_str()),
+            ("T", "a &lt;b&gt; &amp; c")
+        );
+        assert!(ix.get("nope").unwrap().is_none());
     }
 
     #[test]

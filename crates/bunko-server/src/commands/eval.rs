@@ -1,32 +1,53 @@
-#![allow(clippy::print_stdout)] // CLI output
+#![allow(clippy::print_stdout, clippy::print_stderr)] // CLI output and progress
 
 use crate::cli::CliError;
 use bunko_core::eval::{Dataset, mrr_at, ndcg_at, recall_at};
+use bunko_core::search::{Leg, Mode, rrf};
+use bunko_embed::Role;
 use bunko_index::keyword::KeywordIndex;
+use bunko_index::vector::{EmbeddingCache, VectorIndex};
 use std::path::Path;
 use std::time::Instant;
 
 const PROJECT: &str = "eval";
+/// Hits each half contributes (recall@100 needs 100).
+const CANDIDATES: usize = 100;
 
 /// `bunko eval retrieval`: one index per run, in memory; the dataset is never modified.
-pub fn retrieval(dir: &Path, mode: &str, analyzer: &str, json: bool) -> Result<(), CliError> {
-    if mode != "keyword" {
-        let known = ["hybrid", "vector"];
-        return Err(if known.contains(&mode) {
-            CliError::usage(format!(
-                "mode `{mode}` needs the embedder, which this build does not have yet"
-            ))
-            .hint("use --mode keyword")
-        } else {
-            CliError::usage(format!("unknown mode `{mode}`")).hint("modes: keyword, hybrid, vector")
-        });
-    }
+/// Vectors come through the embedding cache, so a second run only embeds the queries.
+pub fn retrieval(
+    config: &bunko_core::config::Config,
+    dir: &Path,
+    mode: &str,
+    analyzer: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let mode = match mode {
+        "hybrid" => Mode::Hybrid,
+        "keyword" => Mode::Keyword,
+        "vector" => Mode::Vector,
+        other => {
+            return Err(CliError::usage(format!("unknown mode `{other}`"))
+                .hint("modes: hybrid, keyword, vector"));
+        }
+    };
     let variant = bunko_index::analyzer::Variant::parse(analyzer).ok_or_else(|| {
         CliError::usage(format!("unknown analyzer `{analyzer}`"))
             .hint("analyzers: multi, nostem, whitespace")
     })?;
     let ds =
         Dataset::load(dir).map_err(|e| CliError::usage(format!("cannot read the dataset: {e}")))?;
+    let encoder = if mode == Mode::Keyword {
+        None
+    } else {
+        Some(
+            crate::embedder::load(config)
+                .map_err(|e| CliError::failure(e.0).hint("or use --mode keyword"))?
+                .ok_or_else(|| {
+                    CliError::usage("models.embedder is `none`").hint("use --mode keyword")
+                })?,
+        )
+    };
     let fail = |e: bunko_index::keyword::IndexError| CliError::failure(e.to_string());
     let ix = KeywordIndex::in_memory_with(variant).map_err(fail)?;
     let t = Instant::now();
@@ -35,14 +56,89 @@ pub fn retrieval(dir: &Path, mode: &str, analyzer: &str, json: bool) -> Result<(
     }
     ix.commit().map_err(fail)?;
     let index_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let vectors = match &encoder {
+        None => None,
+        Some(enc) => {
+            let cache = EmbeddingCache::open(
+                &crate::embedder::cache_dir(config),
+                enc.fingerprint(),
+                enc.dim(),
+            )
+            .ok();
+            let texts: Vec<String> = ds
+                .docs
+                .iter()
+                .map(|d| {
+                    if d.title.is_empty() {
+                        d.text.clone()
+                    } else {
+                        format!("{}\n{}", d.title, d.text)
+                    }
+                })
+                .collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let total = refs.len();
+            let embedded = crate::embedder::embed_passages(enc, cache.as_ref(), &refs, |done| {
+                if !json {
+                    eprint!("\rembedding {done}/{total}");
+                }
+            });
+            if !json {
+                eprintln!();
+            }
+            let vx = VectorIndex::in_memory(enc.dim(), enc.fingerprint());
+            for (d, v) in ds.docs.iter().zip(&embedded) {
+                vx.upsert(PROJECT, &d.id, v)
+                    .map_err(|e| CliError::failure(e.to_string()))?;
+            }
+            Some(vx)
+        }
+    };
+    let embed_secs = t.elapsed().as_secs_f64();
     let judged = ds.judged();
     let (mut ndcg, mut mrr, mut recall) = (0.0, 0.0, 0.0);
     let mut latencies = Vec::with_capacity(judged.len());
     for q in &judged {
         let t = Instant::now();
-        let hits = ix.search(&[PROJECT], &q.text, 100).map_err(fail)?;
+        let keyword: Vec<String> = if mode == Mode::Vector {
+            Vec::new()
+        } else {
+            let hits = ix.search(&[PROJECT], &q.text, CANDIDATES).map_err(fail)?;
+            hits.into_iter().map(|h| h.id).collect()
+        };
+        let vector: Vec<String> = match (&encoder, &vectors) {
+            (Some(enc), Some(vx)) => {
+                let qv = enc.embed(&[q.text.as_str()], Role::Query);
+                vx.search(&[PROJECT], qv.get(0), CANDIDATES)
+                    .map_err(|e| CliError::failure(e.to_string()))?
+                    .into_iter()
+                    .map(|(_, id, _)| id)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let ranked: Vec<String> = match mode {
+            Mode::Keyword => keyword,
+            Mode::Vector => vector,
+            Mode::Hybrid => rrf(
+                &[
+                    Leg {
+                        ids: &keyword,
+                        weight: config.search.keyword_weight,
+                    },
+                    Leg {
+                        ids: &vector,
+                        weight: config.search.vector_weight,
+                    },
+                ],
+                config.search.rrf_k,
+            )
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect(),
+        };
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-        let ranked: Vec<String> = hits.into_iter().map(|h| h.id).collect();
         let j = &ds.qrels[&q.id];
         ndcg += ndcg_at(10, &ranked, j);
         mrr += mrr_at(10, &ranked, j);
@@ -58,8 +154,9 @@ pub fn retrieval(dir: &Path, mode: &str, analyzer: &str, json: bool) -> Result<(
     };
     let out = serde_json::json!({
         "dataset": ds.name,
-        "mode": mode,
+        "mode": mode.as_str(),
         "analyzer": variant.as_str(),
+        "model": encoder.as_ref().map(|e| e.fingerprint().to_owned()),
         "documents": ds.docs.len(),
         "queries": judged.len(),
         "queries_skipped": ds.queries.len() - judged.len(),
@@ -69,14 +166,16 @@ pub fn retrieval(dir: &Path, mode: &str, analyzer: &str, json: bool) -> Result<(
         "p50_ms": pct(0.5),
         "p99_ms": pct(0.99),
         "index_seconds": index_secs,
+        "embed_seconds": embed_secs,
     });
     if json {
         println!("{out}");
     } else {
         println!(
-            "dataset {} ({} documents), mode {mode}",
+            "dataset {} ({} documents), mode {}",
             ds.name,
-            ds.docs.len()
+            ds.docs.len(),
+            mode.as_str()
         );
         println!(
             "queries {} judged, {} skipped (no positive judgement)",
@@ -90,10 +189,11 @@ pub fn retrieval(dir: &Path, mode: &str, analyzer: &str, json: bool) -> Result<(
             recall / n
         );
         println!(
-            "latency p50 {:.2} ms   p99 {:.2} ms   (indexing {:.2} s)",
+            "latency p50 {:.2} ms   p99 {:.2} ms   (indexing {:.2} s, embedding {:.2} s)",
             pct(0.5),
             pct(0.99),
-            index_secs
+            index_secs,
+            embed_secs
         );
     }
     Ok(())

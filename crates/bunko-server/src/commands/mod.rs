@@ -4,4 +4,5 @@ pub mod admin;
 pub mod config;
 pub mod eval;
 pub mod jobs;
+pub mod models;
 pub mod serve;

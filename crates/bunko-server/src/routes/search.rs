@@ -1,5 +1,7 @@
-//! `/api/v1/search`: keyword search now; the vector half is reported as unavailable until the
-//! embedder exists (an empty half is always reported, never hidden).
+//! `/api/v1/search`: the keyword half (tantivy BM25) and the vector half (the embedder + HNSW)
+//! run side by side on a blocking thread and are fused by reciprocal rank in core. Each half
+//! reports its status and hit count in `legs`: an empty or unavailable half is reported, never
+//! hidden, and hybrid falls back to the other half with a warning.
 
 use crate::app::AppState;
 use crate::http::auth::{Scoped, SearchScope};
@@ -35,14 +37,15 @@ pub struct SearchHit {
     id: String,
     project_id: Option<Uuid>,
     title: String,
-    /// HTML with the matched terms in `<b>`.
+    /// HTML: the matched terms in `<b>` (keyword hits), else the opening of the chunk, escaped.
     snippet: String,
-    /// BM25 score of the keyword half.
-    keyword_score: f32,
-    keyword_rank: usize,
-    /// Rank in the vector half (absent while it is unavailable).
+    /// BM25 score and 1-based rank in the keyword half (absent when it did not find this chunk).
+    keyword_score: Option<f32>,
+    keyword_rank: Option<usize>,
+    /// Cosine similarity and 1-based rank in the vector half.
+    vector_score: Option<f32>,
     vector_rank: Option<usize>,
-    /// Reciprocal-rank fusion score.
+    /// Reciprocal-rank fusion score: Σ weight / (rrf_k + rank) over the halves.
     fused_score: f64,
 }
 
@@ -89,6 +92,130 @@ pub async fn post(
     run(&s, &p, q).await
 }
 
+struct Outcome {
+    results: Vec<SearchHit>,
+    keyword: Leg,
+    vector: Leg,
+    warnings: Vec<String>,
+}
+
+fn leg(status: &str, hits: usize, reason: Option<String>) -> Leg {
+    Leg {
+        status: status.into(),
+        hits,
+        reason,
+    }
+}
+
+/// Both halves and the fusion; blocking (tantivy, the encoder and the graph are CPU work).
+fn search_blocking(
+    s: &AppState,
+    projects: &[String],
+    text: &str,
+    k: usize,
+    mode: Mode,
+) -> Result<Outcome, Error> {
+    let refs: Vec<&str> = projects.iter().map(String::as_str).collect();
+    let cand = s.config.search.candidates.max(k);
+    let mut warnings = Vec::new();
+    let (keyword, keyword_leg) = if mode == Mode::Vector {
+        (Vec::new(), leg("skipped", 0, None))
+    } else {
+        let hits = s
+            .keyword
+            .search(&refs, text, cand)
+            .map_err(Error::internal)?;
+        let n = hits.len();
+        (hits, leg("ok", n, None))
+    };
+    let (vector, vector_leg) = if mode == Mode::Keyword {
+        (Vec::new(), leg("skipped", 0, None))
+    } else {
+        match s.vector.get() {
+            Ok(ready) => {
+                let q = ready.encoder.embed(&[text], bunko_embed::Role::Query);
+                if q.truncated[0] {
+                    warnings.push(format!(
+                        "the query is longer than the embedding model's {} tokens; the vector \
+                         half used the first {}",
+                        ready.encoder.window_tokens() + 2,
+                        ready.encoder.window_tokens() + 2
+                    ));
+                }
+                let hits = ready
+                    .index
+                    .search(&refs, q.get(0), cand)
+                    .map_err(Error::internal)?;
+                let n = hits.len();
+                (hits, leg("ok", n, None))
+            }
+            Err(why) => {
+                warnings.push(if mode == Mode::Vector {
+                    "the vector half is unavailable: no results".into()
+                } else {
+                    "the vector half is unavailable: results are keyword-only".into()
+                });
+                (Vec::new(), leg("unavailable", 0, Some(why.0)))
+            }
+        }
+    };
+    let kw_ids: Vec<String> = keyword.iter().map(|h| h.id.clone()).collect();
+    let vec_ids: Vec<String> = vector.iter().map(|(_, id, _)| id.clone()).collect();
+    let fused = bunko_core::search::rrf(
+        &[
+            bunko_core::search::Leg {
+                ids: &kw_ids,
+                weight: s.config.search.keyword_weight,
+            },
+            bunko_core::search::Leg {
+                ids: &vec_ids,
+                weight: s.config.search.vector_weight,
+            },
+        ],
+        s.config.search.rrf_k,
+    );
+    let kw_at: HashMap<&str, usize> = kw_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let vec_at: HashMap<&str, usize> = vec_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut results = Vec::with_capacity(k);
+    for (id, fused_score) in fused.into_iter().take(k) {
+        let kw = kw_at.get(id.as_str()).map(|&i| &keyword[i]);
+        let vr = vec_at.get(id.as_str()).copied();
+        let shown = match kw {
+            Some(h) => Some(h.clone()),
+            None => s.keyword.get(&id).map_err(Error::internal)?,
+        };
+        let project = kw
+            .map(|h| h.project.clone())
+            .or_else(|| vr.map(|i| vector[i].0.clone()))
+            .unwrap_or_default();
+        results.push(SearchHit {
+            project_id: Uuid::parse_str(&project).ok(),
+            title: shown.as_ref().map(|h| h.title.clone()).unwrap_or_default(),
+            snippet: shown.map(|h| h.snippet).unwrap_or_default(),
+            keyword_score: kw.map(|h| h.score),
+            keyword_rank: kw_at.get(id.as_str()).map(|i| i + 1),
+            vector_score: vr.map(|i| vector[i].2),
+            vector_rank: vr.map(|i| i + 1),
+            fused_score,
+            id,
+        });
+    }
+    Ok(Outcome {
+        results,
+        keyword: keyword_leg,
+        vector: vector_leg,
+        warnings,
+    })
+}
+
 async fn run(
     s: &AppState,
     p: &Principal,
@@ -104,73 +231,22 @@ async fn run(
         ));
     };
     let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
-    let keyword = if query.mode == Mode::Vector {
-        Vec::new()
-    } else {
-        let (ix, text, k) = (s.keyword.clone(), query.text.clone(), query.k);
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            ix.search(&refs, &text, k)
-        })
+    let (state, text, k, mode) = (s.clone(), query.text.clone(), query.k, query.mode);
+    let out = tokio::task::spawn_blocking(move || search_blocking(&state, &ids, &text, k, mode))
         .await
-        .map_err(Error::internal)?
-        .map_err(Error::internal)?
-    };
-    let ranked: Vec<String> = keyword.iter().map(|h| h.id.clone()).collect();
-    let fused = bunko_core::search::rrf(
-        &[bunko_core::search::Leg {
-            ids: &ranked,
-            weight: 1.0,
-        }],
-        60.0,
-    );
-    let fused_of: HashMap<&str, f64> = fused.iter().map(|(id, sc)| (id.as_str(), *sc)).collect();
-    let results = keyword
-        .iter()
-        .enumerate()
-        .map(|(i, h)| SearchHit {
-            id: h.id.clone(),
-            project_id: Uuid::parse_str(&h.project).ok(),
-            title: h.title.clone(),
-            snippet: h.snippet.clone(),
-            keyword_score: h.score,
-            keyword_rank: i + 1,
-            vector_rank: None,
-            fused_score: *fused_of.get(h.id.as_str()).unwrap_or(&0.0),
-        })
-        .collect::<Vec<_>>();
-    let mut legs = HashMap::new();
-    let keyword_status = if query.mode == Mode::Vector {
-        "skipped"
-    } else {
-        "ok"
-    };
-    legs.insert(
-        "keyword".to_owned(),
-        Leg {
-            status: keyword_status.into(),
-            hits: results.len(),
-            reason: None,
-        },
-    );
-    legs.insert(
-        "vector".to_owned(),
-        Leg {
-            status: "unavailable".into(),
-            hits: 0,
-            reason: Some("no embedding model is configured in this build".into()),
-        },
-    );
+        .map_err(Error::internal)??;
     let mut warnings = query.warnings;
-    if query.mode != Mode::Keyword {
-        warnings.push("the vector half is unavailable: results are keyword-only".into());
-    }
+    warnings.extend(out.warnings);
+    let legs = HashMap::from([
+        ("keyword".to_owned(), out.keyword),
+        ("vector".to_owned(), out.vector),
+    ]);
     Ok(axum::Json(SearchResponse {
         query: query.text,
         mode: query.mode.as_str().into(),
         k: query.k,
         projects: projects.len(),
-        results,
+        results: out.results,
         legs,
         warnings,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,

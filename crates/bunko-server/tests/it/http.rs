@@ -18,11 +18,16 @@ struct App {
 }
 
 async fn app() -> App {
+    app_with_embedder("none").await
+}
+
+async fn app_with_embedder(embedder: &str) -> App {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         data_dir: dir.path().join("data"),
         ..Default::default()
     };
+    config.models.embedder = embedder.to_owned();
     config.server.body_limit_bytes = 4096;
     config.server.request_timeout_secs = 1;
     let rt = Runtime::start(config, false).await.unwrap();
@@ -545,6 +550,109 @@ async fn every_error_code_is_documented() {
     }
 }
 
+/// The real embedder (multilingual-e5-small): an English query finds a Japanese chunk through
+/// the vector half, which keyword search alone cannot; hybrid carries both ranks.
+#[tokio::test]
+async fn hybrid_search_fuses_keyword_and_vector_halves() {
+    if !crate::it::support::model_installed("multilingual-e5-small") {
+        return;
+    }
+    let a = app_with_embedder("multilingual-e5-small").await;
+    let p = a
+        .post_json(
+            "/api/v1/projects",
+            Some("application/json"),
+            "{\"name\": \"Laws\"}",
+        )
+        .await
+        .json();
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let chunks = [
+        (
+            "j1",
+            "労働基準法",
+            "使用者は、労働時間が六時間を超える場合には少なくとも四十五分の休憩時間を労働時間の途中に与えなければならない。",
+        ),
+        (
+            "e1",
+            "Cooking",
+            "Whisk the eggs with sugar, then bake the cake for twenty minutes.",
+        ),
+        (
+            "e2",
+            "Rest breaks",
+            "Employers must give workers a rest break during the working day.",
+        ),
+    ];
+    let ready = a.state.vector.get().unwrap();
+    for (id, title, text) in chunks {
+        a.state.keyword.upsert(id, &pid, title, text).unwrap();
+        let e = ready
+            .encoder
+            .embed(&[&format!("{title}\n{text}")], bunko_embed::Role::Passage);
+        ready.index.upsert(&pid, id, e.get(0)).unwrap();
+    }
+    a.state.keyword.commit().unwrap();
+    let v = a
+        .get_authed(
+            "/api/v1/search?q=rest%20break%20during%20working%20hours&project=laws&mode=vector",
+        )
+        .await
+        .json();
+    assert_eq!(v["legs"]["vector"]["status"], "ok", "{v}");
+    assert_eq!(v["legs"]["keyword"]["status"], "skipped");
+    let ids: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[2], "e1", "the cake recipe is least related: {v}");
+    assert!(
+        ids[..2].contains(&"j1"),
+        "the Japanese statute is found from English: {v}"
+    );
+    assert_eq!(
+        v["results"][0]["title"].as_str().map(|t| !t.is_empty()),
+        Some(true)
+    );
+
+    let v = a
+        .get_authed("/api/v1/search?q=%E4%BC%91%E6%86%A9%E6%99%82%E9%96%93&project=laws")
+        .await
+        .json();
+    assert_eq!(v["mode"], "hybrid");
+    assert_eq!(v["legs"]["keyword"]["hits"], 1, "{v}");
+    assert_eq!(v["legs"]["vector"]["hits"], 3, "{v}");
+    let top = &v["results"][0];
+    assert_eq!(top["id"], "j1", "{v}");
+    assert_eq!(top["keyword_rank"], 1);
+    assert_eq!(top["vector_rank"], 1);
+    let fused = top["fused_score"].as_f64().unwrap();
+    assert!(
+        (fused - 2.0 / 61.0).abs() < 1e-9,
+        "rank 1 in both halves: {fused}"
+    );
+    let only_vector = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "e2")
+        .unwrap();
+    assert!(only_vector["keyword_rank"].is_null() && only_vector["vector_rank"].is_number());
+    assert!(v["warnings"].as_array().unwrap().is_empty(), "{v}");
+
+    // A 10,000-character query: cut, with a warning, not refused.
+    let long = "rest%20".repeat(2000);
+    let v = a
+        .get_authed(&format!("/api/v1/search?q={long}&project=laws&mode=vector"))
+        .await
+        .json();
+    assert!(!v["warnings"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["legs"]["vector"]["status"], "ok");
+}
+
 #[tokio::test]
 async fn search_finds_only_visible_projects_and_reports_its_legs() {
     let a = app().await;
@@ -603,6 +711,13 @@ async fn search_finds_only_visible_projects_and_reports_its_legs() {
     assert_eq!(
         v["legs"]["vector"]["status"], "unavailable",
         "an empty half is reported"
+    );
+    assert!(
+        v["legs"]["vector"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("models.embedder"),
+        "{v}"
     );
     assert!(!v["warnings"].as_array().unwrap().is_empty());
     // Without a project: every project the caller may search (the admin sees both).

@@ -229,3 +229,20 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Whether `bunko models pull` installed the model; otherwise a printed reason (and, in CI, a
+/// failure: ./scripts/test pulls the default models first).
+pub fn model_installed(name: &str) -> bool {
+    let spec = bunko_core::models::find(name).unwrap();
+    let dir = bunko_core::config::ModelsConfig::default().resolved_dir();
+    if spec.installed(&dir) {
+        return true;
+    }
+    let why = format!(
+        "model {name} is not installed in {} (run `bunko models pull`)",
+        dir.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("SKIPPED: {why}");
+    false
+}

@@ -1,0 +1,119 @@
+//! The configured embedding model, loaded from the models directory, and embedding through
+//! the cache so that text a model has seen is never embedded by it twice.
+
+use bunko_core::config::Config;
+use bunko_embed::{Encoder, Role};
+use bunko_index::vector::{EmbeddingCache, text_hash};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why the vector half cannot run, in words an operator can act on.
+#[derive(Debug, Clone)]
+pub struct Unavailable(pub String);
+
+/// Loads the configured embedder: `Ok(None)` when `models.embedder = "none"`.
+pub fn load(config: &Config) -> Result<Option<Arc<Encoder>>, Unavailable> {
+    let name = &config.models.embedder;
+    if name == "none" {
+        return Ok(None);
+    }
+    let spec = bunko_core::models::find(name)
+        .ok_or_else(|| Unavailable(format!("unknown embedding model `{name}`")))?;
+    let dir = config.models.resolved_dir();
+    if !spec.installed(&dir) {
+        return Err(Unavailable(format!(
+            "the embedding model {name} is not installed in {}: run `bunko models pull`",
+            dir.display()
+        )));
+    }
+    Encoder::load(&spec.path(&dir))
+        .map(|e| Some(Arc::new(e)))
+        .map_err(|e| Unavailable(format!("the embedding model {name} cannot be loaded: {e}")))
+}
+
+pub fn cache_dir(config: &Config) -> PathBuf {
+    config.models.resolved_dir().join("embedding-cache")
+}
+
+/// Passages through the cache, in batches; `progress(done)` after each batch.
+pub fn embed_passages(
+    enc: &Encoder,
+    cache: Option<&EmbeddingCache>,
+    texts: &[&str],
+    mut progress: impl FnMut(usize),
+) -> Vec<Vec<f32>> {
+    const BATCH: usize = 32;
+    let mut out: Vec<Option<Vec<f32>>> = texts
+        .iter()
+        .map(|t| cache.and_then(|c| c.get(&text_hash(t))).map(Vec::from))
+        .collect();
+    let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+    let mut done = texts.len() - missing.len();
+    for batch in missing.chunks(BATCH) {
+        let chunk: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+        let e = enc.embed(&chunk, Role::Passage);
+        for (j, &i) in batch.iter().enumerate() {
+            let v = e.get(j).to_vec();
+            if let Some(c) = cache {
+                // A cache that cannot be written only costs time later.
+                let _ = c.put(text_hash(texts[i]), &v);
+            }
+            out[i] = Some(v);
+        }
+        done += batch.len();
+        progress(done);
+    }
+    out.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+/// The vector half of a serving process: the embedder and the vector index, loaded on first
+/// use (a server that never runs a vector query never pays the model's memory) or by
+/// [`VectorHalf::warm`] at start. The outcome, ready or why not, is kept.
+pub struct VectorHalf {
+    config: Config,
+    cell: std::sync::OnceLock<Result<Ready, Unavailable>>,
+}
+
+pub struct Ready {
+    pub encoder: Arc<Encoder>,
+    pub index: bunko_index::vector::VectorIndex,
+}
+
+impl VectorHalf {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            config: config.clone(),
+            cell: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Blocking: loads the model and opens the index on the first call.
+    pub fn get(&self) -> Result<&Ready, Unavailable> {
+        self.cell
+            .get_or_init(|| {
+                let encoder = load(&self.config)?.ok_or_else(|| {
+                    Unavailable(
+                        "no embedding model is configured (models.embedder = \"none\")".into(),
+                    )
+                })?;
+                let dir = self.config.data_dir.join("index").join("vector");
+                let index = bunko_index::vector::VectorIndex::open(
+                    &dir,
+                    encoder.dim(),
+                    encoder.fingerprint(),
+                )
+                .map_err(|e| Unavailable(e.to_string()))?;
+                Ok(Ready { encoder, index })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Whether loading was attempted and failed (for readiness reporting), without loading.
+    pub fn failure(&self) -> Option<String> {
+        match self.cell.get() {
+            Some(Err(e)) => Some(e.0.clone()),
+            _ => None,
+        }
+    }
+}
