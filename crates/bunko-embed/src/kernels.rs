@@ -38,20 +38,98 @@ impl Q4Matrix {
         }
         Some(Self { rows, cols, q, d })
     }
+}
 
-    /// Stacks matrices with the same column count (Q, K and V become one product).
-    pub fn stack(parts: Vec<Self>) -> Option<Self> {
-        let cols = parts.first()?.cols;
-        if parts.iter().any(|p| p.cols != cols) {
+/// A `rows × cols` matrix quantised from f32 on load: int8 weights with an f32 scale per
+/// 32-weight block (`Q8_0`): the form Hugging Face (f32/f16/bf16) weights run in. The error is
+/// far below the model's own noise (cosine with the f32 model > 0.9999).
+pub struct Q8Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    q: Vec<i8>,
+    d: Vec<f32>,
+}
+
+impl Q8Matrix {
+    pub fn from_f32(rows: usize, cols: usize, w: &[f32]) -> Option<Self> {
+        if !cols.is_multiple_of(QK) || w.len() != rows * cols {
             return None;
         }
-        let rows = parts.iter().map(|p| p.rows).sum();
-        let (mut q, mut d) = (Vec::new(), Vec::new());
-        for p in parts {
-            q.extend(p.q);
-            d.extend(p.d);
+        let mut q = Vec::with_capacity(w.len());
+        let mut d = Vec::with_capacity(w.len() / QK);
+        for block in w.chunks_exact(QK) {
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            q.extend(
+                block
+                    .iter()
+                    .map(|v| round_even(v * inv).clamp(-127.0, 127.0) as i8),
+            );
+            d.push(scale);
         }
         Some(Self { rows, cols, q, d })
+    }
+}
+
+/// A weight matrix in one of the quantised forms the kernels multiply.
+pub enum Linear {
+    Q4(Q4Matrix),
+    Q8(Q8Matrix),
+}
+
+impl Linear {
+    pub fn rows(&self) -> usize {
+        match self {
+            Linear::Q4(m) => m.rows,
+            Linear::Q8(m) => m.rows,
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            Linear::Q4(m) => m.cols,
+            Linear::Q8(m) => m.cols,
+        }
+    }
+
+    /// Stacks matrices of one form and column count (Q, K and V become one product).
+    pub fn stack(parts: Vec<Self>) -> Option<Self> {
+        let cols = parts.first()?.cols();
+        if parts.iter().any(|p| p.cols() != cols) {
+            return None;
+        }
+        let rows = parts.iter().map(Linear::rows).sum();
+        let (mut q4, mut q8, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        let q4_form = matches!(parts[0], Linear::Q4(_));
+        for p in parts {
+            match (p, q4_form) {
+                (Linear::Q4(m), true) => {
+                    q4.extend(m.q);
+                    d.extend(m.d);
+                }
+                (Linear::Q8(m), false) => {
+                    q8.extend(m.q);
+                    d.extend(m.d);
+                }
+                _ => return None,
+            }
+        }
+        Some(if q4_form {
+            Linear::Q4(Q4Matrix {
+                rows,
+                cols,
+                q: q4,
+                d,
+            })
+        } else {
+            Linear::Q8(Q8Matrix {
+                rows,
+                cols,
+                q: q8,
+                d,
+            })
+        })
     }
 }
 
@@ -120,24 +198,28 @@ const TILE: usize = 4;
 
 /// `y[t, r] = bias[r] + Σ_c a[t, c] · w[r, c]` for every token `t` and output row `r`.
 /// Work is split by token ranges, small enough that a single short text still uses every core.
-pub fn matmul(w: &Q4Matrix, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
-    debug_assert_eq!(a.cols, w.cols);
-    let tokens = a.q.len() / w.cols;
-    debug_assert_eq!(y.len(), tokens * w.rows);
+pub fn matmul(w: &Linear, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
+    let (rows_n, cols) = (w.rows(), w.cols());
+    debug_assert_eq!(a.cols, cols);
+    let tokens = a.q.len() / cols;
+    debug_assert_eq!(y.len(), tokens * rows_n);
     let threads = rayon::current_num_threads().max(1);
     let per_task = (tokens / (4 * threads)).clamp(1, 64);
-    let nb = w.cols / QK;
-    y.par_chunks_mut(per_task * w.rows)
+    let nb = cols / QK;
+    y.par_chunks_mut(per_task * rows_n)
         .enumerate()
         .for_each(|(i, y)| {
             let t0 = i * per_task;
-            let n = y.len() / w.rows;
+            let n = y.len() / rows_n;
             let acts = Acts {
-                q: &a.q[t0 * w.cols..(t0 + n) * w.cols],
+                q: &a.q[t0 * cols..(t0 + n) * cols],
                 d: &a.d[t0 * nb..(t0 + n) * nb],
                 offset: &a.offset[t0 * nb..(t0 + n) * nb],
             };
-            rows(w, bias, &acts, y);
+            match w {
+                Linear::Q4(w) => rows(w, bias, &acts, y),
+                Linear::Q8(w) => rows_q8(w, bias, &acts, y),
+            }
         });
 }
 
@@ -169,6 +251,41 @@ fn rows(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
         return;
     }
     rows_generic(w, bias, a, y);
+}
+
+fn rows_q8(w: &Q8Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `avx2::rows_q8` needs.
+        unsafe {
+            avx2::rows_q8(w, bias, a, y)
+        };
+        return;
+    }
+    rows_q8_generic(w, bias, a, y);
+}
+
+fn rows_q8_generic(w: &Q8Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
+    let (cols, nb) = (w.cols, w.cols / QK);
+    let n = a.q.len() / cols;
+    for r in 0..w.rows {
+        let wq = &w.q[r * cols..(r + 1) * cols];
+        let wd = &w.d[r * nb..(r + 1) * nb];
+        for t in 0..n {
+            let aq = &a.q[t * cols..(t + 1) * cols];
+            let mut acc = 0f32;
+            for b in 0..nb {
+                let s: i32 = wq[b * QK..(b + 1) * QK]
+                    .iter()
+                    .zip(&aq[b * QK..(b + 1) * QK])
+                    .map(|(&w, &a)| i32::from(w) * i32::from(a))
+                    .sum();
+                acc += wd[b] * a.d[t * nb + b] * s as f32;
+            }
+            y[t * w.rows + r] = bias.map_or(0.0, |b| b[r]) + acc;
+        }
+    }
 }
 
 /// Portable version of the tile loop (and the reference the AVX2 one is tested against).
@@ -308,7 +425,50 @@ mod avx2 {
     //! multiplies the unsigned weight nibbles by the signed activations into i16 pairs (at
     //! most 2·15·128, no saturation), `madd` widens to i32, and the block's two scales are
     //! applied in f32 with one FMA; the `+ 8` offset is subtracted once per output.
-    use super::{Acts, Q4Matrix, QK, TILE};
+    use super::{Acts, Q4Matrix, Q8Matrix, QK, TILE};
+
+    /// Signed × signed bytes with `maddubs` (which wants one unsigned operand): |w| times a
+    /// with w's sign moved onto it. Weights are within ±127, so no pair saturates.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn rows_q8(w: &Q8Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
+        let (cols, nb) = (w.cols, w.cols / QK);
+        let n = a.q.len() / cols;
+        let ones = _mm256_set1_epi16(1);
+        let mut sc = vec![[0f32; TILE]; nb];
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(TILE);
+            for r in 0..w.rows {
+                let wq = &w.q[r * cols..(r + 1) * cols];
+                let wd = &w.d[r * nb..(r + 1) * nb];
+                for t in 0..tn {
+                    let ad = &a.d[(t0 + t) * nb..][..nb];
+                    for b in 0..nb {
+                        sc[b][t] = wd[b] * ad[b];
+                    }
+                }
+                let mut acc = [_mm256_setzero_ps(); TILE];
+                for (b, sc) in sc.iter().enumerate() {
+                    let wv = load32(&wq[b * QK..]);
+                    let wabs = _mm256_sign_epi8(wv, wv);
+                    for t in 0..tn {
+                        let av = load32(&a.q[(t0 + t) * cols + b * QK..]);
+                        let p = _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, wv)),
+                            ones,
+                        );
+                        acc[t] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sc[t]), acc[t]);
+                    }
+                }
+                let b0 = bias.map_or(0.0, |b| b[r]);
+                for t in 0..tn {
+                    y[(t0 + t) * w.rows + r] = b0 + hsum(acc[t]);
+                }
+            }
+            t0 += tn;
+        }
+    }
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -453,7 +613,7 @@ mod tests {
             .chunks(cols)
             .flat_map(|r| q4_row(r, 0x3800))
             .collect();
-        let w = Q4Matrix::from_q4_0(rows, cols, &raw).expect("shape");
+        let q4 = Q4Matrix::from_q4_0(rows, cols, &raw).expect("shape");
         let x: Vec<f32> = (0..tokens * cols)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
             .collect();
@@ -461,14 +621,16 @@ mod tests {
         let mut a = QuantActs::default();
         a.quantize(&x, cols);
         let mut y = vec![0f32; tokens * rows];
+        let w = Linear::Q4(q4);
         matmul(&w, Some(&bias), &a, &mut y);
+        let Linear::Q4(q4) = &w else { unreachable!() };
         let acts = Acts {
             q: &a.q,
             d: &a.d,
             offset: &a.offset,
         };
         let mut portable = vec![0f32; tokens * rows];
-        rows_generic(&w, Some(&bias), &acts, &mut portable);
+        rows_generic(q4, Some(&bias), &acts, &mut portable);
         for (p, y) in portable.iter().zip(&y) {
             assert!(
                 (p - y).abs() < 1e-4,
@@ -491,6 +653,48 @@ mod tests {
         let mut row = vec![0f32; cols];
         dequantize_q4_0_row(&raw[..cols / QK * 18], &mut row);
         assert_eq!(row[1], f32::from(weights[1]) * 0.5);
+    }
+
+    #[test]
+    fn int8_weights_from_f32_match_the_f32_product() {
+        let (rows, cols, tokens) = (5usize, 96usize, 7usize);
+        let wf: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 61) as f32 - 30.0) / 40.0)
+            .collect();
+        let x: Vec<f32> = (0..tokens * cols)
+            .map(|i| ((i * 11 % 23) as f32 - 11.0) / 5.0)
+            .collect();
+        let w = Linear::Q8(Q8Matrix::from_f32(rows, cols, &wf).unwrap());
+        let mut a = QuantActs::default();
+        a.quantize(&x, cols);
+        let mut y = vec![0f32; tokens * rows];
+        matmul(&w, None, &a, &mut y);
+        let Linear::Q8(q8) = &w else { unreachable!() };
+        let acts = Acts {
+            q: &a.q,
+            d: &a.d,
+            offset: &a.offset,
+        };
+        let mut portable = vec![0f32; tokens * rows];
+        rows_q8_generic(q8, None, &acts, &mut portable);
+        for t in 0..tokens {
+            for r in 0..rows {
+                let exact: f32 = (0..cols).map(|c| x[t * cols + c] * wf[r * cols + c]).sum();
+                let (got, p) = (y[t * rows + r], portable[t * rows + r]);
+                assert!((got - p).abs() < 1e-4, "SIMD {got} vs portable {p}");
+                assert!(
+                    (got - exact).abs() < 0.02 * exact.abs().max(1.0),
+                    "{got} vs {exact}"
+                );
+            }
+        }
+        assert!(
+            Linear::stack(vec![
+                w,
+                Linear::Q4(Q4Matrix::from_q4_0(1, 32, &[0u8; 18]).unwrap())
+            ])
+            .is_none()
+        );
     }
 
     #[test]

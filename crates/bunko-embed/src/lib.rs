@@ -16,7 +16,9 @@
 mod format;
 pub mod kernels;
 mod model;
+mod safetensors;
 mod unigram;
+mod wordpiece;
 
 pub use model::{Embedded, Encoder, Role};
 

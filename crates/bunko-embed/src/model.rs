@@ -2,8 +2,10 @@
 
 use crate::EmbedError;
 use crate::format::{Cursor, MAGIC, Q4_BLOCK_BYTES, QK, Tensor, f32s, read_directory};
-use crate::kernels::{self, Q4Matrix, QuantActs};
+use crate::kernels::{self, Linear, Q4Matrix, Q8Matrix, QuantActs};
+use crate::safetensors::SafeTensors;
 use crate::unigram::Unigram;
+use crate::wordpiece::WordPiece;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -14,15 +16,6 @@ use std::path::Path;
 pub enum Role {
     Query,
     Passage,
-}
-
-impl Role {
-    fn prefix(self) -> &'static str {
-        match self {
-            Role::Query => "query: ",
-            Role::Passage => "passage: ",
-        }
-    }
 }
 
 /// The result of one call: `vectors` holds `n × dim` values, row per text, L2-normalised.
@@ -43,18 +36,45 @@ impl Embedded {
 }
 
 struct Layer {
-    qkv: Q4Matrix,
+    qkv: Linear,
     qkv_b: Vec<f32>,
-    ao: Q4Matrix,
+    ao: Linear,
     ao_b: Vec<f32>,
     aln_w: Vec<f32>,
     aln_b: Vec<f32>,
-    fi: Q4Matrix,
+    fi: Linear,
     fi_b: Vec<f32>,
-    fo: Q4Matrix,
+    fo: Linear,
     fo_b: Vec<f32>,
     oln_w: Vec<f32>,
     oln_b: Vec<f32>,
+}
+
+enum Tokenizer {
+    Unigram(Unigram),
+    WordPiece(WordPiece),
+}
+
+impl Tokenizer {
+    fn encode(&self, text: &str) -> Vec<u32> {
+        match self {
+            Tokenizer::Unigram(t) => t.encode(text),
+            Tokenizer::WordPiece(t) => t.encode(text),
+        }
+    }
+    /// The ids that open and close every input (`<s>`/`</s>`, `[CLS]`/`[SEP]`).
+    fn ends(&self) -> (u32, u32) {
+        match self {
+            Tokenizer::Unigram(t) => (t.bos, t.eos),
+            Tokenizer::WordPiece(t) => (t.cls, t.sep),
+        }
+    }
+}
+
+/// The word-embedding table: `Q4_0` rows dequantised on lookup, or plain f32 rows.
+enum WordTable {
+    Q4(Vec<u8>),
+    F32(Vec<f32>),
 }
 
 /// A loaded sentence encoder. Immutable and `Sync`: share one behind an `Arc`.
@@ -62,11 +82,14 @@ pub struct Encoder {
     hidden: usize,
     heads: usize,
     max_positions: usize,
+    /// Position ids start here (2 for RoBERTa-style tables, 0 otherwise).
+    pos_offset: usize,
     eps: f32,
-    tok: Unigram,
-    /// `Q4_0` rows of the word-embedding table, dequantised on lookup.
-    word: Vec<u8>,
+    tok: Tokenizer,
+    word: WordTable,
     vocab: usize,
+    /// Prepended to queries and to passages (e5: `query: ` / `passage: `; most models: none).
+    prefixes: (String, String),
     pos: Vec<f32>,
     type0: Vec<f32>,
     eln_w: Vec<f32>,
@@ -75,17 +98,171 @@ pub struct Encoder {
     fingerprint: String,
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, EmbedError> {
+    std::fs::read(path).map_err(|e| EmbedError::Io {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
 /// Tokens per forward pass: long inputs run in bounded memory.
 const CHUNK_TOKENS: usize = 8192;
 
 impl Encoder {
-    /// Loads an `E5S1` model file.
+    /// Loads a model: an `E5S1` file, or a Hugging Face directory (`config.json`,
+    /// `tokenizer.json`, `model.safetensors`, optionally `1_Pooling/config.json`).
     pub fn load(path: &Path) -> Result<Self, EmbedError> {
-        let bytes = std::fs::read(path).map_err(|e| EmbedError::Io {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        if path.is_dir() {
+            return Self::load_hf(path);
+        }
+        let bytes = read(path)?;
         Self::from_bytes(&bytes)
+    }
+
+    /// A BERT-family sentence embedder in the Hugging Face layout (e.g. all-MiniLM-L6-v2).
+    /// Weights are quantised to int8 per 32-value block on load.
+    pub fn load_hf(dir: &Path) -> Result<Self, EmbedError> {
+        let json = |name: &str| -> Result<serde_json::Value, EmbedError> {
+            serde_json::from_slice(&read(&dir.join(name))?)
+                .map_err(|e| EmbedError::Format(format!("{name}: {e}")))
+        };
+        let config = json("config.json")?;
+        let model_type = config["model_type"].as_str().unwrap_or_default().to_owned();
+        if !matches!(model_type.as_str(), "bert" | "xlm-roberta" | "roberta") {
+            return Err(EmbedError::Format(format!(
+                "config.json: model_type `{model_type}` is not a BERT-family encoder"
+            )));
+        }
+        if config["hidden_act"].as_str().is_some_and(|a| a != "gelu") {
+            return Err(EmbedError::Format(
+                "config.json: only the gelu activation is supported".into(),
+            ));
+        }
+        let dim = |k: &str| -> Result<usize, EmbedError> {
+            config[k]
+                .as_u64()
+                .map(|v| v as usize)
+                .filter(|&v| v > 0 && v < 1 << 20)
+                .ok_or_else(|| {
+                    EmbedError::Format(format!("config.json: {k} missing or out of range"))
+                })
+        };
+        let (hidden, layers_n, heads, ff) = (
+            dim("hidden_size")?,
+            dim("num_hidden_layers")?,
+            dim("num_attention_heads")?,
+            dim("intermediate_size")?,
+        );
+        let max_pos_table = dim("max_position_embeddings")?;
+        let vocab = dim("vocab_size")?;
+        let eps = config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32;
+        if hidden % heads != 0 || !hidden.is_multiple_of(QK) || !ff.is_multiple_of(QK) {
+            return Err(EmbedError::Format(format!(
+                "unsupported shape: hidden {hidden}, heads {heads}, intermediate {ff}"
+            )));
+        }
+        let pos_offset = if model_type == "bert" { 0 } else { 2 };
+        let tokenizer = json("tokenizer.json")?;
+        let tok = match tokenizer["model"]["type"].as_str() {
+            Some("WordPiece") => Tokenizer::WordPiece(WordPiece::from_tokenizer_json(&tokenizer)?),
+            other => {
+                return Err(EmbedError::Format(format!(
+                    "tokenizer.json: {} tokenizers are not supported yet (WordPiece is; \
+                     multilingual-e5-small runs from its E5S1 file)",
+                    other.unwrap_or("unknown")
+                )));
+            }
+        };
+        if let Ok(p) = json("1_Pooling/config.json")
+            && p["pooling_mode_mean_tokens"].as_bool() == Some(false)
+        {
+            return Err(EmbedError::Format("only mean pooling is supported".into()));
+        }
+        let weights_file = read(&dir.join("model.safetensors"))?;
+        let st = SafeTensors::parse(&weights_file)?;
+        // Tensors may carry the architecture's prefix (`bert.`, `roberta.`).
+        let prefix = ["", "bert.", "roberta.", "model."]
+            .into_iter()
+            .find(|p| {
+                st.shape(&format!("{p}embeddings.word_embeddings.weight"))
+                    .is_some()
+            })
+            .ok_or_else(|| EmbedError::Format("model.safetensors has no word embeddings".into()))?;
+        let t = |name: &str, shape: &[usize]| st.f32(&format!("{prefix}{name}"), shape);
+        let q8 = |name: &str, rows: usize, cols: usize| -> Result<Linear, EmbedError> {
+            let w = t(name, &[rows, cols])?;
+            Q8Matrix::from_f32(rows, cols, &w)
+                .map(Linear::Q8)
+                .ok_or_else(|| EmbedError::Format(format!("tensor {name}: cannot quantise")))
+        };
+        let mut layers = Vec::with_capacity(layers_n);
+        for l in 0..layers_n {
+            let n = |s: &str| format!("encoder.layer.{l}.{s}");
+            let mut qkv_b = t(&n("attention.self.query.bias"), &[hidden])?;
+            qkv_b.extend(t(&n("attention.self.key.bias"), &[hidden])?);
+            qkv_b.extend(t(&n("attention.self.value.bias"), &[hidden])?);
+            let qkv = Linear::stack(vec![
+                q8(&n("attention.self.query.weight"), hidden, hidden)?,
+                q8(&n("attention.self.key.weight"), hidden, hidden)?,
+                q8(&n("attention.self.value.weight"), hidden, hidden)?,
+            ])
+            .ok_or_else(|| EmbedError::Format("attention weights disagree in shape".into()))?;
+            layers.push(Layer {
+                qkv,
+                qkv_b,
+                ao: q8(&n("attention.output.dense.weight"), hidden, hidden)?,
+                ao_b: t(&n("attention.output.dense.bias"), &[hidden])?,
+                aln_w: t(&n("attention.output.LayerNorm.weight"), &[hidden])?,
+                aln_b: t(&n("attention.output.LayerNorm.bias"), &[hidden])?,
+                fi: q8(&n("intermediate.dense.weight"), ff, hidden)?,
+                fi_b: t(&n("intermediate.dense.bias"), &[ff])?,
+                fo: q8(&n("output.dense.weight"), hidden, ff)?,
+                fo_b: t(&n("output.dense.bias"), &[hidden])?,
+                oln_w: t(&n("output.LayerNorm.weight"), &[hidden])?,
+                oln_b: t(&n("output.LayerNorm.bias"), &[hidden])?,
+            });
+        }
+        let types = st
+            .shape(&format!("{prefix}embeddings.token_type_embeddings.weight"))
+            .map(<[usize]>::to_vec)
+            .unwrap_or_default();
+        let type_emb = t("embeddings.token_type_embeddings.weight", &types)?;
+        let mut h = Sha256::new();
+        h.update(&weights_file);
+        h.update(serde_json::to_vec(&tokenizer).unwrap_or_default());
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        // e5 models were trained with these prefixes; sentence-transformers models without.
+        let prefixes = if name.contains("e5")
+            || config["_name_or_path"]
+                .as_str()
+                .is_some_and(|n| n.contains("e5"))
+        {
+            ("query: ".to_owned(), "passage: ".to_owned())
+        } else {
+            (String::new(), String::new())
+        };
+        Ok(Self {
+            hidden,
+            heads,
+            max_positions: max_pos_table - pos_offset,
+            pos_offset,
+            eps,
+            tok,
+            word: WordTable::F32(t("embeddings.word_embeddings.weight", &[vocab, hidden])?),
+            vocab,
+            prefixes,
+            pos: t(
+                "embeddings.position_embeddings.weight",
+                &[max_pos_table, hidden],
+            )?,
+            type0: type_emb.get(..hidden).map(<[f32]>::to_vec).ok_or_else(|| {
+                EmbedError::Format("token type embeddings are shorter than one row".into())
+            })?,
+            eln_w: t("embeddings.LayerNorm.weight", &[hidden])?,
+            eln_b: t("embeddings.LayerNorm.bias", &[hidden])?,
+            layers,
+            fingerprint: format!("hf:{}", &hex::encode(h.finalize())[..16]),
+        })
     }
 
     pub fn from_bytes(file: &[u8]) -> Result<Self, EmbedError> {
@@ -139,10 +316,10 @@ impl Encoder {
             }
             Ok(f32s(t.bytes))
         };
-        let q4 = |name: &str, rows: usize, cols: usize| -> Result<Q4Matrix, EmbedError> {
+        let q4 = |name: &str, rows: usize, cols: usize| -> Result<Linear, EmbedError> {
             let t = get(name)?;
             (t.dtype == 1 && t.elements == rows * cols)
-                .then(|| Q4Matrix::from_q4_0(rows, cols, t.bytes))
+                .then(|| Q4Matrix::from_q4_0(rows, cols, t.bytes).map(Linear::Q4))
                 .flatten()
                 .ok_or_else(|| {
                     EmbedError::Format(format!("tensor {name}: expected {rows}×{cols} Q4_0"))
@@ -160,7 +337,7 @@ impl Encoder {
             let mut qkv_b = f32t(&n("q.b"), hidden)?;
             qkv_b.extend(f32t(&n("k.b"), hidden)?);
             qkv_b.extend(f32t(&n("v.b"), hidden)?);
-            let qkv = Q4Matrix::stack(vec![
+            let qkv = Linear::stack(vec![
                 q4(&n("q.w"), hidden, hidden)?,
                 q4(&n("k.w"), hidden, hidden)?,
                 q4(&n("v.w"), hidden, hidden)?,
@@ -188,9 +365,11 @@ impl Encoder {
             heads,
             max_positions,
             eps,
-            tok,
-            word: word.bytes.to_vec(),
+            pos_offset: 0,
+            tok: Tokenizer::Unigram(tok),
+            word: WordTable::Q4(word.bytes.to_vec()),
             vocab,
+            prefixes: ("query: ".to_owned(), "passage: ".to_owned()),
             pos: f32t("emb.pos", max_positions * hidden)?,
             type0: type_emb.get(..hidden).map(<[f32]>::to_vec).ok_or_else(|| {
                 EmbedError::Format("tensor emb.type is shorter than one row".into())
@@ -218,8 +397,12 @@ impl Encoder {
 
     /// Token ids for `text` as the model sees it (prefix included, no specials).
     pub fn tokenize(&self, text: &str, role: Role) -> Vec<u32> {
-        let mut s = String::with_capacity(text.len() + 9);
-        s.push_str(role.prefix());
+        let prefix = match role {
+            Role::Query => &self.prefixes.0,
+            Role::Passage => &self.prefixes.1,
+        };
+        let mut s = String::with_capacity(text.len() + prefix.len());
+        s.push_str(prefix);
         s.push_str(text);
         self.tok.encode(&s)
     }
@@ -262,9 +445,10 @@ impl Encoder {
                 .iter()
                 .map(|&(i, a, b)| {
                     let mut s = Vec::with_capacity(b - a + 2);
-                    s.push(self.tok.bos);
+                    let (open, close) = self.tok.ends();
+                    s.push(open);
                     s.extend_from_slice(&content[i][a..b]);
-                    s.push(self.tok.eos);
+                    s.push(close);
                     s
                 })
                 .collect();
@@ -325,15 +509,21 @@ impl Encoder {
         let row_bytes = h / QK * Q4_BLOCK_BYTES;
         x.par_chunks_mut(h).enumerate().for_each(|(t, row)| {
             let id = ids[t];
-            kernels::dequantize_q4_0_row(&self.word[id * row_bytes..(id + 1) * row_bytes], row);
-            let p = &self.pos[span[t].2 * h..(span[t].2 + 1) * h];
+            match &self.word {
+                WordTable::Q4(w) => {
+                    kernels::dequantize_q4_0_row(&w[id * row_bytes..(id + 1) * row_bytes], row)
+                }
+                WordTable::F32(w) => row.copy_from_slice(&w[id * h..(id + 1) * h]),
+            }
+            let p = span[t].2 + self.pos_offset;
+            let p = &self.pos[p * h..(p + 1) * h];
             for ((r, p), ty) in row.iter_mut().zip(p).zip(&self.type0) {
                 *r += p + ty;
             }
         });
         kernels::add_layer_norm(&mut x, None, &self.eln_w, &self.eln_b, self.eps);
 
-        let ff = self.layers.first().map_or(0, |l| l.fi.rows);
+        let ff = self.layers.first().map_or(0, |l| l.fi.rows());
         let mut a = QuantActs::default();
         let mut qkv = vec![0f32; t_total * 3 * h];
         let mut ctx = vec![0f32; t_total * h];

@@ -7,22 +7,25 @@ use bunko_embed::{Encoder, Role};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The installed model (`bunko models pull`), or `None` with the reason printed. Under CI a
-/// missing model is a failure: `scripts/test` pulls it first.
-fn model() -> Option<PathBuf> {
-    let dir = std::env::var_os("BUNKO_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bunko/models"))
-        })?;
-    let path = dir.join("multilingual-e5-small").join("e5-small-q4.bin");
-    if path.is_file() {
-        return Some(path);
+/// An installed model's directory (`bunko models pull NAME`), or `None` with the reason
+/// printed. Under CI a missing model is a failure: `scripts/test` pulls it first.
+fn installed_dir(name: &str) -> Option<PathBuf> {
+    let spec = bunko_core::models::find(name).unwrap();
+    let models = bunko_core::config::ModelsConfig::default().resolved_dir();
+    if spec.installed(&models) {
+        return Some(spec.dir(&models));
     }
-    let why = format!("{} is missing: run `bunko models pull`", path.display());
+    let why = format!(
+        "{} is missing: run `bunko models pull {name}`",
+        spec.dir(&models).display()
+    );
     assert!(std::env::var_os("CI").is_none(), "{why}");
     eprintln!("SKIPPED: {why}");
     None
+}
+
+fn model() -> Option<PathBuf> {
+    installed_dir("multilingual-e5-small").map(|d| d.join("e5-small-q4.bin"))
 }
 
 const TEXTS: [&str; 5] = [
@@ -145,4 +148,71 @@ fn corrupt_and_foreign_files_are_refused_with_a_reason() {
             "{err}"
         );
     }
+}
+
+/// all-MiniLM-L6-v2 from its Hugging Face files (safetensors + tokenizer.json), against token
+/// ids and vectors recorded from the official sentence-transformers library
+/// (`tests/data/make_minilm_reference.py` writes them).
+#[test]
+fn hugging_face_layout_matches_sentence_transformers() {
+    let Some(dir) = installed_dir("all-minilm-l6-v2") else {
+        return;
+    };
+    let enc = Encoder::load(&dir).unwrap();
+    assert_eq!(enc.dim(), 384);
+    assert!(enc.fingerprint().starts_with("hf:"));
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("data/minilm_reference.json")).unwrap();
+    let texts: Vec<&str> = golden["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for (i, t) in texts.iter().enumerate() {
+        let want: Vec<u32> = golden["token_ids"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(enc.tokenize(t, Role::Passage), want, "tokens of {t:?}");
+    }
+    // No prefixes for this model: queries and passages embed alike.
+    for role in [Role::Query, Role::Passage] {
+        let got = enc.embed(&texts, role);
+        for (i, w) in golden["vectors"].as_array().unwrap().iter().enumerate() {
+            let cos: f32 = got
+                .get(i)
+                .iter()
+                .zip(w.as_array().unwrap())
+                .map(|(a, b)| a * b.as_f64().unwrap() as f32)
+                .sum();
+            assert!(
+                cos > 0.998,
+                "{:?}: cosine {cos} with sentence-transformers",
+                texts[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn broken_hugging_face_directories_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Encoder::load(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("config.json"), "{err}");
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let err = Encoder::load(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("not a BERT-family"), "{err}");
+    let Some(real) = installed_dir("all-minilm-l6-v2") else {
+        return;
+    };
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(real.join(f), dir.path().join(f)).unwrap();
+    }
+    let st = std::fs::read(real.join("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), &st[..st.len() / 2]).unwrap();
+    let err = Encoder::load(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("safetensors"), "{err}");
 }

