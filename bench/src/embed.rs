@@ -8,7 +8,10 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    anyhow::ensure!(args.len() >= 2, "usage: bench-embed MODEL_PATH TEXTS_JSON [BATCH]");
+    anyhow::ensure!(
+        args.len() >= 2,
+        "usage: bench-embed MODEL_PATH TEXTS_JSON [BATCH]"
+    );
     let batch: usize = args.get(2).map(|b| b.parse()).transpose()?.unwrap_or(32);
     let t = Instant::now();
     let enc = Encoder::load(std::path::Path::new(&args[0]))?;
