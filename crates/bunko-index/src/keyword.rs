@@ -166,6 +166,19 @@ impl KeywordIndex {
     /// BM25 over title and text for the query's terms, restricted to `projects`.
     /// A query with no searchable terms (only punctuation, emoji…) returns no hits.
     pub fn search(&self, projects: &[&str], query: &str, k: usize) -> IndexResult<Vec<Hit>> {
+        self.search_ranked(projects, query, k, k)
+    }
+
+    /// As [`search`](Self::search), with highlighted snippets for the first `snippets` hits
+    /// only (the rest have an empty snippet): a snippet re-reads and re-tokenises the chunk,
+    /// which costs more than the search itself when a fusion pulls 100 candidates.
+    pub fn search_ranked(
+        &self,
+        projects: &[&str],
+        query: &str,
+        k: usize,
+        snippets: usize,
+    ) -> IndexResult<Vec<Hit>> {
         let mut terms = self.query_terms(query);
         terms.sort();
         terms.dedup();
@@ -201,6 +214,7 @@ impl KeywordIndex {
         ]);
         let searcher = self.reader.searcher();
         let top = searcher.search(&q, &TopDocs::with_limit(k).order_by_score())?;
+        let snippets_wanted = snippets;
         let mut snippets = SnippetGenerator::create(&searcher, &q, self.f.text)?;
         snippets.set_max_num_chars(240);
         let mut hits = Vec::with_capacity(top.len());
@@ -221,7 +235,11 @@ impl KeywordIndex {
                 project: text_of(self.f.project),
                 score,
                 title: text_of(self.f.title),
-                snippet: snippets.snippet_from_doc(&d).to_html(),
+                snippet: if hits.len() < snippets_wanted {
+                    snippets.snippet_from_doc(&d).to_html()
+                } else {
+                    String::new()
+                },
             });
         }
         Ok(hits)

@@ -104,7 +104,9 @@ pub fn retrieval(
         let keyword: Vec<String> = if mode == Mode::Vector {
             Vec::new()
         } else {
-            let hits = ix.search(&[PROJECT], &q.text, CANDIDATES).map_err(fail)?;
+            let hits = ix
+                .search_ranked(&[PROJECT], &q.text, CANDIDATES, 0)
+                .map_err(fail)?;
             hits.into_iter().map(|h| h.id).collect()
         };
         let vector: Vec<String> = match (&encoder, &vectors) {

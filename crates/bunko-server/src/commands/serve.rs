@@ -50,10 +50,9 @@ async fn ensure_default_models(config: &Config) {
     if spec.installed(&dir) {
         return;
     }
-    let result = tokio::task::spawn_blocking(move || {
-        crate::commands::models::pull_one(spec, &dir, None)
-    })
-    .await;
+    let result =
+        tokio::task::spawn_blocking(move || crate::commands::models::pull_one(spec, &dir, None))
+            .await;
     match result {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(

@@ -123,7 +123,7 @@ fn search_blocking(
     } else {
         let hits = s
             .keyword
-            .search(&refs, text, cand)
+            .search_ranked(&refs, text, cand, k)
             .map_err(Error::internal)?;
         let n = hits.len();
         (hits, leg("ok", n, None))
@@ -188,9 +188,11 @@ fn search_blocking(
     for (id, fused_score) in fused.into_iter().take(k) {
         let kw = kw_at.get(id.as_str()).map(|&i| &keyword[i]);
         let vr = vec_at.get(id.as_str()).copied();
+        // Keyword hits within the first k carry a highlighted snippet; any other result shows
+        // the opening of its chunk.
         let shown = match kw {
-            Some(h) => Some(h.clone()),
-            None => s.keyword.get(&id).map_err(Error::internal)?,
+            Some(h) if !h.snippet.is_empty() => Some(h.clone()),
+            _ => s.keyword.get(&id).map_err(Error::internal)?,
         };
         let project = kw
             .map(|h| h.project.clone())
