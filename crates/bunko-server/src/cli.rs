@@ -63,7 +63,7 @@ pub enum Command {
     /// Manage API keys for programs (create, revoke, list)
     #[command(subcommand)]
     Key(KeyCmd),
-    /// Search the indexed text of one project or all (keyword half for now)
+    /// Search the indexed text of one project or all (hybrid, keyword or vector)
     Search {
         query: String,
         /// Project id or slug (default: all projects)
@@ -71,6 +71,9 @@ pub enum Command {
         project: Option<String>,
         #[arg(long, default_value_t = 10)]
         k: u32,
+        /// hybrid (default), keyword or vector
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
         /// One JSON object per hit
         #[arg(long)]
         json: bool,
@@ -418,8 +421,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 query,
                 project,
                 k,
+                mode,
                 json,
-            } => commands::eval::search(&config, &query, project.as_deref(), k, json).await,
+            } => commands::eval::search(&config, &query, project.as_deref(), k, &mode, json).await,
             Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
             Command::Config(_) => Ok(()),
         }

@@ -207,9 +207,10 @@ pub async fn search(
     q: &str,
     project: Option<&str>,
     k: u32,
+    mode: &str,
     json: bool,
 ) -> Result<(), CliError> {
-    let query = bunko_core::search::parse_query(Some(q), Some(k), Some("keyword"))?;
+    let query = bunko_core::search::parse_query(Some(q), Some(k), Some(mode))?;
     crate::app::prepare_data_dir(&config.data_dir)?;
     let store = crate::app::open_store(config).await?;
     let projects = match project {
@@ -224,26 +225,36 @@ pub async fn search(
     };
     let ix = KeywordIndex::open(&config.data_dir.join("index").join("keyword"))
         .map_err(|e| CliError::failure(e.to_string()))?;
+    let vector = crate::embedder::VectorHalf::new(config);
     let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let hits = ix
-        .search(&refs, &query.text, query.k)
-        .map_err(|e| CliError::failure(e.to_string()))?;
-    for w in &query.warnings {
+    let engines = crate::routes::search::Engines {
+        keyword: &ix,
+        vector: &vector,
+        config: &config.search,
+    };
+    let out =
+        crate::routes::search::search_blocking(&engines, &ids, &query.text, query.k, query.mode)?;
+    for w in query.warnings.iter().chain(&out.warnings) {
         tracing::warn!("{w}");
     }
+    let hits = serde_json::to_value(&out.results).map_err(|e| CliError::failure(e.to_string()))?;
+    let hits = hits.as_array().cloned().unwrap_or_default();
     for (i, h) in hits.iter().enumerate() {
         if json {
-            println!(
-                "{}",
-                serde_json::json!({"rank": i + 1, "id": h.id, "project_id": h.project, "title": h.title, "score": h.score, "snippet": h.snippet})
-            );
+            println!("{h}");
         } else {
-            println!("{:>3}. {:.3}  {}  {}", i + 1, h.score, h.id, h.title);
+            println!(
+                "{:>3}. {:.4}  {}  {}",
+                i + 1,
+                h["fused_score"].as_f64().unwrap_or(0.0),
+                h["id"].as_str().unwrap_or(""),
+                h["title"].as_str().unwrap_or("")
+            );
         }
     }
-    if hits.is_empty() && !json {
-        println!("no results (the vector half is not built yet; documents arrive with ingestion)");
+    if !json {
+        let legs = serde_json::json!({"keyword": out.keyword, "vector": out.vector});
+        println!("legs: {legs}");
     }
     Ok(())
 }

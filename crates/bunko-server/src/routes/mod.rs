@@ -8,7 +8,7 @@ mod health;
 mod jobs;
 mod keys;
 mod projects;
-mod search;
+pub mod search;
 mod users;
 
 use crate::app::AppState;

@@ -92,11 +92,11 @@ pub async fn post(
     run(&s, &p, q).await
 }
 
-struct Outcome {
-    results: Vec<SearchHit>,
-    keyword: Leg,
-    vector: Leg,
-    warnings: Vec<String>,
+pub struct Outcome {
+    pub results: Vec<SearchHit>,
+    pub keyword: Leg,
+    pub vector: Leg,
+    pub warnings: Vec<String>,
 }
 
 fn leg(status: &str, hits: usize, reason: Option<String>) -> Leg {
@@ -107,16 +107,24 @@ fn leg(status: &str, hits: usize, reason: Option<String>) -> Leg {
     }
 }
 
+/// What one search runs on: the two halves and the fusion settings.
+pub struct Engines<'a> {
+    pub keyword: &'a bunko_index::keyword::KeywordIndex,
+    pub vector: &'a crate::embedder::VectorHalf,
+    pub config: &'a bunko_core::config::SearchConfig,
+}
+
 /// Both halves and the fusion; blocking (tantivy, the encoder and the graph are CPU work).
-fn search_blocking(
-    s: &AppState,
+/// Shared by the HTTP route and `bunko search`.
+pub fn search_blocking(
+    s: &Engines<'_>,
     projects: &[String],
     text: &str,
     k: usize,
     mode: Mode,
 ) -> Result<Outcome, Error> {
     let refs: Vec<&str> = projects.iter().map(String::as_str).collect();
-    let cand = s.config.search.candidates.max(k);
+    let cand = s.config.candidates.max(k);
     let mut warnings = Vec::new();
     let (keyword, keyword_leg) = if mode == Mode::Vector {
         (Vec::new(), leg("skipped", 0, None))
@@ -165,14 +173,14 @@ fn search_blocking(
         &[
             bunko_core::search::Leg {
                 ids: &kw_ids,
-                weight: s.config.search.keyword_weight,
+                weight: s.config.keyword_weight,
             },
             bunko_core::search::Leg {
                 ids: &vec_ids,
-                weight: s.config.search.vector_weight,
+                weight: s.config.vector_weight,
             },
         ],
-        s.config.search.rrf_k,
+        s.config.rrf_k,
     );
     let kw_at: HashMap<&str, usize> = kw_ids
         .iter()
@@ -234,9 +242,16 @@ async fn run(
     };
     let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
     let (state, text, k, mode) = (s.clone(), query.text.clone(), query.k, query.mode);
-    let out = tokio::task::spawn_blocking(move || search_blocking(&state, &ids, &text, k, mode))
-        .await
-        .map_err(Error::internal)??;
+    let out = tokio::task::spawn_blocking(move || {
+        let engines = Engines {
+            keyword: &state.keyword,
+            vector: &state.vector,
+            config: &state.config.search,
+        };
+        search_blocking(&engines, &ids, &text, k, mode)
+    })
+    .await
+    .map_err(Error::internal)??;
     let mut warnings = query.warnings;
     warnings.extend(out.warnings);
     let legs = HashMap::from([
