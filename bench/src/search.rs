@@ -1,0 +1,296 @@
+//! `bench-search prepare DIR N` builds a corpus of N chunks from the evaluation sets (real text,
+//! repeated with variation) with multilingual-e5-small vectors: every distinct base chunk is
+//! embedded by the real model (through the embedding cache), and each repetition gets its base
+//! vector plus small Gaussian noise, renormalised. It writes `corpus.tsv` (id, project, text),
+//! `vectors.f32` (N × 384, little-endian) and `queries.jsonl` (text + the real query vector),
+//! which `bench/search.py` also loads into PostgreSQL + pgvector.
+//!
+//! `bench-search run DIR` indexes the same files into bunko's tantivy + HNSW indexes and prints
+//! one JSON line: indexing chunks/s, and p50/p99 query latency for keyword, vector and hybrid
+//! (vector and hybrid with the precomputed query vectors, so both systems are timed on the
+//! index alone; embedding a query is measured separately), and peak RSS.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use anyhow::Context;
+use bunko_core::search::{Leg, rrf};
+use bunko_embed::{Encoder, Role};
+use bunko_index::keyword::KeywordIndex;
+use bunko_index::vector::{EmbeddingCache, VectorIndex};
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const DIM: usize = 384;
+const PROJECTS: usize = 4;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/eval")
+}
+
+fn base_chunks() -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string(shared().join("cisi/docs.jsonl"))?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let words: Vec<&str> = v["text"]
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        for c in words.chunks(60) {
+            out.push(c.join(" "));
+        }
+    }
+    for line in std::fs::read_to_string(shared().join("ja-maint-guide/pages.jsonl"))?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let text: String = v["text"]
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let chars: Vec<char> = text.chars().collect();
+        for c in chars.chunks(200) {
+            out.push(c.iter().collect());
+        }
+    }
+    Ok(out)
+}
+
+/// xorshift64* and Box–Muller: deterministic noise without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn gauss(&mut self) -> f32 {
+        let (u, v) = (self.next().max(1e-12), self.next());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    }
+}
+
+fn models_dir() -> PathBuf {
+    bunko_core::config::ModelsConfig::default().resolved_dir()
+}
+
+fn prepare(dir: &Path, n: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let spec = bunko_core::models::find("multilingual-e5-small").unwrap();
+    let enc = Encoder::load(&spec.path(&models_dir())).context("bunko models pull")?;
+    let cache = EmbeddingCache::open(
+        &models_dir().join("embedding-cache"),
+        enc.fingerprint(),
+        DIM,
+    )?;
+    let base = base_chunks()?;
+    eprintln!("{} distinct base chunks", base.len());
+    let mut base_vecs = Vec::with_capacity(base.len());
+    let t = Instant::now();
+    for (i, batch) in base.chunks(32).enumerate() {
+        let missing: Vec<&str> = batch
+            .iter()
+            .filter(|t| cache.get(&bunko_index::vector::text_hash(t)).is_none())
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let e = enc.embed(&missing, Role::Passage);
+            for (j, t) in missing.iter().enumerate() {
+                cache.put(bunko_index::vector::text_hash(t), e.get(j))?;
+            }
+        }
+        for t in batch {
+            base_vecs.push(cache.get(&bunko_index::vector::text_hash(t)).unwrap());
+        }
+        if i % 20 == 0 {
+            eprint!(
+                "\rembedded {}/{} ({:.0} s)",
+                base_vecs.len(),
+                base.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut corpus = BufWriter::new(std::fs::File::create(dir.join("corpus.tsv"))?);
+    let mut vectors = BufWriter::new(std::fs::File::create(dir.join("vectors.f32"))?);
+    let words: Vec<&str> = base.iter().flat_map(|t| t.split_whitespace()).collect();
+    for i in 0..n {
+        let b = i % base.len();
+        // Variation: a few words from elsewhere in the corpus, so repeated text differs.
+        let extra: Vec<&str> = (0..3)
+            .map(|_| words[(rng.next() * words.len() as f64) as usize])
+            .collect();
+        let text = format!("{} {}", base[b], extra.join(" ")).replace(['\t', '\n'], " ");
+        writeln!(corpus, "c{i}\tp{}\t{text}", i % PROJECTS)?;
+        let mut v: Vec<f32> = base_vecs[b]
+            .iter()
+            .map(|x| x + 0.02 * rng.gauss())
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+        for x in v {
+            vectors.write_all(&x.to_le_bytes())?;
+        }
+    }
+    corpus.flush()?;
+    vectors.flush()?;
+    let mut queries = BufWriter::new(std::fs::File::create(dir.join("queries.jsonl"))?);
+    for set in ["cisi", "ja-maint-guide"] {
+        for line in std::fs::read_to_string(shared().join(set).join("queries.jsonl"))?.lines() {
+            let q: serde_json::Value = serde_json::from_str(line)?;
+            let text = q["text"].as_str().unwrap_or("").to_owned();
+            let e = enc.embed(&[&text], Role::Query);
+            writeln!(
+                queries,
+                "{}",
+                serde_json::json!({"text": text, "vector": e.get(0)})
+            )?;
+        }
+    }
+    queries.flush()?;
+    Ok(())
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn run(dir: &Path) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let kw = KeywordIndex::open(&tmp.path().join("keyword"))?;
+    let vx = VectorIndex::in_memory(DIM, "bench");
+    let raw = std::fs::read(dir.join("vectors.f32"))?;
+    let t = Instant::now();
+    let mut n = 0;
+    for (line, v) in std::io::BufReader::new(std::fs::File::open(dir.join("corpus.tsv"))?)
+        .lines()
+        .zip(raw.chunks_exact(DIM * 4))
+    {
+        let line = line?;
+        let mut parts = line.splitn(3, '\t');
+        let (id, project, text) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        kw.upsert(id, project, "", text)?;
+        let v: Vec<f32> = v
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        vx.upsert(project, id, &v)?;
+        n += 1;
+        if n % 10_000 == 0 {
+            eprint!("\rindexed {n} ({:.0} s)", t.elapsed().as_secs_f64());
+        }
+    }
+    kw.commit()?;
+    eprintln!();
+    let index_s = t.elapsed().as_secs_f64();
+    let queries: Vec<(String, Vec<f32>)> = std::fs::read_to_string(dir.join("queries.jsonl"))?
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let vec = v["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            (v["text"].as_str().unwrap().to_owned(), vec)
+        })
+        .collect();
+    let projects = ["p0", "p1", "p2", "p3"];
+    // Recall@10 of the vector half against exact search over the same vectors.
+    let all: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut recall = 0.0;
+    for (_, q) in &queries {
+        let mut scored: Vec<(f32, usize)> = all
+            .chunks_exact(DIM)
+            .enumerate()
+            .map(|(i, v)| (bunko_embed::kernels::dot_f32(q, v), i))
+            .collect();
+        scored.select_nth_unstable_by(9, |a, b| b.0.total_cmp(&a.0));
+        let exact: std::collections::HashSet<String> =
+            scored[..10].iter().map(|(_, i)| format!("c{i}")).collect();
+        let got = vx.search(&projects, q, 10)?;
+        recall += got.iter().filter(|h| exact.contains(&h.1)).count() as f64 / 10.0;
+    }
+    let recall = recall / queries.len() as f64;
+    let (mut tk, mut tv, mut th) = (Vec::new(), Vec::new(), Vec::new());
+    for _round in 0..3 {
+        for (text, vec) in &queries {
+            let t = Instant::now();
+            let k = kw.search_ranked(&projects, text, 10, 10)?;
+            tk.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let v = vx.search(&projects, vec, 10)?;
+            tv.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let kh = kw.search_ranked(&projects, text, 100, 10)?;
+            let vh = vx.search(&projects, vec, 100)?;
+            let (ki, vi): (Vec<String>, Vec<String>) = (
+                kh.into_iter().map(|h| h.id).collect(),
+                vh.into_iter().map(|h| h.1).collect(),
+            );
+            let fused = rrf(
+                &[
+                    Leg {
+                        ids: &ki,
+                        weight: 1.0,
+                    },
+                    Leg {
+                        ids: &vi,
+                        weight: 1.0,
+                    },
+                ],
+                60.0,
+            );
+            th.push(t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box((k, v, fused));
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "bunko", "chunks": n, "index_seconds": index_s,
+            "chunks_per_s": n as f64 / index_s, "queries": tk.len(),
+            "keyword_p50_ms": pct(&mut tk, 0.5), "keyword_p99_ms": pct(&mut tk, 0.99),
+            "vector_p50_ms": pct(&mut tv, 0.5), "vector_p99_ms": pct(&mut tv, 0.99),
+            "hybrid_p50_ms": pct(&mut th, 0.5), "hybrid_p99_ms": pct(&mut th, 0.99),
+            "peak_rss_mib": peak_rss_mib(), "vector_recall_at_10": recall,
+        })
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("prepare") if args.len() == 3 => prepare(Path::new(&args[1]), args[2].parse()?),
+        Some("run") if args.len() == 2 => run(Path::new(&args[1])),
+        _ => anyhow::bail!("usage: bench-search prepare DIR N | bench-search run DIR"),
+    }
+}
