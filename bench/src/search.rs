@@ -8,7 +8,8 @@
 //! `bench-search run DIR` indexes the same files into bunko's tantivy + HNSW indexes and prints
 //! one JSON line: indexing chunks/s, and p50/p99 query latency for keyword, vector and hybrid
 //! (vector and hybrid with the precomputed query vectors, so both systems are timed on the
-//! index alone; embedding a query is measured separately), and peak RSS.
+//! index alone; embedding a query is measured separately), and peak RSS. Like the PostgreSQL
+//! queries, it returns ids and scores only (no snippets / `ts_headline`).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -243,13 +244,13 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     for _round in 0..3 {
         for (text, vec) in &queries {
             let t = Instant::now();
-            let k = kw.search_ranked(&projects, text, 10, 10)?;
+            let k = kw.search_ranked(&projects, text, 10, 0)?;
             tk.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
             let v = vx.search(&projects, vec, 10)?;
             tv.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
-            let kh = kw.search_ranked(&projects, text, 100, 10)?;
+            let kh = kw.search_ranked(&projects, text, 100, 0)?;
             let vh = vx.search(&projects, vec, 100)?;
             let (ki, vi): (Vec<String>, Vec<String>) = (
                 kh.into_iter().map(|h| h.id).collect(),

@@ -140,6 +140,24 @@ impl Spec {
         }
     }
 
+    /// The fingerprint the embedder reports for these weights (see `bunko_embed::*_fingerprint`;
+    /// a test keeps the two in step), known without loading the model.
+    pub fn fingerprint(&self) -> String {
+        let sha = |file: &str| {
+            self.members
+                .iter()
+                .find(|m| m.file == file)
+                .map_or("", |m| m.sha256)
+        };
+        if self.single_file {
+            let s = self.members.first().map_or("", |m| m.sha256);
+            format!("e5s1:{}", s.get(..16).unwrap_or(s))
+        } else {
+            let (w, t) = (sha("model.safetensors"), sha("tokenizer.json"));
+            format!("hf:{}{}", w.get(..12).unwrap_or(w), t.get(..4).unwrap_or(t))
+        }
+    }
+
     pub fn bytes(&self) -> u64 {
         self.members.iter().map(|m| m.bytes).sum()
     }

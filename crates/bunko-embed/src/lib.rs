@@ -20,7 +20,7 @@ mod safetensors;
 mod unigram;
 mod wordpiece;
 
-pub use model::{Embedded, Encoder, Role};
+pub use model::{Embedded, Encoder, Role, e5s1_fingerprint, hf_fingerprint};
 
 /// Why a model could not be loaded or used.
 #[derive(Debug, thiserror::Error)]

@@ -98,6 +98,20 @@ pub struct Encoder {
     fingerprint: String,
 }
 
+/// `hf:` + 12 hex digits of the weights' SHA-256 + 4 of the tokenizer's.
+pub fn hf_fingerprint(weights_sha256: &str, tokenizer_sha256: &str) -> String {
+    format!(
+        "hf:{}{}",
+        weights_sha256.get(..12).unwrap_or(weights_sha256),
+        tokenizer_sha256.get(..4).unwrap_or(tokenizer_sha256)
+    )
+}
+
+/// `e5s1:` + 16 hex digits of the file's SHA-256.
+pub fn e5s1_fingerprint(file_sha256: &str) -> String {
+    format!("e5s1:{}", file_sha256.get(..16).unwrap_or(file_sha256))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, EmbedError> {
     std::fs::read(path).map_err(|e| EmbedError::Io {
         path: path.display().to_string(),
@@ -227,9 +241,10 @@ impl Encoder {
             .map(<[usize]>::to_vec)
             .unwrap_or_default();
         let type_emb = t("embeddings.token_type_embeddings.weight", &types)?;
-        let mut h = Sha256::new();
-        h.update(&weights_file);
-        h.update(serde_json::to_vec(&tokenizer).unwrap_or_default());
+        // The fingerprint is derived from the two files' SHA-256 sums, so it can be known from
+        // the models registry without loading the model (the start-up consistency check).
+        let tokenizer_sha = hex::encode(Sha256::digest(read(&dir.join("tokenizer.json"))?));
+        let weights_sha = hex::encode(Sha256::digest(&weights_file));
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         // e5 models were trained with these prefixes; sentence-transformers models without.
         let prefixes = if name.contains("e5")
@@ -261,7 +276,7 @@ impl Encoder {
             eln_w: t("embeddings.LayerNorm.weight", &[hidden])?,
             eln_b: t("embeddings.LayerNorm.bias", &[hidden])?,
             layers,
-            fingerprint: format!("hf:{}", &hex::encode(h.finalize())[..16]),
+            fingerprint: hf_fingerprint(&weights_sha, &tokenizer_sha),
         })
     }
 
@@ -359,7 +374,7 @@ impl Encoder {
             });
         }
         let type_emb = f32t("emb.type", get("emb.type")?.bytes.len() / 4)?;
-        let fingerprint = format!("e5s1:{}", &hex::encode(Sha256::digest(file))[..16]);
+        let fingerprint = e5s1_fingerprint(&hex::encode(Sha256::digest(file)));
         Ok(Self {
             hidden,
             heads,

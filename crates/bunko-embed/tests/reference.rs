@@ -79,7 +79,12 @@ fn vectors_match_the_reference_engine() {
     let Some(path) = model() else { return };
     let enc = Encoder::load(&path).unwrap();
     assert_eq!(enc.dim(), 384);
-    assert!(enc.fingerprint().starts_with("e5s1:"));
+    let spec = bunko_core::models::find("multilingual-e5-small").unwrap();
+    assert_eq!(
+        enc.fingerprint(),
+        spec.fingerprint(),
+        "registry and loader agree"
+    );
     for (role, name) in [(Role::Query, "query"), (Role::Passage, "passage")] {
         let Some(want) = reference(&path, name) else {
             return;
@@ -160,7 +165,12 @@ fn hugging_face_layout_matches_sentence_transformers() {
     };
     let enc = Encoder::load(&dir).unwrap();
     assert_eq!(enc.dim(), 384);
-    assert!(enc.fingerprint().starts_with("hf:"));
+    let spec = bunko_core::models::find("all-minilm-l6-v2").unwrap();
+    assert_eq!(
+        enc.fingerprint(),
+        spec.fingerprint(),
+        "registry and loader agree"
+    );
     let golden: serde_json::Value =
         serde_json::from_str(include_str!("data/minilm_reference.json")).unwrap();
     let texts: Vec<&str> = golden["texts"]

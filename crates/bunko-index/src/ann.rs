@@ -126,6 +126,15 @@ impl Hnsw {
         self.by_key.len()
     }
 
+    /// The keys of live (not deleted) vectors.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys
+            .iter()
+            .zip(&self.deleted)
+            .filter(|(_, d)| !**d)
+            .map(|(k, _)| k.as_str())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }

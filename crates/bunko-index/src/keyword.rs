@@ -246,7 +246,47 @@ impl KeywordIndex {
     }
 }
 
+/// A stored chunk: what the vector half is rebuilt from.
+#[derive(Debug, Clone)]
+pub struct StoredChunk {
+    pub id: String,
+    pub project: String,
+    pub title: String,
+    pub text: String,
+}
+
 impl KeywordIndex {
+    /// Every stored chunk, or those of one project.
+    pub fn chunks(&self, project: Option<&str>) -> IndexResult<Vec<StoredChunk>> {
+        let searcher = self.reader.searcher();
+        let q: Box<dyn Query> = match project {
+            Some(p) => Box::new(TermQuery::new(
+                Term::from_field_text(self.f.project, p),
+                IndexRecordOption::Basic,
+            )),
+            None => Box::new(tantivy::query::AllQuery),
+        };
+        let docs = searcher.search(&q, &tantivy::collector::DocSetCollector)?;
+        let mut out = Vec::with_capacity(docs.len());
+        for addr in docs {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let text_of = |f: Field| {
+                d.get_first(f)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            out.push(StoredChunk {
+                id: text_of(self.f.id),
+                project: text_of(self.f.project),
+                title: text_of(self.f.title),
+                text: text_of(self.f.text),
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
     /// One chunk by id, with the opening of its text as the snippet (HTML-escaped): how a
     /// hit found only by the vector half is shown.
     pub fn get(&self, id: &str) -> IndexResult<Option<Hit>> {

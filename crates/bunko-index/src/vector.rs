@@ -27,6 +27,12 @@ pub enum VectorError {
     File { path: String, detail: String },
 }
 
+/// The fingerprint of the model that made the vectors in `dir`, if any were made.
+pub fn stored_fingerprint(dir: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(dir.join(MODEL)).ok()?;
+    dir.join(GRAPH).exists().then(|| s.trim().to_owned())
+}
+
 pub struct VectorIndex {
     graph: RwLock<Hnsw>,
     fingerprint: String,
@@ -87,6 +93,16 @@ impl VectorIndex {
 
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The ids held for `project`.
+    pub fn ids(&self, project: &str) -> Vec<String> {
+        let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
+        g.keys()
+            .filter_map(|k| k.split_once('/'))
+            .filter(|(p, _)| *p == project)
+            .map(|(_, id)| id.to_owned())
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -113,6 +113,27 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn MetaStore>, CliError>
         })
 }
 
+/// The start-up consistency check of the vector half, without loading the model: vectors made
+/// by another model than the configured one are reported with the fix (they are never mixed;
+/// vector search reports itself unavailable until the rebuild).
+pub fn check_vector_index(config: &Config) {
+    let Some(spec) = bunko_core::models::find(&config.models.embedder) else {
+        return;
+    };
+    let dir = config.data_dir.join("index").join("vector");
+    if let Some(stored) = bunko_index::vector::stored_fingerprint(&dir) {
+        let configured = spec.fingerprint();
+        if stored != configured {
+            tracing::error!(
+                stored = %stored,
+                configured = %configured,
+                model = spec.name,
+                "the vector index was built with another embedding model; run `bunko index rebuild`"
+            );
+        }
+    }
+}
+
 /// Everything a serving or working process holds.
 pub struct Runtime {
     pub state: AppState,
@@ -257,6 +278,7 @@ impl Runtime {
             daily_maintenance(store.clone(), &tasks);
             w
         });
+        check_vector_index(&config);
         let vector = Arc::new(crate::embedder::VectorHalf::new(&config));
         let state = AppState(Arc::new(Inner {
             config,

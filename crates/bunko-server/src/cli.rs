@@ -84,6 +84,19 @@ pub enum Command {
     /// List the models bunko knows and fetch them (verified by SHA-256)
     #[command(subcommand)]
     Models(ModelsCmd),
+    /// Maintain the search indexes (derived data)
+    #[command(subcommand)]
+    Index(IndexCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCmd {
+    /// Re-embed every chunk with the configured model into a new vector index, then swap it in
+    Rebuild {
+        /// Only this project (id or slug); a model change needs a full rebuild
+        #[arg(long)]
+        project: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -405,6 +418,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Command::Worker => commands::serve::worker(config).await,
             Command::Migrate => commands::admin::migrate(&config).await,
             Command::Models(ModelsCmd::List { json }) => commands::models::list(&config, json),
+            Command::Index(IndexCmd::Rebuild { project }) => {
+                commands::index::rebuild(&config, project.as_deref()).await
+            }
             Command::Models(ModelsCmd::Pull { names, wheel }) => {
                 commands::models::pull(&config, &names, wheel.as_deref())
             }

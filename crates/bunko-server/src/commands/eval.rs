@@ -237,6 +237,15 @@ pub async fn search(
     for w in query.warnings.iter().chain(&out.warnings) {
         tracing::warn!("{w}");
     }
+    for (name, leg) in [("keyword", &out.keyword), ("vector", &out.vector)] {
+        let leg = serde_json::to_value(leg).unwrap_or_default();
+        if let Some(reason) = leg["reason"].as_str() {
+            tracing::warn!(
+                "the {name} half is {}: {reason}",
+                leg["status"].as_str().unwrap_or("?")
+            );
+        }
+    }
     let hits = serde_json::to_value(&out.results).map_err(|e| CliError::failure(e.to_string()))?;
     let hits = hits.as_array().cloned().unwrap_or_default();
     for (i, h) in hits.iter().enumerate() {

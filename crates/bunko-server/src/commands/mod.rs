@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod eval;
+pub mod index;
 pub mod jobs;
 pub mod models;
 pub mod serve;

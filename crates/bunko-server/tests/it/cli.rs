@@ -17,6 +17,10 @@ fn help_lists_every_command_with_a_purpose() {
         "user",
         "project",
         "key",
+        "search",
+        "eval",
+        "models",
+        "index",
     ] {
         let line = help
             .lines()
@@ -442,5 +446,103 @@ fn search_command_validates_its_input() {
     assert!(
         text(&out.stdout).trim().is_empty(),
         "no documents yet, no hits"
+    );
+}
+
+/// `bunko index rebuild` re-embeds what the keyword index holds into a new vector index and
+/// swaps it in; vector search then finds chunks across languages; a vector index of another
+/// model is refused with the fix.
+#[test]
+fn index_rebuild_makes_the_vector_half_from_stored_chunks() {
+    if !super::support::model_installed("multilingual-e5-small") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dd = dir.path().join("data");
+    let d = dd.to_str().unwrap();
+    let out = bunko(dir.path(), &["--data-dir", d, "project", "create", "Laws"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // "created project Laws (slug laws) <id>"
+    let pid = text(&out.stdout)
+        .split_whitespace()
+        .last()
+        .expect("project id")
+        .to_owned();
+    {
+        let ix = bunko_index::keyword::KeywordIndex::open(&dd.join("index/keyword")).unwrap();
+        ix.upsert(
+            "j1",
+            &pid,
+            "労働基準法",
+            "使用者は、労働時間の途中に休憩時間を与えなければならない。",
+        )
+        .unwrap();
+        ix.upsert(
+            "e1",
+            &pid,
+            "Cooking",
+            "Whisk the eggs with sugar and bake the cake.",
+        )
+        .unwrap();
+        ix.commit().unwrap();
+    }
+    let out = bunko(dir.path(), &["--data-dir", d, "index", "rebuild"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 chunks"),
+        "{}",
+        text(&out.stdout)
+    );
+    let spec = bunko_core::models::find("multilingual-e5-small").unwrap();
+    assert_eq!(
+        bunko_index::vector::stored_fingerprint(&dd.join("index/vector")),
+        Some(spec.fingerprint())
+    );
+    let search = |extra: &[&str]| {
+        let mut args = vec!["--data-dir", d, "search", "rest breaks at work", "--json"];
+        args.extend_from_slice(extra);
+        bunko(dir.path(), &args)
+    };
+    let out = search(&["--mode", "vector"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().next().expect("a hit")).unwrap();
+    assert_eq!(first["id"], "j1", "{}", text(&out.stdout));
+    assert_eq!(first["vector_rank"], 1);
+    // One project only, again: same result, nothing duplicated.
+    let out = bunko(
+        dir.path(),
+        &["--data-dir", d, "index", "rebuild", "--project", "laws"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&search(&["--mode", "vector"]).stdout).lines().count(),
+        2
+    );
+    // Vectors of another model: refused with the fix, never mixed.
+    std::fs::write(dd.join("index/vector/model.txt"), "e5s1:0000000000000000\n").unwrap();
+    let out = search(&["--mode", "vector"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).trim().is_empty(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("bunko index rebuild"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bunko(
+        dir.path(),
+        &["--data-dir", d, "index", "rebuild", "--project", "laws"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("without --project"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = bunko(dir.path(), &["--data-dir", d, "index", "rebuild"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&search(&["--mode", "vector"]).stdout).lines().count(),
+        2
     );
 }
