@@ -152,7 +152,8 @@ def main():
     p = postgres(queries)
     print(f"{b['chunks']} chunks, {len(queries)} queries × 3 rounds, k = 10")
     print(f"bunko: indexing {b['chunks_per_s']:.0f} chunks/s (tantivy + HNSW, vectors given), "
-          f"peak RSS {b['peak_rss_mib']:.0f} MiB; PostgreSQL: COPY {p['load_seconds']:.0f} s, "
+          f"peak RSS {b['peak_rss_mib']:.0f} MiB, vector recall@10 vs exact "
+          f"{b['vector_recall_at_10']:.3f}; PostgreSQL: COPY {p['load_seconds']:.0f} s, "
           f"indexes {p['index_seconds']:.0f} s")
     print("| mode | bunko p50 | bunko p99 | PostgreSQL p50 | PostgreSQL p99 | p50 ratio |")
     print("|---|---:|---:|---:|---:|---:|")

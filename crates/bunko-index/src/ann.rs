@@ -33,7 +33,7 @@ impl Default for HnswParams {
         Self {
             m: 16,
             ef_construction: 100,
-            ef_search: 64,
+            ef_search: 128,
         }
     }
 }
