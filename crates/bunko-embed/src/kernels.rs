@@ -230,8 +230,8 @@ pub fn matmul(w: &Linear, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
                 offset: &a.offset[t0 * nb..(t0 + n) * nb],
             };
             match w {
-                Linear::Q4(w) => rows(w, bias, &acts, y),
-                Linear::Q8(w) => rows_q8(w, bias, &acts, y),
+                Linear::Q4(w) => product(&w.view(), bias, &acts, y),
+                Linear::Q8(w) => product(&w.view(), bias, &acts, y),
             }
         });
 }
@@ -268,74 +268,76 @@ fn has_vnni() -> bool {
     }
 }
 
-fn rows(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_vnni() && w.cols.is_multiple_of(2 * QK) {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked just above).
-        unsafe {
-            vnni::rows(w, bias, a, y)
-        };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `avx2::rows` needs.
-        unsafe {
-            avx2::rows(w, bias, a, y)
-        };
-        return;
-    }
-    rows_generic(w, bias, a, y);
+/// A weight matrix as the kernels see it: `rows × cols` bytes (one per weight) and a scale per
+/// 32-weight block. `nibbles`: the bytes are `w + 8` (`Q4_0`), so each block's activation
+/// offset is subtracted; otherwise they are the signed weights (`Q8_0`).
+pub(crate) struct Weights<'a, W> {
+    rows: usize,
+    cols: usize,
+    q: &'a [W],
+    d: &'a [f32],
+    nibbles: bool,
 }
 
-fn rows_q8(w: &Q8Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_vnni() && w.cols.is_multiple_of(2 * QK) {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked just above).
-        unsafe {
-            vnni::rows_q8(w, bias, a, y)
-        };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `avx2::rows_q8` needs.
-        unsafe {
-            avx2::rows_q8(w, bias, a, y)
-        };
-        return;
-    }
-    rows_q8_generic(w, bias, a, y);
-}
-
-fn rows_q8_generic(w: &Q8Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
-    let (cols, nb) = (w.cols, w.cols / QK);
-    let n = a.q.len() / cols;
-    for r in 0..w.rows {
-        let wq = &w.q[r * cols..(r + 1) * cols];
-        let wd = &w.d[r * nb..(r + 1) * nb];
-        for t in 0..n {
-            let aq = &a.q[t * cols..(t + 1) * cols];
-            let mut acc = 0f32;
-            for b in 0..nb {
-                let s: i32 = wq[b * QK..(b + 1) * QK]
-                    .iter()
-                    .zip(&aq[b * QK..(b + 1) * QK])
-                    .map(|(&w, &a)| i32::from(w) * i32::from(a))
-                    .sum();
-                acc += wd[b] * a.d[t * nb + b] * s as f32;
-            }
-            y[t * w.rows + r] = bias.map_or(0.0, |b| b[r]) + acc;
+impl Q4Matrix {
+    fn view(&self) -> Weights<'_, u8> {
+        Weights {
+            rows: self.rows,
+            cols: self.cols,
+            q: &self.q,
+            d: &self.d,
+            nibbles: true,
         }
     }
 }
 
-/// Portable version of the tile loop (and the reference the AVX2 one is tested against).
-fn rows_generic(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
+impl Q8Matrix {
+    fn view(&self) -> Weights<'_, i8> {
+        Weights {
+            rows: self.rows,
+            cols: self.cols,
+            q: &self.q,
+            d: &self.d,
+            nibbles: false,
+        }
+    }
+}
+
+/// Every output row for every token of `a`, on the widest unit the CPU has.
+fn product<W: Copy + Into<i32>>(
+    w: &Weights<'_, W>,
+    bias: Option<&[f32]>,
+    a: &Acts<'_>,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() && w.cols.is_multiple_of(2 * QK) {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked just above), all `vnni::tiles` needs.
+        unsafe {
+            vnni::tiles(w, bias, a, y)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `avx2::tiles` needs.
+        unsafe {
+            avx2::tiles(w, bias, a, y)
+        };
+        return;
+    }
+    product_generic(w, bias, a, y);
+}
+
+/// Portable version of the products (and the reference the SIMD ones are tested against).
+fn product_generic<W: Copy + Into<i32>>(
+    w: &Weights<'_, W>,
+    bias: Option<&[f32]>,
+    a: &Acts<'_>,
+    y: &mut [f32],
+) {
     let (cols, nb) = (w.cols, w.cols / QK);
     let n = a.q.len() / cols;
     for r in 0..w.rows {
@@ -348,9 +350,10 @@ fn rows_generic(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32])
                 let s: i32 = wq[b * QK..(b + 1) * QK]
                     .iter()
                     .zip(&aq[b * QK..(b + 1) * QK])
-                    .map(|(&w, &a)| i32::from(w) * i32::from(a))
+                    .map(|(&w, &a)| w.into() * i32::from(a))
                     .sum();
-                acc += wd[b] * (a.d[t * nb + b] * s as f32 - a.offset[t * nb + b]);
+                let offset = if w.nibbles { a.offset[t * nb + b] } else { 0.0 };
+                acc += wd[b] * (a.d[t * nb + b] * s as f32 - offset);
             }
             y[t * w.rows + r] = bias.map_or(0.0, |b| b[r]) + acc;
         }
@@ -479,11 +482,11 @@ fn head_attention_generic(
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
-    //! The hot loops compiled for AVX2 + FMA. `rows` uses integer multiply-adds: `maddubs`
+    //! The hot loops compiled for AVX2 + FMA. `tiles` uses integer multiply-adds: `maddubs`
     //! multiplies the unsigned weight nibbles by the signed activations into i16 pairs (at
     //! most 2·15·128, no saturation), `madd` widens to i32, and the block's two scales are
     //! applied in f32 with one FMA; the `+ 8` offset is subtracted once per output.
-    use super::{Acts, Q4Matrix, Q8Matrix, QK, TILE};
+    use super::{Acts, QK, TILE, Weights};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -556,33 +559,19 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// Signed × signed bytes with `maddubs` (which wants one unsigned operand): |w| times a
-    /// with w's sign moved onto it. Weights are within ±127, so no pair saturates.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn rows_q8(w: &Q8Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
-        tiles(w.rows, w.cols, &w.q, &w.d, bias, a, y, false);
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn rows(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
-        tiles(w.rows, w.cols, &w.q, &w.d, bias, a, y, true);
-    }
-
     /// Every output row for every token of `a`, in tiles of `TILE` tokens (then 1 at a time).
     /// `nibbles`: weights are unsigned `w + 8` (Q4) and the activations' offsets are
     /// subtracted; otherwise weights are signed bytes (Q8).
-    #[allow(clippy::too_many_arguments)]
+    /// Signed weights (`Q8_0`) go through `maddubs` (which wants one unsigned operand) as |w|
+    /// times a with w's sign moved onto it; within ±127 no pair saturates.
     #[target_feature(enable = "avx2,fma")]
-    fn tiles<W: Copy>(
-        rows: usize,
-        cols: usize,
-        wq: &[W],
-        wd: &[f32],
+    pub(super) fn tiles<W: Copy>(
+        w: &Weights<'_, W>,
         bias: Option<&[f32]>,
         a: &Acts<'_>,
         y: &mut [f32],
-        nibbles: bool,
     ) {
+        let (rows, cols, wq, wd, nibbles) = (w.rows, w.cols, w.q, w.d, w.nibbles);
         assert!(std::mem::size_of::<W>() == 1 && cols.is_multiple_of(QK));
         let nb = cols / QK;
         let n = a.q.len() / cols;
@@ -679,7 +668,7 @@ mod vnni {
     //! The same products with AVX-512 VNNI: `vpdpbusd` multiplies unsigned by signed bytes and
     //! sums each group of four into i32 in one instruction, and 512-bit registers hold two
     //! 32-weight blocks, so one instruction does the work of four AVX2 ones.
-    use super::{Acts, Q4Matrix, Q8Matrix, QK};
+    use super::{Acts, QK, Weights};
 
     /// Tokens per tile: 32 vector registers leave room for eight accumulators.
     const WIDE: usize = 8;
@@ -692,27 +681,13 @@ mod vnni {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn rows_q8(w: &Q8Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
-        tiles(w.rows, w.cols, &w.q, &w.d, bias, a, y, false);
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn rows(w: &Q4Matrix, bias: Option<&[f32]>, a: &Acts<'_>, y: &mut [f32]) {
-        tiles(w.rows, w.cols, &w.q, &w.d, bias, a, y, true);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    fn tiles<W: Copy>(
-        rows: usize,
-        cols: usize,
-        wq: &[W],
-        wd: &[f32],
+    pub(super) fn tiles<W: Copy>(
+        w: &Weights<'_, W>,
         bias: Option<&[f32]>,
         a: &Acts<'_>,
         y: &mut [f32],
-        nibbles: bool,
     ) {
+        let (rows, cols, wq, wd, nibbles) = (w.rows, w.cols, w.q, w.d, w.nibbles);
         // Callers route only even block counts here (two blocks per register).
         assert!(std::mem::size_of::<W>() == 1 && cols.is_multiple_of(2 * QK));
         let nb = cols / QK;
@@ -965,7 +940,7 @@ mod tests {
             offset: &a.offset,
         };
         let mut portable = vec![0f32; tokens * rows];
-        rows_generic(q4, Some(&bias), &acts, &mut portable);
+        product_generic(&q4.view(), Some(&bias), &acts, &mut portable);
         for (p, y) in portable.iter().zip(&y) {
             assert!(
                 (p - y).abs() < 1e-4,
@@ -1011,7 +986,7 @@ mod tests {
             offset: &a.offset,
         };
         let mut portable = vec![0f32; tokens * rows];
-        rows_q8_generic(q8, None, &acts, &mut portable);
+        product_generic(&q8.view(), None, &acts, &mut portable);
         for t in 0..tokens {
             for r in 0..rows {
                 let terms = (0..cols).map(|c| x[t * cols + c] * wf[r * cols + c]);

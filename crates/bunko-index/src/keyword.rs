@@ -220,12 +220,7 @@ impl KeywordIndex {
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let text_of = |f: Field| {
-                d.get_first(f)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            let text_of = |f: Field| stored_text(&d, f);
             let id = text_of(self.f.id);
             if id.is_empty() {
                 continue;
@@ -270,12 +265,7 @@ impl KeywordIndex {
         let mut out = Vec::with_capacity(docs.len());
         for addr in docs {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let text_of = |f: Field| {
-                d.get_first(f)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            let text_of = |f: Field| stored_text(&d, f);
             out.push(StoredChunk {
                 id: text_of(self.f.id),
                 project: text_of(self.f.project),
@@ -300,12 +290,7 @@ impl KeywordIndex {
             return Ok(None);
         };
         let d: TantivyDocument = searcher.doc(*addr)?;
-        let text_of = |f: Field| {
-            d.get_first(f)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let text_of = |f: Field| stored_text(&d, f);
         let text = text_of(self.f.text);
         let opening: String = text.chars().take(240).collect();
         Ok(Some(Hit {
@@ -316,6 +301,14 @@ impl KeywordIndex {
             snippet: escape_html(&opening),
         }))
     }
+}
+
+/// A stored text field of a document ("" when absent).
+fn stored_text(d: &TantivyDocument, f: Field) -> String {
+    d.get_first(f)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn escape_html(s: &str) -> String {
