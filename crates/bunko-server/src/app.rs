@@ -134,6 +134,27 @@ pub fn check_vector_index(config: &Config) {
     }
 }
 
+/// When the data dir has vectors, load the model and the graph on a background thread at start,
+/// so the first search does not pay for them (a search arriving meanwhile waits for the same
+/// load). A data dir without vectors never loads the model.
+fn warm_vector_half(config: &Config, vector: &Arc<crate::embedder::VectorHalf>) {
+    let dir = config.data_dir.join("index").join("vector");
+    if bunko_index::vector::stored_fingerprint(&dir).is_none() {
+        return;
+    }
+    let vector = vector.clone();
+    let spawned = std::thread::Builder::new()
+        .name("vector-warm-up".into())
+        .spawn(move || {
+            if let Err(e) = vector.get() {
+                tracing::warn!(reason = %e.0, "vector search is unavailable");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the vector warm-up thread; loading on first use");
+    }
+}
+
 /// Everything a serving or working process holds.
 pub struct Runtime {
     pub state: AppState,
@@ -280,6 +301,7 @@ impl Runtime {
         });
         check_vector_index(&config);
         let vector = Arc::new(crate::embedder::VectorHalf::new(&config));
+        warm_vector_half(&config, &vector);
         let state = AppState(Arc::new(Inner {
             config,
             store,
