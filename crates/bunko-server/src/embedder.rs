@@ -35,6 +35,20 @@ pub fn cache_dir(config: &Config) -> PathBuf {
     config.models.resolved_dir().join("embedding-cache")
 }
 
+/// The cache of `enc`'s vectors; `None` (embed everything) when it cannot be opened.
+pub fn open_cache(config: &Config, enc: &Encoder) -> Option<EmbeddingCache> {
+    EmbeddingCache::open(&cache_dir(config), enc.fingerprint(), enc.dim()).ok()
+}
+
+/// What a chunk is embedded as: its title (when it has one) on the line above its text.
+pub fn passage_text(title: &str, text: &str) -> String {
+    if title.is_empty() {
+        text.to_owned()
+    } else {
+        format!("{title}\n{text}")
+    }
+}
+
 /// Passages through the cache, in batches; `progress(done)` after each batch.
 pub fn embed_passages(
     enc: &Encoder,

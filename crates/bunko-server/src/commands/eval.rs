@@ -5,7 +5,7 @@ use bunko_core::eval::{Dataset, mrr_at, ndcg_at, recall_at};
 use bunko_core::search::{Leg, Mode, rrf};
 use bunko_embed::Role;
 use bunko_index::keyword::KeywordIndex;
-use bunko_index::vector::{EmbeddingCache, VectorIndex};
+use bunko_index::vector::VectorIndex;
 use std::path::Path;
 use std::time::Instant;
 
@@ -60,22 +60,11 @@ pub fn retrieval(
     let vectors = match &encoder {
         None => None,
         Some(enc) => {
-            let cache = EmbeddingCache::open(
-                &crate::embedder::cache_dir(config),
-                enc.fingerprint(),
-                enc.dim(),
-            )
-            .ok();
+            let cache = crate::embedder::open_cache(config, enc);
             let texts: Vec<String> = ds
                 .docs
                 .iter()
-                .map(|d| {
-                    if d.title.is_empty() {
-                        d.text.clone()
-                    } else {
-                        format!("{}\n{}", d.title, d.text)
-                    }
-                })
+                .map(|d| crate::embedder::passage_text(&d.title, &d.text))
                 .collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let total = refs.len();

@@ -36,22 +36,11 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
     let chunks = keyword
         .chunks(project_id.as_deref())
         .map_err(|e| CliError::failure(e.to_string()))?;
-    let cache = EmbeddingCache::open(
-        &crate::embedder::cache_dir(config),
-        encoder.fingerprint(),
-        encoder.dim(),
-    )
-    .ok();
+    let cache = crate::embedder::open_cache(config, &encoder);
     let started = Instant::now();
     let texts: Vec<String> = chunks
         .iter()
-        .map(|c| {
-            if c.title.is_empty() {
-                c.text.clone()
-            } else {
-                format!("{}\n{}", c.title, c.text)
-            }
-        })
+        .map(|c| crate::embedder::passage_text(&c.title, &c.text))
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let cached_before = cache.as_ref().map_or(0, EmbeddingCache::len);

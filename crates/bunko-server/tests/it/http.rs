@@ -587,9 +587,10 @@ async fn hybrid_search_fuses_keyword_and_vector_halves() {
     let ready = a.state.vector.get().unwrap();
     for (id, title, text) in chunks {
         a.state.keyword.upsert(id, &pid, title, text).unwrap();
-        let e = ready
-            .encoder
-            .embed(&[&format!("{title}\n{text}")], bunko_embed::Role::Passage);
+        let e = ready.encoder.embed(
+            &[&bunko_server::embedder::passage_text(title, text)],
+            bunko_embed::Role::Passage,
+        );
         ready.index.upsert(&pid, id, e.get(0)).unwrap();
     }
     a.state.keyword.commit().unwrap();
