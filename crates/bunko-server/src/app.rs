@@ -113,33 +113,28 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn MetaStore>, CliError>
         })
 }
 
-/// The start-up consistency check of the vector half, without loading the model: vectors made
-/// by another model than the configured one are reported with the fix (they are never mixed;
-/// vector search reports itself unavailable until the rebuild).
-pub fn check_vector_index(config: &Config) {
+/// The vector half at start. With no vectors in the data dir, nothing happens (the model is
+/// never loaded). Vectors made by another model than the configured one are reported with the
+/// fix, without loading the model (they are never mixed; vector search reports itself
+/// unavailable until the rebuild). Otherwise the model and the graph load on a background
+/// thread, so the first search does not pay for them (a search arriving meanwhile waits for
+/// the same load).
+fn start_vector_half(config: &Config, vector: &Arc<crate::embedder::VectorHalf>) {
     let Some(spec) = bunko_core::models::find(&config.models.embedder) else {
         return;
     };
     let dir = config.data_dir.join("index").join("vector");
-    if let Some(stored) = bunko_index::vector::stored_fingerprint(&dir) {
-        let configured = spec.fingerprint();
-        if stored != configured {
-            tracing::error!(
-                stored = %stored,
-                configured = %configured,
-                model = spec.name,
-                "the vector index was built with another embedding model; run `bunko index rebuild`"
-            );
-        }
-    }
-}
-
-/// When the data dir has vectors, load the model and the graph on a background thread at start,
-/// so the first search does not pay for them (a search arriving meanwhile waits for the same
-/// load). A data dir without vectors never loads the model.
-fn warm_vector_half(config: &Config, vector: &Arc<crate::embedder::VectorHalf>) {
-    let dir = config.data_dir.join("index").join("vector");
-    if bunko_index::vector::stored_fingerprint(&dir).is_none() {
+    let Some(stored) = bunko_index::vector::stored_fingerprint(&dir) else {
+        return;
+    };
+    let configured = spec.fingerprint();
+    if stored != configured {
+        tracing::error!(
+            stored = %stored,
+            configured = %configured,
+            model = spec.name,
+            "the vector index was built with another embedding model; run `bunko index rebuild`"
+        );
         return;
     }
     let vector = vector.clone();
@@ -299,9 +294,8 @@ impl Runtime {
             daily_maintenance(store.clone(), &tasks);
             w
         });
-        check_vector_index(&config);
         let vector = Arc::new(crate::embedder::VectorHalf::new(&config));
-        warm_vector_half(&config, &vector);
+        start_vector_half(&config, &vector);
         let state = AppState(Arc::new(Inner {
             config,
             store,
