@@ -57,6 +57,18 @@ error_codes! {
     PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
     /// The body's content type is not one this route accepts.
     UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
+    /// An uploaded file is not of a type bunko can extract text from.
+    UnsupportedDocumentType => (415, "unsupported_document_type", "Unsupported document type"),
+    /// An uploaded file is empty (zero bytes).
+    EmptyFile => (400, "empty_file", "Empty file"),
+    /// The PDF is encrypted and no (or a wrong) password was given.
+    DocumentEncrypted => (422, "document_encrypted", "Document is encrypted"),
+    /// The file is damaged or truncated; the parser's reason is in the detail.
+    DocumentUnreadable => (422, "document_unreadable", "Document is unreadable"),
+    /// No text could be found in the document, even with OCR.
+    DocumentEmpty => (422, "document_empty", "Document has no text"),
+    /// A tool extraction needs (pdftotext, tesseract) is missing or failed on this host.
+    ExtractorUnavailable => (503, "extractor_unavailable", "Extractor unavailable"),
     /// The JSON is well-formed but fields are missing or of the wrong type.
     InvalidBody => (422, "invalid_body", "Invalid request body"),
     /// A field value is outside what the operation accepts.

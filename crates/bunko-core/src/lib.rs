@@ -5,7 +5,9 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod chunk;
 pub mod config;
+pub mod documents;
 pub mod error;
 pub mod eval;
 pub mod identity;
@@ -19,6 +21,7 @@ pub mod projects;
 pub mod search;
 pub mod secret;
 pub mod tasks;
+pub mod text;
 pub mod trace;
 
 pub use error::{Code, Error, ErrorCode};

@@ -63,17 +63,7 @@ impl Variant {
     }
 }
 
-pub fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x3040..=0x30FF        // hiragana, katakana (incl. ー)
-        | 0x31F0..=0x31FF      // katakana phonetic extensions
-        | 0x3400..=0x4DBF      // CJK extension A
-        | 0x4E00..=0x9FFF      // CJK unified ideographs
-        | 0xF900..=0xFAFF      // compatibility ideographs
-        | 0xFF66..=0xFF9F      // half-width katakana
-        | 0x20000..=0x2FA1F)   // extensions B.. and compatibility supplement
-        || c == '々'
-}
+pub use bunko_core::text::is_cjk;
 
 /// Full-width ASCII (ＡＢＣ１２３) → ASCII.
 fn fold(c: char) -> char {
