@@ -189,6 +189,7 @@ pub trait MetaStore:
     + SessionQueries
     + ApiKeyQueries
     + AuditQueries
+    + crate::documents::DocumentQueries
 {
     /// A cheap round trip; used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

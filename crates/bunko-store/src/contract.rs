@@ -45,7 +45,8 @@ macro_rules! contract_tests {
             retry_dead_job, release_gives_attempt_back, list_filters_and_paginates,
             counts_by_queue_and_state, ping_works, users_are_unique_by_email_case_insensitively,
             memberships_scope_projects, refresh_tokens_rotate_and_reuse_revokes_the_session,
-            api_keys_lookup_revoke_and_touch, audit_log_appends_filters_and_prunes_only_old_rows);
+            api_keys_lookup_revoke_and_touch, audit_log_appends_filters_and_prunes_only_old_rows,
+            documents_dedupe_finish_atomically_and_cascade);
     };
     (@each $make:expr; $($name:ident),+) => {
         $(
@@ -684,4 +685,176 @@ pub async fn audit_log_appends_filters_and_prunes_only_old_rows(s: Store) {
         s.prune_audit(bunko_core::ids::now_ms() + 1).await.unwrap(),
         3
     );
+}
+
+pub async fn documents_dedupe_finish_atomically_and_cascade(s: Store) {
+    use bunko_core::documents::*;
+    let p = s
+        .create_project(NewProject {
+            name: "Docs".into(),
+            slug: "docs".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let new = |sha: &str, title: &str| NewDocument {
+        project_id: p.id,
+        title: title.into(),
+        filename: format!("{title}.pdf"),
+        doc_type: DocType::Pdf,
+        sha256: sha.into(),
+        size_bytes: 10,
+        source: "upload".into(),
+        tags: vec!["t".into()],
+    };
+    let (a, created) = s.create_document(new("aa", "A")).await.unwrap();
+    assert!(created);
+    assert_eq!(a.status, DocStatus::Queued);
+    let (again, created) = s.create_document(new("aa", "A2")).await.unwrap();
+    assert!(!created, "same bytes in one project are one document");
+    assert_eq!(again.id, a.id);
+    let (b, _) = s.create_document(new("bb", "Report B")).await.unwrap();
+    // Unknown project: NotFound, not a backend error.
+    let mut orphan = new("cc", "C");
+    orphan.project_id = uuid::Uuid::now_v7();
+    assert!(matches!(
+        s.create_document(orphan).await.unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+
+    let job = s.enqueue(job("document.process")).await.unwrap().id;
+    assert!(s.queue_document(a.id, job).await.unwrap());
+    s.set_document_stage(a.id, "extract", 0.2).await.unwrap();
+    let got = s.get_document(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.stage.as_deref()),
+        (DocStatus::Processing, Some("extract"))
+    );
+    assert_eq!(got.job_id, Some(job));
+
+    let chunk = |ord: u32, text: &str| ChunkRecord {
+        id: format!("{}:{ord}", a.id),
+        document_id: a.id,
+        project_id: p.id,
+        ord,
+        text: text.into(),
+        page_start: 1,
+        page_end: 2,
+        char_start: 0,
+        char_end: text.chars().count() as u32,
+        section_path: "1 Intro".into(),
+        language: "en".into(),
+        is_references: ord == 1,
+        content_hash: "h".into(),
+    };
+    let pg = |n: u32| PageText {
+        page: n,
+        text: format!("page {n}"),
+        raw: format!("page  {n}"),
+        method: if n == 1 {
+            PageMethod::Text
+        } else {
+            PageMethod::Ocr
+        },
+        confidence: (n != 1).then_some(91.5),
+    };
+    let done = Processed {
+        title: Some("Real title".into()),
+        meta: DocMeta {
+            title: Some("Real title".into()),
+            authors: vec!["X".into()],
+            ..Default::default()
+        },
+        language: Some("en".into()),
+        pages: vec![pg(1), pg(2)],
+        chunks: vec![chunk(0, "zero"), chunk(1, "one")],
+    };
+    s.finish_document(a.id, &done).await.unwrap();
+    let got = s.get_document(a.id).await.unwrap().unwrap();
+    assert_eq!(got.status, DocStatus::Ready);
+    assert_eq!((got.page_count, got.chunk_count), (2, 2));
+    assert_eq!(got.title, "Real title");
+    assert_eq!(got.meta.authors, vec!["X".to_owned()]);
+    assert_eq!(s.get_page(a.id, 2).await.unwrap().unwrap(), pg(2));
+    assert!(s.get_page(a.id, 3).await.unwrap().is_none());
+    let chunks = s.document_chunks(a.id).await.unwrap();
+    assert_eq!(chunks, vec![chunk(0, "zero"), chunk(1, "one")]);
+    let by_id = s
+        .chunks_by_id(&[format!("{}:1", a.id), "nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(by_id, vec![chunk(1, "one")]);
+    assert_eq!(s.all_chunks(Some(p.id)).await.unwrap().len(), 2);
+    assert_eq!(s.ready_documents().await.unwrap(), vec![(a.id, 2)]);
+
+    // Reprocessing replaces, and a failure keeps what the last success stored.
+    let fewer = Processed {
+        chunks: vec![chunk(0, "only")],
+        ..done.clone()
+    };
+    s.finish_document(a.id, &fewer).await.unwrap();
+    assert_eq!(s.document_chunks(a.id).await.unwrap().len(), 1);
+    s.fail_document(a.id, &DocError::new(Code::DocumentUnreadable, "bad xref"))
+        .await
+        .unwrap();
+    let got = s.get_document(a.id).await.unwrap().unwrap();
+    assert_eq!(got.status, DocStatus::Failed);
+    assert_eq!(got.error.unwrap().code, "document_unreadable");
+    assert_eq!(s.document_chunks(a.id).await.unwrap().len(), 1);
+    assert!(
+        s.all_chunks(None).await.unwrap().is_empty(),
+        "only ready documents are indexed"
+    );
+
+    // Filters and paging.
+    let f = DocumentFilter {
+        title: Some("report".into()),
+        ..Default::default()
+    };
+    let listed = s.list_documents(p.id, &f, page(10)).await.unwrap();
+    assert_eq!(
+        listed.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![b.id]
+    );
+    let f = DocumentFilter {
+        status: Some(DocStatus::Failed),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_documents(p.id, &f, page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let first = s
+        .list_documents(p.id, &DocumentFilter::default(), page(1))
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 1);
+    assert!(first.next_cursor.is_some());
+    // A LIKE wildcard in the title filter is taken literally.
+    let f = DocumentFilter {
+        title: Some("%".into()),
+        ..Default::default()
+    };
+    assert!(
+        s.list_documents(p.id, &f, page(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    assert_eq!(s.blob_references("aa").await.unwrap(), 1);
+    let gone = s.delete_document(a.id).await.unwrap().unwrap();
+    assert_eq!(gone.id, a.id);
+    assert_eq!(s.blob_references("aa").await.unwrap(), 0);
+    assert!(s.document_chunks(a.id).await.unwrap().is_empty());
+    assert!(s.get_page(a.id, 1).await.unwrap().is_none());
+    assert!(s.delete_document(a.id).await.unwrap().is_none());
+    // Deleting the project takes its documents.
+    s.delete_project(p.id).await.unwrap();
+    assert!(s.get_document(b.id).await.unwrap().is_none());
 }

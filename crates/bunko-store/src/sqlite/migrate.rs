@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "identity",
         include_str!("../../migrations/sqlite/0002_identity.sql"),
     ),
+    (
+        3,
+        "documents",
+        include_str!("../../migrations/sqlite/0003_documents.sql"),
+    ),
 ];
 
 /// Must equal [`APPLICATION_ID`] (checked by a test).
