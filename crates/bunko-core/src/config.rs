@@ -38,6 +38,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub models: ModelsConfig,
     pub search: SearchConfig,
+    pub ingest: IngestConfig,
 }
 
 impl Default for Config {
@@ -53,6 +54,40 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             models: ModelsConfig::default(),
             search: SearchConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest file accepted (bytes); larger uploads are refused with 413.
+    pub max_file_bytes: u64,
+    /// OCR pages without a usable text layer, and images.
+    pub ocr: bool,
+    /// Tesseract languages, `+`-joined.
+    pub ocr_languages: String,
+    /// Resolution pages are rendered at for OCR.
+    pub ocr_dpi: u32,
+    /// Pages OCR'd at once; 0 = one per core.
+    pub ocr_workers: usize,
+    /// Chunk size in tokens of the embedding model.
+    pub chunk_tokens: usize,
+    /// Share of a chunk carried into the next (whole sentences).
+    pub chunk_overlap: f32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 200 * 1024 * 1024,
+            ocr: true,
+            ocr_languages: "jpn+eng".into(),
+            ocr_dpi: 300,
+            ocr_workers: 0,
+            chunk_tokens: 350,
+            chunk_overlap: 0.15,
         }
     }
 }
@@ -628,6 +663,29 @@ impl Config {
         }
         if !(1..=1000).contains(&self.search.candidates) {
             err("search.candidates", "must be between 1 and 1000".into());
+        }
+        if self.ingest.max_file_bytes == 0 {
+            err("ingest.max_file_bytes", "must be positive".into());
+        }
+        if !(32..=2048).contains(&self.ingest.chunk_tokens) {
+            err("ingest.chunk_tokens", "must be between 32 and 2048".into());
+        }
+        if !(0.0..=0.5).contains(&self.ingest.chunk_overlap) {
+            err("ingest.chunk_overlap", "must be between 0 and 0.5".into());
+        }
+        if !(72..=1200).contains(&self.ingest.ocr_dpi) {
+            err("ingest.ocr_dpi", "must be between 72 and 1200".into());
+        }
+        if self
+            .ingest
+            .ocr_languages
+            .split('+')
+            .any(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            err(
+                "ingest.ocr_languages",
+                "must be tesseract language names joined by `+` (e.g. jpn+eng)".into(),
+            );
         }
         if self.models.embedder != "none" && crate::models::find(&self.models.embedder).is_none() {
             err(

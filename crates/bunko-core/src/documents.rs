@@ -353,6 +353,9 @@ pub trait DocumentQueries: Send + Sync {
     async fn ready_documents(&self) -> StoreResult<Vec<(Uuid, u32)>>;
     /// Deletes the document with its pages and chunks; returns it.
     async fn delete_document(&self, id: Uuid) -> StoreResult<Option<Document>>;
+    /// Keeps (or with `None`, forgets) the password for an encrypted PDF until processing ends.
+    async fn set_document_password(&self, id: Uuid, password: Option<&str>) -> StoreResult<()>;
+    async fn document_password(&self, id: Uuid) -> StoreResult<Option<String>>;
     /// How many documents (in any project) reference these bytes.
     async fn blob_references(&self, sha256: &str) -> StoreResult<i64>;
 }
@@ -435,4 +438,27 @@ mod tests {
         assert_eq!(sanitize_filename("報告書.pdf"), "報告書.pdf");
         assert!(sanitize_filename(&"あ".repeat(200)).len() <= 255);
     }
+}
+
+/// Original files, content-addressed by SHA-256 (lowercase hex).
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Moves a staged file in under its hash; a blob already present is kept (same bytes).
+    async fn put_staged(&self, sha256: &str, staged: &std::path::Path) -> StoreResult<()>;
+    /// A local path to read the blob from (the local store's own file; a remote store
+    /// downloads to a temporary file).
+    async fn local_path(&self, sha256: &str) -> StoreResult<std::path::PathBuf>;
+    async fn exists(&self, sha256: &str) -> StoreResult<bool>;
+    /// Removes the blob; false when it was not there.
+    async fn delete(&self, sha256: &str) -> StoreResult<bool>;
+    /// Where uploads are staged before their hash is known (same file system as the blobs,
+    /// so that putting is a rename).
+    fn staging_dir(&self) -> std::path::PathBuf;
+}
+
+/// Is `s` a SHA-256 in lowercase hex (and so safe as a file name)?
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -9,8 +9,29 @@ const SKIP: &[&str] = &[
     "iframe", "button", "select", "object", "canvas", "head",
 ];
 const BLOCK: &[&str] = &[
-    "p", "div", "section", "article", "main", "br", "li", "ul", "ol", "table", "tr", "td", "th",
-    "blockquote", "pre", "dd", "dt", "dl", "figure", "figcaption", "hr", "address", "body",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "br",
+    "li",
+    "ul",
+    "ol",
+    "table",
+    "tr",
+    "td",
+    "th",
+    "blockquote",
+    "pre",
+    "dd",
+    "dt",
+    "dl",
+    "figure",
+    "figcaption",
+    "hr",
+    "address",
+    "body",
 ];
 
 struct Tag<'a> {
@@ -84,7 +105,11 @@ fn attr<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
         let end = v[1..].find(q)?;
         Some(&v[1..1 + end])
     } else {
-        Some(v.split(|c: char| c.is_whitespace() || c == '>').next().unwrap_or(""))
+        Some(
+            v.split(|c: char| c.is_whitespace() || c == '>')
+                .next()
+                .unwrap_or(""),
+        )
     }
 }
 
@@ -131,7 +156,11 @@ fn render(p: &[Piece<'_>]) -> String {
                         heading = None;
                     }
                 } else if t.name == "pre" {
-                    pre = if t.closing { pre.saturating_sub(1) } else { pre + 1 };
+                    pre = if t.closing {
+                        pre.saturating_sub(1)
+                    } else {
+                        pre + 1
+                    };
                     out.push_str("\n\n");
                 } else if t.name == "p" || t.name == "table" || t.name == "blockquote" {
                     out.push_str("\n\n");
@@ -155,9 +184,7 @@ fn render(p: &[Piece<'_>]) -> String {
                 } else {
                     let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
                     if !collapsed.is_empty() {
-                        if text.starts_with(char::is_whitespace)
-                            && !out.ends_with([' ', '\n'])
-                        {
+                        if text.starts_with(char::is_whitespace) && !out.ends_with([' ', '\n']) {
                             out.push(' ');
                         }
                         out.push_str(&collapsed);
@@ -195,8 +222,12 @@ pub fn html_to_text(html: &str) -> (String, Option<String>) {
     let body = ["main", "article"]
         .iter()
         .find_map(|name| {
-            let start = ps.iter().position(|p| matches!(p, Piece::Tag(t) if !t.closing && t.name == *name))?;
-            let end = ps.iter().rposition(|p| matches!(p, Piece::Tag(t) if t.closing && t.name == *name))?;
+            let start = ps
+                .iter()
+                .position(|p| matches!(p, Piece::Tag(t) if !t.closing && t.name == *name))?;
+            let end = ps
+                .iter()
+                .rposition(|p| matches!(p, Piece::Tag(t) if t.closing && t.name == *name))?;
             (end > start).then(|| render(&ps[start..=end]))
         })
         .filter(|t| !t.trim().is_empty());
@@ -215,7 +246,10 @@ fn text_of_first(ps: &[Piece<'_>], name: &str) -> Option<String> {
             Piece::Tag(_) => {}
         }
     }
-    let t = decode_entities(&s).split_whitespace().collect::<Vec<_>>().join(" ");
+    let t = decode_entities(&s)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     (!t.is_empty()).then_some(t)
 }
 
@@ -295,17 +329,29 @@ mod tests {
         let (text, title) = html_to_text(html);
         assert_eq!(title.as_deref(), Some("Report & notes"));
         assert!(text.starts_with("# Heading one"), "{text}");
-        assert!(text.contains("First paragraph with bold text ああ."), "{text}");
+        assert!(
+            text.contains("First paragraph with bold text ああ."),
+            "{text}"
+        );
         assert!(text.contains("- item one\n- item two"), "{text}");
         assert!(text.contains("## Sub\n\n日本語の段落。"), "{text}");
-        for bad in ["not text", "Home", "Menu item", "Site banner", "Copyright", "alert", "color"] {
+        for bad in [
+            "not text",
+            "Home",
+            "Menu item",
+            "Site banner",
+            "Copyright",
+            "alert",
+            "color",
+        ] {
             assert!(!text.contains(bad), "{bad} leaked: {text}");
         }
     }
 
     #[test]
     fn without_main_the_body_minus_chrome() {
-        let (text, title) = html_to_text("<p>Hello<br>world</p><aside>ad</aside><!-- c <p>x</p> -->");
+        let (text, title) =
+            html_to_text("<p>Hello<br>world</p><aside>ad</aside><!-- c <p>x</p> -->");
         assert_eq!(text, "Hello\nworld");
         assert_eq!(title, None);
         assert_eq!(decode_entities("a &lt; b &bogus; &"), "a < b &bogus; &");

@@ -81,7 +81,11 @@ fn languages(requested: &str) -> Result<(String, bool), ExtractError> {
     Ok((ok.join("+"), have.iter().any(|h| h == "osd")))
 }
 
-fn tesseract(image: &Path, langs: &str, osd: bool) -> Result<Vec<(u32, String, Option<f32>)>, ExtractError> {
+fn tesseract(
+    image: &Path,
+    langs: &str,
+    osd: bool,
+) -> Result<Vec<(u32, String, Option<f32>)>, ExtractError> {
     let mut cmd = Command::new("tesseract");
     cmd.arg(image)
         .arg("stdout")
@@ -93,7 +97,10 @@ fn tesseract(image: &Path, langs: &str, osd: bool) -> Result<Vec<(u32, String, O
     if !out.success() {
         return Err(ExtractError::Unreadable(format!(
             "OCR failed: {}",
-            out.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("tesseract gave no reason")
+            out.stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("tesseract gave no reason")
         )));
     }
     Ok(parse_tsv(&String::from_utf8_lossy(&out.stdout)))
@@ -126,7 +133,9 @@ pub fn parse_tsv(tsv: &str) -> Vec<(u32, String, Option<f32>)> {
             pages.push((page, String::new(), 0.0, 0));
             last = None;
         }
-        let Some(cur) = pages.last_mut() else { continue };
+        let Some(cur) = pages.last_mut() else {
+            continue;
+        };
         match last {
             Some((_, b, p, _)) if (b, p) != (block, par) => cur.1.push_str("\n\n"),
             Some((_, _, _, l)) if l != ln => cur.1.push('\n'),
@@ -179,7 +188,9 @@ pub fn pdf_pages(
         let r = tesseract(&png, &langs, osd);
         let _ = std::fs::remove_file(&png);
         let mut r = r?;
-        Ok(r.pop().map(|(_, t, c)| (page, t, c)).unwrap_or((page, String::new(), None)))
+        Ok(r.pop()
+            .map(|(_, t, c)| (page, t, c))
+            .unwrap_or((page, String::new(), None)))
     };
     let results: Vec<Result<Vec<_>, ExtractError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
@@ -198,7 +209,10 @@ pub fn pdf_pages(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(ExtractError::Tool("OCR thread panicked".into()))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ExtractError::Tool("OCR thread panicked".into())))
+            })
             .collect()
     });
     let mut all = Vec::with_capacity(pages.len());

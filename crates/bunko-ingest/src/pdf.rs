@@ -71,7 +71,9 @@ pub fn info(path: &Path, password: Option<&str>) -> Result<Info, ExtractError> {
     };
     let mut meta = DocMeta {
         title: field("Title"),
-        authors: field("Author").map(|a| split_authors(&a)).unwrap_or_default(),
+        authors: field("Author")
+            .map(|a| split_authors(&a))
+            .unwrap_or_default(),
         created: field("CreationDate"),
         modified: field("ModDate"),
     };
@@ -127,7 +129,14 @@ fn pdftotext(
     last: u32,
 ) -> Result<Vec<String>, ExtractError> {
     let mut cmd = Command::new("pdftotext");
-    cmd.args(["-enc", "UTF-8", "-f", &first.to_string(), "-l", &last.to_string()]);
+    cmd.args([
+        "-enc",
+        "UTF-8",
+        "-f",
+        &first.to_string(),
+        "-l",
+        &last.to_string(),
+    ]);
     with_password(&mut cmd, password);
     cmd.arg(path).arg("-");
     let out = run(cmd, TEXT_LIMIT)?;
@@ -159,7 +168,11 @@ pub fn usable(text: &str) -> bool {
     letters >= 2 && letters >= other
 }
 
-pub fn extract(path: &Path, opts: &Options, progress: Progress<'_>) -> Result<Extracted, ExtractError> {
+pub fn extract(
+    path: &Path,
+    opts: &Options,
+    progress: Progress<'_>,
+) -> Result<Extracted, ExtractError> {
     let pw = opts.password.as_deref();
     let Info { pages: n, meta } = info(path, pw)?;
     // Two page ranges at once on large files (both cores), else one call.

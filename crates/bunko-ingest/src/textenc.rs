@@ -6,7 +6,10 @@ use encoding_rs::{Encoding, UTF_16BE, UTF_16LE};
 
 pub fn decode_text(bytes: &[u8]) -> String {
     if let Some((enc, bom)) = Encoding::for_bom(bytes) {
-        return enc.decode_without_bom_handling(&bytes[bom..]).0.into_owned();
+        return enc
+            .decode_without_bom_handling(&bytes[bom..])
+            .0
+            .into_owned();
     }
     // ISO-2022-JP is 7-bit (valid UTF-8 byte-wise): recognise its escape sequences first.
     if bytes.windows(3).any(|w| w == b"\x1b$B" || w == b"\x1b$@") {
@@ -17,7 +20,12 @@ pub fn decode_text(bytes: &[u8]) -> String {
     }
     let sample = &bytes[..bytes.len().min(4096)];
     let even_nul = sample.iter().step_by(2).filter(|b| **b == 0).count();
-    let odd_nul = sample.iter().skip(1).step_by(2).filter(|b| **b == 0).count();
+    let odd_nul = sample
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .filter(|b| **b == 0)
+        .count();
     let half = sample.len() / 2;
     if half > 0 && odd_nul * 10 > half * 3 && even_nul == 0 {
         return UTF_16LE.decode_without_bom_handling(bytes).0.into_owned();
@@ -42,7 +50,11 @@ mod tests {
 
     #[test]
     fn japanese_legacy_encodings_and_utf16() {
-        for enc in [encoding_rs::SHIFT_JIS, encoding_rs::EUC_JP, encoding_rs::ISO_2022_JP] {
+        for enc in [
+            encoding_rs::SHIFT_JIS,
+            encoding_rs::EUC_JP,
+            encoding_rs::ISO_2022_JP,
+        ] {
             let (bytes, _, _) = enc.encode(JA);
             assert_eq!(decode_text(&bytes), JA, "{}", enc.name());
         }
@@ -50,9 +62,15 @@ mod tests {
         let mut with_bom = vec![0xFF, 0xFE];
         with_bom.extend(&le);
         assert_eq!(decode_text(&with_bom), JA);
-        let ascii_le: Vec<u8> = "plain English text".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let ascii_le: Vec<u8> = "plain English text"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
         assert_eq!(decode_text(&ascii_le), "plain English text");
-        let ascii_be: Vec<u8> = "plain English text".encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let ascii_be: Vec<u8> = "plain English text"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
         assert_eq!(decode_text(&ascii_be), "plain English text");
         assert_eq!(decode_text("ok ✓".as_bytes()), "ok ✓");
         let mut bom8 = vec![0xEF, 0xBB, 0xBF];

@@ -847,12 +847,27 @@ pub async fn documents_dedupe_finish_atomically_and_cascade(s: Store) {
             .is_empty()
     );
 
+    s.set_document_password(a.id, Some("pw")).await.unwrap();
+    s.set_document_password(a.id, Some("pw2")).await.unwrap();
+    assert_eq!(
+        s.document_password(a.id).await.unwrap().as_deref(),
+        Some("pw2")
+    );
+    s.set_document_password(a.id, None).await.unwrap();
+    assert_eq!(s.document_password(a.id).await.unwrap(), None);
+    s.set_document_password(a.id, Some("pw3")).await.unwrap();
+
     assert_eq!(s.blob_references("aa").await.unwrap(), 1);
     let gone = s.delete_document(a.id).await.unwrap().unwrap();
     assert_eq!(gone.id, a.id);
     assert_eq!(s.blob_references("aa").await.unwrap(), 0);
     assert!(s.document_chunks(a.id).await.unwrap().is_empty());
     assert!(s.get_page(a.id, 1).await.unwrap().is_none());
+    assert_eq!(
+        s.document_password(a.id).await.unwrap(),
+        None,
+        "passwords go with the document"
+    );
     assert!(s.delete_document(a.id).await.unwrap().is_none());
     // Deleting the project takes its documents.
     s.delete_project(p.id).await.unwrap();

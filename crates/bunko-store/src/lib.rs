@@ -2,6 +2,7 @@
 //! one writer connection) is the embedded default; the backend is chosen from the database
 //! URL's scheme. Depends on bunko-core only; knows nothing of HTTP.
 
+pub mod blobs;
 pub mod sqlite;
 
 /// Compiled always (it is small) so other crates and backends can run it from their tests.

@@ -57,3 +57,11 @@ CREATE TABLE chunks (
 ) STRICT;
 CREATE INDEX chunks_document ON chunks (document_id, ord);
 CREATE INDEX chunks_project ON chunks (project_id);
+
+-- A password given for an encrypted PDF, kept only until its processing ends (so a retry
+-- after a crash can still open the file), never in the job payload that job views show.
+CREATE TABLE document_passwords (
+    document_id TEXT PRIMARY KEY REFERENCES documents (id) ON DELETE CASCADE,
+    password    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;

@@ -387,4 +387,33 @@ impl DocumentQueries for SqliteStore {
             .await
             .map_err(db_err)
     }
+
+    async fn set_document_password(&self, id: Uuid, password: Option<&str>) -> StoreResult<()> {
+        match password {
+            Some(p) => sqlx::query(
+                "INSERT INTO document_passwords (document_id, password, created_at) VALUES (?, ?, ?)
+                 ON CONFLICT (document_id) DO UPDATE SET password = excluded.password",
+            )
+            .bind(id.to_string())
+            .bind(p)
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await
+            .map_err(|e| super::constraint_err(e, String::new, "document"))?,
+            None => sqlx::query("DELETE FROM document_passwords WHERE document_id = ?")
+                .bind(id.to_string())
+                .execute(&self.writer)
+                .await
+                .map_err(db_err)?,
+        };
+        Ok(())
+    }
+
+    async fn document_password(&self, id: Uuid) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT password FROM document_passwords WHERE document_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(db_err)
+    }
 }
