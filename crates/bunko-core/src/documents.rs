@@ -353,6 +353,10 @@ pub trait DocumentQueries: Send + Sync {
     async fn ready_documents(&self) -> StoreResult<Vec<(Uuid, u32)>>;
     /// Deletes the document with its pages and chunks; returns it.
     async fn delete_document(&self, id: Uuid) -> StoreResult<Option<Document>>;
+    /// Documents `queued` or `processing` whose job is no longer queued or running (it was
+    /// cancelled, died, or is gone), with the job's last error code and message.
+    async fn stale_documents(&self)
+    -> StoreResult<Vec<(Document, Option<String>, Option<String>)>>;
     /// Keeps (or with `None`, forgets) the password for an encrypted PDF until processing ends.
     async fn set_document_password(&self, id: Uuid, password: Option<&str>) -> StoreResult<()>;
     async fn document_password(&self, id: Uuid) -> StoreResult<Option<String>>;

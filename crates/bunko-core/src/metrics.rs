@@ -16,6 +16,10 @@ pub struct Metrics {
     pub job_duration: HistogramVec,
     pub job_failures: IntCounterVec,
     pub ratelimit_rejections: IntCounterVec,
+    pub ingest_documents: IntCounterVec,
+    pub ingest_pages: IntCounterVec,
+    pub ingest_stage_duration: HistogramVec,
+    pub ingest_bytes: prometheus::IntCounter,
 }
 
 /// Latency buckets from 1 ms to 30 s.
@@ -85,6 +89,36 @@ impl Metrics {
             &["class"],
         )
         .expect("metric");
+        let ingest_documents = IntCounterVec::new(
+            Opts::new(
+                "bunko_ingest_documents_total",
+                "Documents processed, by outcome (ready, or the failure code).",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let ingest_pages = IntCounterVec::new(
+            Opts::new(
+                "bunko_ingest_pages_total",
+                "Pages extracted, by method (text layer or OCR).",
+            ),
+            &["method"],
+        )
+        .expect("metric");
+        let ingest_stage_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "bunko_ingest_stage_duration_seconds",
+                "Time one processing stage took for one document.",
+            )
+            .buckets(JOB_BUCKETS.to_vec()),
+            &["stage"],
+        )
+        .expect("metric");
+        let ingest_bytes = prometheus::IntCounter::new(
+            "bunko_ingest_bytes_total",
+            "Bytes of original files accepted for ingestion (duplicates not counted).",
+        )
+        .expect("metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "bunko_build_info",
@@ -102,6 +136,10 @@ impl Metrics {
             Box::new(job_duration.clone()),
             Box::new(job_failures.clone()),
             Box::new(ratelimit_rejections.clone()),
+            Box::new(ingest_documents.clone()),
+            Box::new(ingest_pages.clone()),
+            Box::new(ingest_stage_duration.clone()),
+            Box::new(ingest_bytes.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -116,6 +154,10 @@ impl Metrics {
             job_duration,
             job_failures,
             ratelimit_rejections,
+            ingest_documents,
+            ingest_pages,
+            ingest_stage_duration,
+            ingest_bytes,
         }
     }
 

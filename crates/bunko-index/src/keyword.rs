@@ -20,6 +20,8 @@ pub enum IndexError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("search index directory: {0}")]
     Directory(String),
+    #[error("search index schema: {0}")]
+    Schema(String),
 }
 
 pub type IndexResult<T> = Result<T, IndexError>;
@@ -27,6 +29,8 @@ pub type IndexResult<T> = Result<T, IndexError>;
 struct Fields {
     id: Field,
     project: Field,
+    /// The document a chunk belongs to (empty for chunks indexed without one).
+    document: Field,
     title: Field,
     text: Field,
 }
@@ -60,6 +64,7 @@ fn schema() -> (Schema, Fields) {
     let f = Fields {
         id: b.add_text_field("id", STRING | STORED),
         project: b.add_text_field("project", STRING | STORED),
+        document: b.add_text_field("document", STRING | STORED),
         title: b.add_text_field("title", analyzed.clone().set_stored()),
         text: b.add_text_field("text", analyzed.set_stored()),
     };
@@ -73,11 +78,38 @@ impl KeywordIndex {
             .map_err(|e| IndexError::Directory(format!("{}: {e}", dir.display())))?;
         let mmap = MmapDirectory::open(dir).map_err(|e| IndexError::Directory(e.to_string()))?;
         let (schema, _) = schema();
-        Self::with(
-            Index::open_or_create(mmap, schema)?,
-            ReloadPolicy::OnCommitWithDelay,
-            Variant::Multi,
-        )
+        let index = Index::open_or_create(mmap, schema.clone()).map_err(|e| match e {
+            tantivy::TantivyError::SchemaError(m) => IndexError::Schema(m),
+            e => IndexError::Tantivy(e),
+        })?;
+        if index.schema() != schema {
+            return Err(IndexError::Schema(
+                "the keyword index was made by another version of bunko".into(),
+            ));
+        }
+        Self::with(index, ReloadPolicy::OnCommitWithDelay, Variant::Multi)
+    }
+
+    /// Opens the index in `dir`; one made with another schema (an older bunko) is moved aside
+    /// to `<dir>.old` and a new, empty one is made — the index is derived data, and the
+    /// start-up consistency check refills it from the database. Returns whether that happened.
+    pub fn open_or_replace(dir: &Path) -> IndexResult<(Self, bool)> {
+        match Self::open(dir) {
+            Err(IndexError::Schema(_)) => {
+                let aside = dir.with_extension("old");
+                let _ = std::fs::remove_dir_all(&aside);
+                std::fs::rename(dir, &aside)
+                    .map_err(|e| IndexError::Directory(format!("{}: {e}", dir.display())))?;
+                Ok((Self::open(dir)?, true))
+            }
+            other => other.map(|ix| (ix, false)),
+        }
+    }
+
+    /// Takes the index's single writer now (the process that processes documents owns the
+    /// index); fails at once when another process holds it.
+    pub fn take_writer(&self) -> IndexResult<()> {
+        self.write(|_| Ok(()))
     }
 
     /// A throw-away index in memory (evaluation, tests).
@@ -120,16 +152,79 @@ impl KeywordIndex {
 
     /// Adds or replaces (by id) one chunk. Visible after [`KeywordIndex::commit`].
     pub fn upsert(&self, id: &str, project: &str, title: &str, text: &str) -> IndexResult<()> {
+        self.upsert_chunk(id, project, "", title, text)
+    }
+
+    /// Adds or replaces (by id) one chunk of a document.
+    pub fn upsert_chunk(
+        &self,
+        id: &str,
+        project: &str,
+        document: &str,
+        title: &str,
+        text: &str,
+    ) -> IndexResult<()> {
         self.write(|w| {
             w.delete_term(Term::from_field_text(self.f.id, id));
             w.add_document(doc!(
                 self.f.id => id,
                 self.f.project => project,
+                self.f.document => document,
                 self.f.title => title,
                 self.f.text => text,
             ))?;
             Ok(())
         })
+    }
+
+    /// Removes every chunk of a document (visible after commit). Removing and adding in one
+    /// commit replaces a document's chunks atomically.
+    pub fn delete_document(&self, document: &str) -> IndexResult<()> {
+        self.write(|w| {
+            w.delete_term(Term::from_field_text(self.f.document, document));
+            Ok(())
+        })
+    }
+
+    /// Live chunks of a document in the committed index.
+    pub fn count_document(&self, document: &str) -> IndexResult<usize> {
+        let q = TermQuery::new(
+            Term::from_field_text(self.f.document, document),
+            IndexRecordOption::Basic,
+        );
+        Ok(self
+            .reader
+            .searcher()
+            .search(&q, &tantivy::collector::Count)?)
+    }
+
+    /// Every document id with live chunks in the committed index.
+    pub fn documents(&self) -> IndexResult<Vec<String>> {
+        let searcher = self.reader.searcher();
+        let mut ids = std::collections::BTreeSet::new();
+        for seg in searcher.segment_readers() {
+            let inv = seg.inverted_index(self.f.document)?;
+            let mut stream = inv
+                .terms()
+                .stream()
+                .map_err(|e| IndexError::Directory(e.to_string()))?;
+            while stream.advance() {
+                if let Ok(t) = std::str::from_utf8(stream.key())
+                    && !t.is_empty()
+                {
+                    ids.insert(t.to_owned());
+                }
+            }
+        }
+        // The term dictionary still lists documents whose chunks were all deleted but not yet
+        // merged away: keep those with live chunks.
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self.count_document(&id)? > 0 {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     pub fn delete(&self, id: &str) -> IndexResult<()> {
@@ -453,5 +548,57 @@ mod tests {
         }
         let ix = KeywordIndex::open(dir.path()).unwrap();
         assert_eq!(ix.search(&["p"], "persisted", 5).unwrap()[0].id, "a");
+    }
+
+    #[test]
+    fn documents_replace_atomically_and_old_schemas_are_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyword");
+        let ix = KeywordIndex::open(&path).unwrap();
+        ix.upsert_chunk("d1:0", "p", "d1", "T", "alpha beta")
+            .unwrap();
+        ix.upsert_chunk("d1:1", "p", "d1", "T", "gamma").unwrap();
+        ix.upsert_chunk("d2:0", "p", "d2", "U", "delta").unwrap();
+        ix.commit().unwrap();
+        assert_eq!(ix.count_document("d1").unwrap(), 2);
+        assert_eq!(
+            ix.documents().unwrap(),
+            vec!["d1".to_owned(), "d2".to_owned()]
+        );
+        // Replace d1 with one chunk: before the commit, readers still see the old two.
+        ix.delete_document("d1").unwrap();
+        ix.upsert_chunk("d1:0", "p", "d1", "T", "epsilon").unwrap();
+        assert_eq!(ix.count_document("d1").unwrap(), 2);
+        ix.commit().unwrap();
+        assert_eq!(ix.count_document("d1").unwrap(), 1);
+        assert!(ix.search(&["p"], "gamma", 5).unwrap().is_empty());
+        ix.delete_document("d2").unwrap();
+        ix.commit().unwrap();
+        assert_eq!(ix.documents().unwrap(), vec!["d1".to_owned()]);
+        drop(ix);
+
+        // An index with another schema: open refuses, open_or_replace starts afresh.
+        let other = dir.path().join("other");
+        {
+            let mut b = Schema::builder();
+            b.add_text_field("id", STRING | STORED);
+            let old = Index::create_in_dir(
+                {
+                    std::fs::create_dir_all(&other).unwrap();
+                    &other
+                },
+                b.build(),
+            )
+            .unwrap();
+            drop(old);
+        }
+        assert!(matches!(
+            KeywordIndex::open(&other),
+            Err(IndexError::Schema(_))
+        ));
+        let (fresh, replaced) = KeywordIndex::open_or_replace(&other).unwrap();
+        assert!(replaced);
+        assert_eq!(fresh.num_docs(), 0);
+        assert!(other.with_extension("old").exists());
     }
 }

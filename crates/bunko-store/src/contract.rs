@@ -722,8 +722,13 @@ pub async fn documents_dedupe_finish_atomically_and_cascade(s: Store) {
         StoreError::NotFound(_)
     ));
 
+    // Queued without a job: stale (nothing will process it).
+    let stale = s.stale_documents().await.unwrap();
+    assert_eq!(stale.len(), 2);
     let job = s.enqueue(job("document.process")).await.unwrap().id;
     assert!(s.queue_document(a.id, job).await.unwrap());
+    let stale = s.stale_documents().await.unwrap();
+    assert_eq!(stale.iter().map(|d| d.0.id).collect::<Vec<_>>(), vec![b.id]);
     s.set_document_stage(a.id, "extract", 0.2).await.unwrap();
     let got = s.get_document(a.id).await.unwrap().unwrap();
     assert_eq!(

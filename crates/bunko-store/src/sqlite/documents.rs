@@ -416,4 +416,27 @@ impl DocumentQueries for SqliteStore {
             .await
             .map_err(db_err)
     }
+
+    async fn stale_documents(
+        &self,
+    ) -> StoreResult<Vec<(Document, Option<String>, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT d.*, j.last_error_code AS job_error_code, j.last_error AS job_error
+             FROM documents d LEFT JOIN jobs j ON j.id = d.job_id
+             WHERE d.status IN ('queued', 'processing')
+               AND (j.id IS NULL OR j.state NOT IN ('queued', 'running'))",
+        )
+        .fetch_all(&self.writer)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    row_to_document(r)?,
+                    r.try_get("job_error_code").map_err(db_err)?,
+                    r.try_get("job_error").map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
 }
