@@ -436,7 +436,7 @@ pub fn chunk_document(
             // Carry whole sentences back, up to the overlap budget, never the whole chunk.
             let mut keep = Vec::new();
             let mut t = 0;
-            for p in cur.iter().rev().skip(0) {
+            for p in cur.iter().rev() {
                 if t + p.tokens > overlap_budget || keep.len() + 1 >= cur.len() {
                     break;
                 }

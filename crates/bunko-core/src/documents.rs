@@ -394,6 +394,29 @@ pub fn not_found(id: &str) -> Error {
     Error::not_found("document", id)
 }
 
+/// Original files, content-addressed by SHA-256 (lowercase hex).
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Moves a staged file in under its hash; a blob already present is kept (same bytes).
+    async fn put_staged(&self, sha256: &str, staged: &std::path::Path) -> StoreResult<()>;
+    /// A local path to read the blob from (the local store's own file; a remote store
+    /// downloads to a temporary file).
+    async fn local_path(&self, sha256: &str) -> StoreResult<std::path::PathBuf>;
+    async fn exists(&self, sha256: &str) -> StoreResult<bool>;
+    /// Removes the blob; false when it was not there.
+    async fn delete(&self, sha256: &str) -> StoreResult<bool>;
+    /// Where uploads are staged before their hash is known (same file system as the blobs,
+    /// so that putting is a rename).
+    fn staging_dir(&self) -> std::path::PathBuf;
+}
+
+/// Is `s` a SHA-256 in lowercase hex (and so safe as a file name)?
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,27 +465,4 @@ mod tests {
         assert_eq!(sanitize_filename("報告書.pdf"), "報告書.pdf");
         assert!(sanitize_filename(&"あ".repeat(200)).len() <= 255);
     }
-}
-
-/// Original files, content-addressed by SHA-256 (lowercase hex).
-#[async_trait]
-pub trait BlobStore: Send + Sync {
-    /// Moves a staged file in under its hash; a blob already present is kept (same bytes).
-    async fn put_staged(&self, sha256: &str, staged: &std::path::Path) -> StoreResult<()>;
-    /// A local path to read the blob from (the local store's own file; a remote store
-    /// downloads to a temporary file).
-    async fn local_path(&self, sha256: &str) -> StoreResult<std::path::PathBuf>;
-    async fn exists(&self, sha256: &str) -> StoreResult<bool>;
-    /// Removes the blob; false when it was not there.
-    async fn delete(&self, sha256: &str) -> StoreResult<bool>;
-    /// Where uploads are staged before their hash is known (same file system as the blobs,
-    /// so that putting is a rename).
-    fn staging_dir(&self) -> std::path::PathBuf;
-}
-
-/// Is `s` a SHA-256 in lowercase hex (and so safe as a file name)?
-pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -105,6 +105,15 @@ impl VectorIndex {
             .collect()
     }
 
+    /// Every chunk id held, in any project.
+    pub fn all_ids(&self) -> Vec<String> {
+        let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
+        g.keys()
+            .filter_map(|k| k.split_once('/'))
+            .map(|(_, id)| id.to_owned())
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.graph.read().map_or(0, |g| g.len())
     }

@@ -69,20 +69,11 @@ impl ExtractError {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// For encrypted PDFs.
     pub password: Option<String>,
     pub ocr: OcrOptions,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            password: None,
-            ocr: OcrOptions::default(),
-        }
-    }
 }
 
 /// Progress reports: (pages done, pages in all).

@@ -26,8 +26,6 @@ use std::time::{Duration, Instant};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const COMMIT: &str = match option_env!("BUNKO_COMMIT") {
@@ -50,6 +48,8 @@ pub struct Inner {
     pub keyword: Arc<bunko_index::keyword::KeywordIndex>,
     /// The vector half (`<data_dir>/index/vector` + the configured embedder), loaded lazily.
     pub vector: Arc<crate::embedder::VectorHalf>,
+    /// Documents: staging, processing, deletion (shared by routes, CLI and the job).
+    pub ingest: Arc<crate::ingest::Ingest>,
     /// Searches running at once (one per core); beyond that, 503 with Retry-After.
     pub search_permits: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
@@ -157,6 +157,29 @@ pub struct Runtime {
     pub new_admin: Option<(String, String)>,
 }
 
+/// The start-up consistency check between the store and the search index, then every ten
+/// minutes the sweep for documents whose job stopped (cancelled, dead) without finishing them.
+fn check_index(ingest: Arc<crate::ingest::Ingest>, tasks: &Tasks) {
+    let stop = tasks.shutdown_token();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => match ingest.check_consistency().await {
+                    Ok(r) if r.reindexed + r.orphans_removed + r.stale_failed > 0 => tracing::warn!(
+                        documents = r.documents, reindexed = r.reindexed,
+                        orphans_removed = r.orphans_removed, stale_failed = r.stale_failed,
+                        "search index repaired to match the database"
+                    ),
+                    Ok(r) => tracing::debug!(documents = r.documents, "search index matches the database"),
+                    Err(e) => tracing::warn!(error = %e, "index consistency check failed"),
+                },
+            }
+        }
+    });
+}
+
 /// The access-token signing key: from configuration, or in development a random key made
 /// once and kept in `<data_dir>/jwt-secret` (0600).
 fn signing_key(config: &Config) -> Result<TokenSigner, CliError> {
@@ -259,15 +282,32 @@ impl Runtime {
         let store = open_store(&config).await?;
         let accounts = Arc::new(build_accounts(&config, &store)?);
         let new_admin = bootstrap_admin(&config, &accounts).await?;
-        let keyword = Arc::new(
-            bunko_index::keyword::KeywordIndex::open(
-                &config.data_dir.join("index").join("keyword"),
-            )
-            .map_err(|e| {
-                CliError::failure(e.to_string())
-                    .hint("the index is derived data: move it away and rebuild")
-            })?,
+        let (keyword, replaced) = bunko_index::keyword::KeywordIndex::open_or_replace(
+            &config.data_dir.join("index").join("keyword"),
+        )
+        .map_err(|e| {
+            CliError::failure(e.to_string())
+                .hint("the index is derived data: move it away and run `bunko index rebuild`")
+        })?;
+        if replaced {
+            tracing::warn!(
+                "the keyword index was made by another version; moved it to index/keyword.old and refilling it from the database"
+            );
+        }
+        let keyword = Arc::new(keyword);
+        if run_worker {
+            // The process that processes documents owns the index's single writer.
+            keyword.take_writer().map_err(|e| {
+                CliError::failure(format!("cannot take the search index for writing: {e}")).hint(
+                    "another bunko process with a worker uses this data dir; stop it, or run this one with jobs.run_in_server = false",
+                )
+            })?;
+        }
+        let blobs = Arc::new(
+            bunko_store::blobs::LocalBlobs::open(&crate::ingest::blobs_dir(&config.data_dir))
+                .map_err(|e| CliError::failure(format!("blob store: {e}")))?,
         );
+        crate::ingest::sweep_staging(&blobs);
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -281,6 +321,20 @@ impl Runtime {
                 retention_days: config.auth.audit_retention_days,
             }),
         );
+        let vector = Arc::new(crate::embedder::VectorHalf::new(&config));
+        let ingest = Arc::new(crate::ingest::Ingest::new(
+            store.clone(),
+            blobs,
+            keyword.clone(),
+            vector.clone(),
+            config.clone(),
+            metrics.clone(),
+        ));
+        registry.register(
+            crate::ingest::PROCESS_KIND,
+            crate::ingest::QUEUE,
+            Arc::new(crate::ingest::ProcessDocument(ingest.clone())),
+        );
         let registry = Arc::new(registry);
         let tasks = Tasks::new();
         let worker = run_worker.then(|| {
@@ -290,11 +344,11 @@ impl Runtime {
                 WorkerConfig::from_config(&config, &registry),
                 metrics.clone(),
             );
+            check_index(ingest.clone(), &tasks);
             w.start(&tasks);
             daily_maintenance(store.clone(), &tasks);
             w
         });
-        let vector = Arc::new(crate::embedder::VectorHalf::new(&config));
         start_vector_half(&config, &vector);
         let state = AppState(Arc::new(Inner {
             config,
@@ -303,6 +357,7 @@ impl Runtime {
             limiter: Arc::new(InProcessLimiter::default()),
             keyword,
             vector,
+            ingest,
             search_permits: Arc::new(tokio::sync::Semaphore::new(cores)),
             metrics,
             registry,
@@ -323,7 +378,6 @@ pub fn router(state: AppState) -> Router {
 /// The application with extra routes under the same layers (tests add a panicking route).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let limit = usize::try_from(state.config.server.body_limit_bytes).unwrap_or(usize::MAX);
-    let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     routes::routes()
         .merge(extra)
         .route_layer(from_fn_with_state(
@@ -340,12 +394,11 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                 .layer(from_fn_with_state(state.clone(), request_context))
                 .option_layer(cors(&state.config.server.cors_allowed_origins))
                 .layer(CatchPanicLayer::custom(panic_response))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    timeout,
+                .layer(from_fn_with_state(
+                    state.clone(),
+                    crate::http::middleware::body_and_time_limits,
                 ))
-                .layer(CompressionLayer::new())
-                .layer(RequestBodyLimitLayer::new(limit)),
+                .layer(CompressionLayer::new()),
         )
 }
 

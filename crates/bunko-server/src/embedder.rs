@@ -123,6 +123,16 @@ impl VectorHalf {
             .map_err(Clone::clone)
     }
 
+    /// The loaded half, or loaded now when the data dir holds vectors; `None` otherwise.
+    pub fn loaded_or_on_disk(&self) -> Option<&Ready> {
+        if let Some(r) = self.cell.get() {
+            return r.as_ref().ok();
+        }
+        let dir = self.config.data_dir.join("index").join("vector");
+        bunko_index::vector::stored_fingerprint(&dir)?;
+        self.get().ok()
+    }
+
     /// Whether loading was attempted and failed (for readiness reporting), without loading.
     pub fn failure(&self) -> Option<String> {
         match self.cell.get() {

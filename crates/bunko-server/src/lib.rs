@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod embedder;
 pub mod http;
+pub mod ingest;
 pub mod routes;
 pub mod telemetry;
 pub mod tls;

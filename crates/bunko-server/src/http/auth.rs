@@ -76,7 +76,7 @@ fn bearer(value: Option<&HeaderValue>) -> Result<&str, ApiError> {
         })
 }
 
-fn principal(parts: &Parts) -> Result<Principal, ApiError> {
+pub fn principal(parts: &Parts) -> Result<Principal, ApiError> {
     parts
         .extensions
         .get::<Principal>()
@@ -184,28 +184,43 @@ where
             .ok_or_else(|| ApiError::new(Code::Internal, "route has no {project}"))?;
         let not_found = || ApiError(bunko_core::Error::not_found("project", &key));
         let project = state.store.get_project(&key).await?.ok_or_else(not_found)?;
-        let role = state.store.member_role(project.id, p.user_id).await?;
-        match p.allows(S::SCOPE, project.id, role) {
-            Access::Allowed => Ok(ProjectAccess {
-                project,
-                principal: p,
-                role,
-                _scope: PhantomData,
-            }),
-            Access::Invisible => Err(not_found()),
-            Access::Denied => {
-                let client = client_info(parts, &state);
-                let mut e = state
-                    .accounts
-                    .event("permission.denied", "denied", Some(&p), &client);
-                e.project_id = Some(project.id);
-                e.detail = Some(format!("needs scope {} in the project", S::SCOPE));
-                state.accounts.audit(e).await;
-                Err(ApiError::new(
-                    Code::Forbidden,
-                    format!("this needs `{}` in project `{}`", S::SCOPE, project.slug),
-                ))
-            }
+        let client = client_info(parts, &state);
+        let role = authorize_project::<S>(&state, &p, &client, &project).await?;
+        Ok(ProjectAccess {
+            project,
+            principal: p,
+            role,
+            _scope: PhantomData,
+        })
+    }
+}
+
+/// May `p` use scope `S` in `project`? The caller's membership when allowed; 404 when the
+/// project is invisible to them; 403 (audited) when they see it but lack the role or scope.
+pub async fn authorize_project<S: NeedScope>(
+    state: &AppState,
+    p: &Principal,
+    client: &ClientInfo,
+    project: &Project,
+) -> Result<Option<ProjectRole>, ApiError> {
+    let role = state.store.member_role(project.id, p.user_id).await?;
+    match p.allows(S::SCOPE, project.id, role) {
+        Access::Allowed => Ok(role),
+        Access::Invisible => Err(ApiError(bunko_core::Error::not_found(
+            "project",
+            &project.slug,
+        ))),
+        Access::Denied => {
+            let mut e = state
+                .accounts
+                .event("permission.denied", "denied", Some(p), client);
+            e.project_id = Some(project.id);
+            e.detail = Some(format!("needs scope {} in the project", S::SCOPE));
+            state.accounts.audit(e).await;
+            Err(ApiError::new(
+                Code::Forbidden,
+                format!("this needs `{}` in project `{}`", S::SCOPE, project.slug),
+            ))
         }
     }
 }

@@ -5,12 +5,13 @@
 use super::error::{ProblemDetails, render_problem};
 use crate::app::AppState;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bunko_core::ids::new_id;
 use bunko_core::trace::TraceContext;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// What the middleware knows about the request, for handlers that want it.
@@ -187,4 +188,63 @@ fn security_headers(h: &mut axum::http::HeaderMap, tls: bool) {
     ));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+}
+
+/// Whether a request is a document upload (its own size and time limits).
+fn is_upload(req: &Request) -> bool {
+    if req.method() != axum::http::Method::POST {
+        return false;
+    }
+    let segs: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    matches!(segs.as_slice(), ["api", "v1", "projects", p, "documents"] if !p.is_empty())
+}
+
+/// Body size and time limits: `server.body_limit_bytes` and `server.request_timeout_secs` for
+/// every route, except uploads, which may carry files up to `ingest.max_file_bytes` each and
+/// take an hour. A declared length over the limit is refused before reading; a body that
+/// grows past it fails while it is read (413 either way); a request over time is 408.
+pub async fn body_and_time_limits(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let c = &state.config;
+    let upload = is_upload(&req);
+    let (limit, timeout) = if upload {
+        let per_request = c
+            .ingest
+            .max_file_bytes
+            .saturating_mul(crate::routes::MAX_FILES_PER_UPLOAD as u64)
+            .saturating_add(1024 * 1024);
+        (
+            per_request,
+            Duration::from_secs(c.server.request_timeout_secs.max(3600)),
+        )
+    } else {
+        (
+            c.server.body_limit_bytes,
+            Duration::from_secs(c.server.request_timeout_secs),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let detail = if upload {
+            format!(
+                "the upload is larger than allowed ({limit} bytes per request; ingest.max_file_bytes per file)"
+            )
+        } else {
+            "the request body is larger than server.body_limit_bytes".to_owned()
+        };
+        return crate::http::error::problem_response(bunko_core::Code::PayloadTooLarge, detail);
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }

@@ -18,7 +18,10 @@ use utoipa::{Modify, OpenApi};
         super::auth::login, super::auth::refresh, super::auth::logout, super::auth::me, super::auth::change_password,
         super::users::list, super::users::create, super::users::show, super::users::update,
         super::keys::list, super::keys::create, super::keys::revoke,
-                super::audit::list, super::search::get, super::search::post,
+        super::audit::list, super::search::get, super::search::post,
+        super::documents::upload, super::documents::list, super::documents::show,
+        super::documents::page, super::documents::original, super::documents::delete,
+        super::documents::reprocess,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -29,8 +32,9 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Log in, tokens, sessions"),
         (name = "users", description = "Accounts (administrators)"),
         (name = "keys", description = "API keys for programs"),
-                (name = "audit", description = "Security events (administrators)"),
-        (name = "search", description = "Search (keyword half now; vectors arrive with the embedder)"),
+        (name = "audit", description = "Security events (administrators)"),
+        (name = "documents", description = "Upload, extraction (PDF text layer, OCR), pages, originals"),
+        (name = "search", description = "Hybrid search: BM25 keyword half + embedding vector half, fused by reciprocal rank"),
     )
 )]
 pub struct ApiDoc;

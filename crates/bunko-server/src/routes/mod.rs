@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod docs;
+mod documents;
 mod health;
 mod jobs;
 mod keys;
@@ -18,6 +19,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 
 pub use docs::ApiDoc;
+pub use documents::MAX_FILES_PER_REQUEST as MAX_FILES_PER_UPLOAD;
 
 /// The API's view of a job (also printed by `bunko jobs … --json`).
 pub fn jobs_view(j: bunko_core::jobs::JobRecord) -> jobs::JobView {
@@ -94,6 +96,29 @@ fn table() -> Table {
         .add(M::GET, "/api/v1/audit", audit::list)
         .add(M::GET, "/api/v1/search", search::get)
         .add(M::POST, "/api/v1/search", search::post)
+        .add(
+            M::POST,
+            "/api/v1/projects/{project}/documents",
+            documents::upload.layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .add(
+            M::GET,
+            "/api/v1/projects/{project}/documents",
+            documents::list,
+        )
+        .add(M::GET, "/api/v1/documents/{id}", documents::show)
+        .add(M::DELETE, "/api/v1/documents/{id}", documents::delete)
+        .add(M::GET, "/api/v1/documents/{id}/pages/{n}", documents::page)
+        .add(
+            M::GET,
+            "/api/v1/documents/{id}/original",
+            documents::original,
+        )
+        .add(
+            M::POST,
+            "/api/v1/documents/{id}/reprocess",
+            documents::reprocess,
+        )
         .add(M::GET, "/api/v1/jobs", jobs::list)
         .add(M::POST, "/api/v1/jobs", jobs::enqueue)
         .add(M::GET, "/api/v1/jobs/{id}", jobs::show)
