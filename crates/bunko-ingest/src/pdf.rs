@@ -153,19 +153,30 @@ fn pdftotext(
     Ok(pages)
 }
 
-/// A text layer is usable when it has letters and they make up most of what is not space:
-/// fonts without a Unicode mapping come out as punctuation soup, private-use or U+FFFD.
+/// A text layer is usable when it has letters, few replacement or private-use characters, and
+/// — on short pages — letters make up most of what is not space. Fonts without a Unicode
+/// mapping come out as punctuation soup, U+FFFD or private-use code points; a table of
+/// contents with dot leaders is mostly punctuation but has plenty of letters.
 pub fn usable(text: &str) -> bool {
     let mut letters = 0usize;
     let mut other = 0usize;
+    let mut bad = 0usize;
     for c in text.chars().filter(|c| !c.is_whitespace()) {
-        if c.is_alphanumeric() && c != '\u{fffd}' {
+        if c == '\u{fffd}'
+            || matches!(c as u32, 0xE000..=0xF8FF | 0xF0000..=0x10FFFF)
+            || c.is_control()
+        {
+            bad += 1;
+        } else if c.is_alphanumeric() {
             letters += 1;
         } else {
             other += 1;
         }
     }
-    letters >= 2 && letters >= other
+    if bad * 10 >= letters.max(1) {
+        return false;
+    }
+    letters >= 40 || (letters >= 2 && letters >= other)
 }
 
 pub fn extract(
@@ -248,6 +259,11 @@ mod tests {
         assert!(!usable("  \n "));
         assert!(!usable("\u{fffd}\u{fffd}\u{fffd}"));
         assert!(usable("x = y + 2, where α is small"));
+        // A table of contents: dot leaders outnumber the letters.
+        let toc =
+            "1.1 開発に必要なプログラム . . . . . . . . . . . . . . . . . . . . 3\n".repeat(3);
+        assert!(usable(&toc));
+        assert!(!usable(&format!("{}\u{e001}\u{e002}", "ab".repeat(5))));
     }
 
     #[test]

@@ -63,6 +63,27 @@ pub enum Command {
     /// Manage API keys for programs (create, revoke, list)
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Add files (PDF, images, HTML, Markdown, text) to a project and process them
+    Ingest {
+        /// Files, or with --recursive directories
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Project id or slug
+        #[arg(long)]
+        project: String,
+        /// Take the files under directories too
+        #[arg(long)]
+        recursive: bool,
+        /// Process the files and wait until each is ready or failed
+        #[arg(long)]
+        wait: bool,
+        /// One JSON object per document: {path, document_id, status, code}
+        #[arg(long)]
+        json: bool,
+        /// Password for encrypted PDFs (or BUNKO_PDF_PASSWORD)
+        #[arg(long, env = "BUNKO_PDF_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
     /// Search the indexed text of one project or all (hybrid, keyword or vector)
     Search {
         query: String,
@@ -433,6 +454,27 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 json,
                 analyzer,
             }) => commands::eval::retrieval(&config, &dataset, &mode, &analyzer, json),
+            Command::Ingest {
+                paths,
+                project,
+                recursive,
+                wait,
+                json,
+                password,
+            } => {
+                commands::ingest::run(
+                    config,
+                    commands::ingest::Args {
+                        paths,
+                        project,
+                        recursive,
+                        wait,
+                        json,
+                        password,
+                    },
+                )
+                .await
+            }
             Command::Search {
                 query,
                 project,

@@ -147,6 +147,8 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     /// One document's index update at a time in this process (keyword commit + vector save).
     index_lock: tokio::sync::Mutex<()>,
+    /// The "no vectors" warning is logged once per process, not once per document.
+    warned_no_vectors: std::sync::atomic::AtomicBool,
 }
 
 /// How a processing attempt ended badly.
@@ -183,6 +185,7 @@ impl Ingest {
             config,
             metrics,
             index_lock: tokio::sync::Mutex::new(()),
+            warned_no_vectors: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -425,11 +428,14 @@ impl Ingest {
                 let _ = self.store.fail_document(id, &e).await;
                 let _ = self.store.set_document_password(id, None).await;
                 tracing::info!(document = %id, code = %e.code, reason = %e.message, "document failed");
-                Err(JobFailure {
-                    code: e.code,
-                    message: e.message,
-                    retryable: false,
-                })
+                // The job did its work: the document's own fault is the document's status (and
+                // `bunko_ingest_documents_total{outcome}`), not a failed job that alerts.
+                Ok(Some(json!({
+                    "document_id": id,
+                    "outcome": "failed",
+                    "code": e.code,
+                    "message": e.message,
+                })))
             }
             Err(Failed::Transient(code, message)) => {
                 if job.attempts >= job.max_attempts {
@@ -559,8 +565,11 @@ impl Ingest {
         .map_err(|e| Failed::Transient(Code::Internal, format!("embedding thread: {e}")))?;
         if vectors.is_none()
             && let Err(e) = self.vector.get()
+            && !self
+                .warned_no_vectors
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            tracing::warn!(document = %id, reason = %e.0, "no vectors for this document: the vector half is unavailable");
+            tracing::warn!(reason = %e.0, "documents are indexed for keyword search only: the vector half is unavailable (`bunko index rebuild` adds their vectors later)");
         }
         self.observe("embed", t);
         if cancel.is_cancelled() {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod config;
 pub mod eval;
 pub mod index;
+pub mod ingest;
 pub mod jobs;
 pub mod models;
 pub mod serve;

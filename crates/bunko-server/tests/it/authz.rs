@@ -54,6 +54,31 @@ fn project_read(w: Who) -> Exp {
     }
 }
 
+/// A document of project P: invisible callers get a plain 404 (as for a document that does
+/// not exist), visible ones without the scope 403.
+fn document(w: Who, scope: Scope, ok: u16) -> Exp {
+    let allowed = match scope {
+        Scope::Read => matches!(
+            w,
+            Who::Viewer | Who::Editor | Who::Owner | Who::Admin | Who::Key(Scope::Read)
+        ),
+        _ => matches!(w, Who::Editor | Who::Owner | Who::Admin) || w == Who::Key(scope),
+    };
+    match w {
+        Who::Anon => S(401),
+        Who::Outsider | Who::OtherProjectKey => S(404),
+        _ if allowed => S(ok),
+        _ => S(403),
+    }
+}
+
+fn project_ingest(w: Who, ok: u16) -> Exp {
+    match document(w, Scope::Ingest, ok) {
+        S(404) => Hidden,
+        e => e,
+    }
+}
+
 fn admin_only(w: Who, ok: u16) -> Exp {
     match w {
         Who::Anon => S(401),
@@ -99,6 +124,17 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
             Who::Key(s) if s != Scope::Search => S(403),
             _ => S(if method == Method::GET { 400 } else { 422 }),
         },
+        // JSON instead of multipart: allowed callers reach the content-type check.
+        ("POST", "/api/v1/projects/{project}/documents") => project_ingest(w, 415),
+        ("GET", "/api/v1/projects/{project}/documents") => project_read(w),
+        ("GET", "/api/v1/documents/{id}" | "/api/v1/documents/{id}/original") => {
+            document(w, Scope::Read, 200)
+        }
+        ("GET", "/api/v1/documents/{id}/pages/{n}") => document(w, Scope::Read, 200),
+        // Tried on a fresh document per caller.
+        ("DELETE", "/api/v1/documents/{id}") => document(w, Scope::Ingest, 204),
+        // An unknown field: allowed callers reach validation.
+        ("POST", "/api/v1/documents/{id}/reprocess") => document(w, Scope::Ingest, 422),
         ("GET", "/api/v1/jobs") => admin_only(w, 200),
         ("POST", "/api/v1/jobs") => admin_only(w, 422),
         ("GET", "/api/v1/jobs/{id}") => admin_only(w, 404),
@@ -220,6 +256,40 @@ async fn every_route_times_every_caller() {
         .unwrap();
     tokens.insert(Who::OtherProjectKey, other);
 
+    // A ready document of P with one page (and a fresh one per caller for DELETE).
+    let add_doc = |n: usize| {
+        let st = st.clone();
+        let pid = p.id;
+        async move {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), format!("document {n} of the matrix")).unwrap();
+            let staged = st.ingest.stage_path(f.path()).await.unwrap();
+            let added = st.ingest.add(pid, staged, "upload", None).await.unwrap();
+            let id = added.document.id;
+            st.store
+                .finish_document(
+                    id,
+                    &bunko_core::documents::Processed {
+                        title: None,
+                        meta: Default::default(),
+                        language: Some("en".into()),
+                        pages: vec![bunko_core::documents::PageText {
+                            page: 1,
+                            text: "text".into(),
+                            raw: "text".into(),
+                            method: bunko_core::documents::PageMethod::Text,
+                            confidence: None,
+                        }],
+                        chunks: Vec::new(),
+                    },
+                )
+                .await
+                .unwrap();
+            id.to_string()
+        }
+    };
+    let doc = add_doc(0).await;
+
     let app = router(st.clone());
     let mut whos: Vec<Who> = vec![Who::Anon];
     whos.extend(tokens.keys().copied());
@@ -265,14 +335,22 @@ async fn every_route_times_every_caller() {
                 }
                 target = d.slug;
             }
+            let fresh_doc = if *method == Method::DELETE && *path == "/api/v1/documents/{id}" {
+                add_doc(cells + 1).await
+            } else {
+                doc.clone()
+            };
             let concrete = path
                 .replace("{asset}", "docs.js")
                 .replace("{project}", &target)
                 .replace("{user}", "outsider@x.org")
+                .replace("{n}", "1")
                 .replace(
                     "{id}",
                     if path.starts_with("/api/v1/users") {
                         "viewer@x.org"
+                    } else if path.starts_with("/api/v1/documents") {
+                        &fresh_doc
                     } else {
                         "0190a0a0-0000-7000-8000-000000000000"
                     },
