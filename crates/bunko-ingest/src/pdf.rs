@@ -184,8 +184,19 @@ pub fn extract(
     opts: &Options,
     progress: Progress<'_>,
 ) -> Result<Extracted, ExtractError> {
-    let pw = opts.password.as_deref();
-    let Info { pages: n, meta } = info(path, pw)?;
+    let mut pw = opts.password.as_deref();
+    let Info { pages: n, meta } = match info(path, pw) {
+        // A password only matters where one is needed: a wrong one for a file that opens
+        // without (an empty owner password) is ignored.
+        Err(ExtractError::Encrypted(m)) if pw.is_some() => match info(path, None) {
+            Ok(i) => {
+                pw = None;
+                i
+            }
+            Err(_) => return Err(ExtractError::Encrypted(m)),
+        },
+        other => other?,
+    };
     // Two page ranges at once on large files (both cores), else one call.
     let texts = if n >= 16 {
         let mid = n / 2;

@@ -47,6 +47,47 @@ pub struct SearchHit {
     vector_rank: Option<usize>,
     /// Reciprocal-rank fusion score: Σ weight / (rrf_k + rank) over the halves.
     fused_score: f64,
+    /// Where the chunk comes from (absent for chunks indexed without a document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document_id: Option<Uuid>,
+    /// 1-based physical pages the chunk spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_start: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_end: Option<u32>,
+    /// E.g. `第3章 > 第12条 > 2` or `3 Methods > 3.1 Data`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    section_path: Option<String>,
+    /// Character span in the document's normalised text (pages joined by a blank line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    char_start: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    char_end: Option<u32>,
+    /// `ja`, `en` or `other`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    language: Option<String>,
+    /// True for a paper's references section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_references: Option<bool>,
+}
+
+impl SearchHit {
+    /// The chunk's id (to look up where it comes from).
+    pub fn chunk_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Adds where the chunk comes from, from the store's record of it.
+    pub fn locate(&mut self, c: &bunko_core::documents::ChunkRecord) {
+        self.document_id = Some(c.document_id);
+        self.page_start = Some(c.page_start);
+        self.page_end = Some(c.page_end);
+        self.section_path = Some(c.section_path.clone());
+        self.char_start = Some(c.char_start);
+        self.char_end = Some(c.char_end);
+        self.language = Some(c.language.clone());
+        self.is_references = Some(c.is_references);
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -216,6 +257,14 @@ pub fn search_blocking(
             vector_rank: vr.map(|i| i + 1),
             fused_score,
             id,
+            document_id: None,
+            page_start: None,
+            page_end: None,
+            section_path: None,
+            char_start: None,
+            char_end: None,
+            language: None,
+            is_references: None,
         });
     }
     Ok(Outcome {
@@ -224,6 +273,23 @@ pub fn search_blocking(
         vector: vector_leg,
         warnings,
     })
+}
+
+/// Fills in each hit's document, pages and section from the store (one query for all).
+pub async fn locate(
+    store: &dyn bunko_core::ports::MetaStore,
+    hits: &mut [SearchHit],
+) -> Result<(), Error> {
+    let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+    let chunks = store.chunks_by_id(&ids).await?;
+    let by_id: HashMap<&str, &bunko_core::documents::ChunkRecord> =
+        chunks.iter().map(|c| (c.id.as_str(), c)).collect();
+    for h in hits {
+        if let Some(c) = by_id.get(h.id.as_str()) {
+            h.locate(c);
+        }
+    }
+    Ok(())
 }
 
 async fn run(
@@ -252,6 +318,8 @@ async fn run(
     })
     .await
     .map_err(Error::internal)??;
+    let mut results = out.results;
+    locate(s.store.as_ref(), &mut results).await?;
     let mut warnings = query.warnings;
     warnings.extend(out.warnings);
     let legs = HashMap::from([
@@ -263,7 +331,7 @@ async fn run(
         mode: query.mode.as_str().into(),
         k: query.k,
         projects: projects.len(),
-        results: out.results,
+        results,
         legs,
         warnings,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,

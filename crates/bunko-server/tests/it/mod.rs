@@ -1,5 +1,6 @@
 mod authz;
 mod cli;
+mod documents;
 mod eval;
 mod http;
 mod process;
