@@ -1,6 +1,7 @@
 mod authz;
 mod cli;
-mod documents;
+mod crash;
+pub mod documents;
 mod eval;
 mod http;
 mod process;
