@@ -221,8 +221,9 @@ pub async fn search(
         vector: &vector,
         config: &config.search,
     };
-    let out =
+    let mut out =
         crate::routes::search::search_blocking(&engines, &ids, &query.text, query.k, query.mode)?;
+    crate::routes::search::locate(store.as_ref(), &mut out.results).await?;
     for w in query.warnings.iter().chain(&out.warnings) {
         tracing::warn!("{w}");
     }
@@ -241,8 +242,13 @@ pub async fn search(
         if json {
             println!("{h}");
         } else {
+            let place = match (h["page_start"].as_u64(), h["section_path"].as_str()) {
+                (Some(p), Some(s)) if !s.is_empty() => format!("  p.{p} · {s}"),
+                (Some(p), _) => format!("  p.{p}"),
+                _ => String::new(),
+            };
             println!(
-                "{:>3}. {:.4}  {}  {}",
+                "{:>3}. {:.4}  {}  {}{place}",
                 i + 1,
                 h["fused_score"].as_f64().unwrap_or(0.0),
                 h["id"].as_str().unwrap_or(""),

@@ -1,28 +1,69 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // CLI output and progress
 
-//! `bunko index rebuild [--project P]`: the vector half is derived data. It is re-made from
-//! the chunks the keyword index holds (with ingestion, from the database), embedded through
-//! the cache, into a new directory that replaces the old one only when complete — a crash
-//! mid-rebuild leaves the previous index in place.
+//! `bunko index rebuild [--project P]`: the index is derived data, re-made from the chunks
+//! the database holds (ready documents; plus any chunk the keyword index holds without a
+//! document). The keyword half is refilled document by document when no running server owns
+//! it; the vector half is embedded through the cache into a new directory that replaces the
+//! old one only when complete — a crash mid-rebuild leaves the previous index in place.
 
 use crate::cli::CliError;
 use bunko_core::config::Config;
-use bunko_index::keyword::KeywordIndex;
+use bunko_index::keyword::{KeywordIndex, StoredChunk};
 use bunko_index::vector::{EmbeddingCache, VectorIndex};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
+
+/// The chunks to index: the store's (with their document's title), then keyword-only ones.
+async fn chunks_to_index(
+    store: &dyn bunko_core::ports::MetaStore,
+    keyword: &KeywordIndex,
+    project: Option<uuid::Uuid>,
+) -> Result<(Vec<StoredChunk>, HashMap<String, Vec<usize>>), CliError> {
+    let fail = |e: String| CliError::failure(e);
+    let stored = store
+        .all_chunks(project)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut titles: HashMap<uuid::Uuid, String> = HashMap::new();
+    let mut out = Vec::with_capacity(stored.len());
+    let mut by_doc: HashMap<String, Vec<usize>> = HashMap::new();
+    for c in stored {
+        if !titles.contains_key(&c.document_id) {
+            let t = store
+                .get_document(c.document_id)
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .map(|d| d.title)
+                .unwrap_or_default();
+            titles.insert(c.document_id, t);
+        }
+        by_doc
+            .entry(c.document_id.to_string())
+            .or_default()
+            .push(out.len());
+        out.push(StoredChunk {
+            id: c.id,
+            project: c.project_id.to_string(),
+            title: titles[&c.document_id].clone(),
+            text: c.text,
+        });
+    }
+    let known: HashSet<String> = out.iter().map(|c| c.id.clone()).collect();
+    let project_s = project.map(|p| p.to_string());
+    let legacy = keyword
+        .chunks(project_s.as_deref())
+        .map_err(|e| fail(e.to_string()))?
+        .into_iter()
+        .filter(|c| !known.contains(&c.id));
+    out.extend(legacy);
+    Ok((out, by_doc))
+}
 
 pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliError> {
     crate::app::prepare_data_dir(&config.data_dir)?;
+    let store = crate::app::open_store(config).await?;
     let project_id = match project {
-        Some(p) => {
-            let store = crate::app::open_store(config).await?;
-            let id = bunko_core::projects::get(store.as_ref(), p)
-                .await?
-                .id
-                .to_string();
-            store.close().await;
-            Some(id)
-        }
+        Some(p) => Some(bunko_core::projects::get(store.as_ref(), p).await?.id),
         None => None,
     };
     let encoder = crate::embedder::load(config)
@@ -31,11 +72,32 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
             CliError::usage("models.embedder is `none`: there is no vector half to rebuild")
         })?;
     let index_dir = config.data_dir.join("index");
-    let keyword = KeywordIndex::open(&index_dir.join("keyword"))
+    let (keyword, _) = KeywordIndex::open_or_replace(&index_dir.join("keyword"))
         .map_err(|e| CliError::failure(e.to_string()))?;
-    let chunks = keyword
-        .chunks(project_id.as_deref())
-        .map_err(|e| CliError::failure(e.to_string()))?;
+    let (chunks, by_doc) = chunks_to_index(store.as_ref(), &keyword, project_id).await?;
+    let project_id = project_id.map(|p| p.to_string());
+    store.close().await;
+    // The keyword half, when no server holds its writer.
+    match keyword.take_writer() {
+        Ok(()) => {
+            let fail = |e: bunko_index::keyword::IndexError| CliError::failure(e.to_string());
+            for (doc, idx) in &by_doc {
+                keyword.delete_document(doc).map_err(fail)?;
+                for &i in idx {
+                    let c = &chunks[i];
+                    keyword
+                        .upsert_chunk(&c.id, &c.project, doc, &c.title, &c.text)
+                        .map_err(fail)?;
+                }
+            }
+            keyword.commit().map_err(fail)?;
+            println!("refilled the keyword index: {} documents", by_doc.len());
+        }
+        Err(_) => println!(
+            "kept the keyword index: a running server owns it (it checks it against the database at start)"
+        ),
+    }
+    drop(keyword);
     let cache = crate::embedder::open_cache(config, &encoder);
     let started = Instant::now();
     let texts: Vec<String> = chunks

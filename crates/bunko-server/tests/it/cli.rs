@@ -17,6 +17,7 @@ fn help_lists_every_command_with_a_purpose() {
         "user",
         "project",
         "key",
+        "ingest",
         "search",
         "eval",
         "models",
@@ -545,4 +546,143 @@ fn index_rebuild_makes_the_vector_half_from_stored_chunks() {
         text(&search(&["--mode", "vector"]).stdout).lines().count(),
         2
     );
+}
+
+/// `bunko ingest` (files and a directory, --wait, --json) and `bunko index rebuild` refilling
+/// a lost index from the database.
+#[test]
+fn ingest_cli_and_rebuild_from_the_database() {
+    if !super::support::model_installed("multilingual-e5-small") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dd = dir.path().join("data");
+    let d = dd.to_str().unwrap();
+    let out = bunko(dir.path(), &["--data-dir", d, "project", "create", "Notes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(
+        src.join("break.md"),
+        "# 休憩\n\n使用者は、労働時間の途中に休憩時間を与えなければならない。\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("sub/cake.txt"),
+        "Whisk the eggs with sugar and bake the cake for forty minutes.\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("sub/blob.bin"), [0u8, 1, 2, 3, 0, 0, 0, 9, 8, 7]).unwrap();
+    let srcs = src.to_str().unwrap();
+    // A directory without --recursive is a usage error.
+    let out = bunko(
+        dir.path(),
+        &["--data-dir", d, "ingest", srcs, "--project", "notes"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = bunko(
+        dir.path(),
+        &[
+            "--data-dir",
+            d,
+            "ingest",
+            srcs,
+            "--recursive",
+            "--project",
+            "notes",
+            "--wait",
+            "--json",
+        ],
+    );
+    // One unsupported file: exit 1, the others ready.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{}", text(&out.stdout));
+    let by_name = |n: &str| {
+        rows.iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(n))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("break.md")["status"], "ready");
+    assert_eq!(by_name("cake.txt")["status"], "ready");
+    assert_eq!(by_name("blob.bin")["status"], "failed");
+    assert_eq!(by_name("blob.bin")["code"], "unsupported_document_type");
+    let law_doc = by_name("break.md")["document_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Again: duplicates, nothing new.
+    let out = bunko(
+        dir.path(),
+        &[
+            "--data-dir",
+            d,
+            "ingest",
+            src.join("break.md").to_str().unwrap(),
+            "--project",
+            "notes",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"duplicate\""),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let search = || {
+        let out = bunko(
+            dir.path(),
+            &[
+                "--data-dir",
+                d,
+                "search",
+                "rest breaks at work",
+                "--json",
+                "--mode",
+                "hybrid",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let first = |s: String| -> serde_json::Value {
+        serde_json::from_str(s.lines().next().expect("a hit")).unwrap()
+    };
+    let hit = first(search());
+    assert_eq!(hit["document_id"], law_doc.as_str(), "{hit}");
+    assert_eq!(hit["vector_rank"], 1);
+    // Lose the whole index; rebuild it from the database.
+    std::fs::remove_dir_all(dd.join("index")).unwrap();
+    let out = bunko(dir.path(), &["--data-dir", d, "index", "rebuild"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("refilled the keyword index: 2 documents"),
+        "{}",
+        text(&out.stdout)
+    );
+    let hit = first(search());
+    assert_eq!(hit["document_id"], law_doc.as_str(), "{hit}");
+    assert_eq!(
+        (hit["keyword_rank"].is_null(), hit["vector_rank"].as_u64()),
+        (true, Some(1))
+    );
+    let out = bunko(
+        dir.path(),
+        &[
+            "--data-dir",
+            d,
+            "search",
+            "休憩時間",
+            "--json",
+            "--mode",
+            "keyword",
+        ],
+    );
+    assert_eq!(first(text(&out.stdout))["document_id"], law_doc.as_str());
 }
