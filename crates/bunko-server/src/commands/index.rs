@@ -28,14 +28,14 @@ async fn chunks_to_index(
     let mut out = Vec::with_capacity(stored.len());
     let mut by_doc: HashMap<String, Vec<usize>> = HashMap::new();
     for c in stored {
-        if !titles.contains_key(&c.document_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = titles.entry(c.document_id) {
             let t = store
                 .get_document(c.document_id)
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .map(|d| d.title)
                 .unwrap_or_default();
-            titles.insert(c.document_id, t);
+            slot.insert(t);
         }
         by_doc
             .entry(c.document_id.to_string())
