@@ -218,6 +218,12 @@ fn heading(line: &str, kind: DocKind) -> Option<Heading> {
     None
 }
 
+/// A Markdown code fence line (```` ``` ```` or `~~~`, with an optional language).
+pub fn is_fence(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("```") || t.starts_with("~~~")
+}
+
 fn is_reference_title(s: &str) -> bool {
     let s = s.trim().trim_end_matches([':', '.']);
     REFERENCE_TITLES.contains(&s)
@@ -353,6 +359,7 @@ pub fn chunk_document(
     let mut stack: Vec<(u8, String, bool)> = Vec::new();
     let mut section = 0usize;
     let mut line_start = 0usize;
+    let mut in_fence = false;
     let path_of = |stack: &[(u8, String, bool)]| {
         stack
             .iter()
@@ -393,7 +400,15 @@ pub fn chunk_document(
         }
         let line: String = chars[s..e].iter().collect();
         let mut content_from = s;
-        if let Some(h) = heading(&line, kind) {
+        // Inside a Markdown code fence a `# …` line is a comment, not a heading.
+        let fence = is_fence(&line);
+        if fence {
+            in_fence = !in_fence;
+        }
+        if let Some(h) = (!in_fence && !fence)
+            .then(|| heading(&line, kind))
+            .flatten()
+        {
             while stack.last().is_some_and(|(l, _, _)| *l >= h.level) {
                 stack.pop();
             }
@@ -570,6 +585,15 @@ mod tests {
         assert!(!c[0].is_references);
         assert!(c[3].text.contains("We used data. It was big."));
         assert!(c.iter().all(|c| c.language == "en"));
+    }
+
+    #[test]
+    fn code_fences_hide_comment_lines_from_headings() {
+        let text = "# Guide\n\nSet it up.\n\n```toml\n[auth]\n# jwt_secret_file = \"x\"\n```\n\n## Next\n\nMore.";
+        let c = chunks(text, 350);
+        let paths: Vec<&str> = c.iter().map(|c| c.section_path.as_str()).collect();
+        assert_eq!(paths, vec!["Guide", "Guide > Next"]);
+        assert!(c[0].text.contains("# jwt_secret_file"));
     }
 
     #[test]

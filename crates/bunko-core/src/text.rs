@@ -352,7 +352,15 @@ pub fn normalise(raw: &str) -> Normalised {
         .unwrap_or(0);
     let mut out = Normalised::default();
     let mut prev_blank = true;
+    let mut in_fence = false;
     for (i, line) in lines.iter().enumerate() {
+        let is_fence = |l: &Line| {
+            let t: String = l.iter().take(3).map(|(c, _)| *c).collect();
+            t == "```" || t == "~~~"
+        };
+        if is_fence(line) {
+            in_fence = !in_fence;
+        }
         if line.is_empty() {
             if !prev_blank && !out.text.is_empty() {
                 // Paragraph break: end the paragraph's line and add one blank line.
@@ -382,7 +390,8 @@ pub fn normalise(raw: &str) -> Normalised {
         let next_first = next_text.chars().next().unwrap_or(' ');
         let this_full = width(line) * 10 >= full * 7 && widths.len() >= 3;
         let src = line.last().map(|p| p.1).unwrap_or(0);
-        let block = starts_block(&next_text);
+        // Code keeps its lines, and so do the fence lines around it.
+        let block = starts_block(&next_text) || in_fence || is_fence(line) || is_fence(next);
         if !block && last == '-' && before_last.is_alphabetic() && next_first.is_lowercase() {
             // "exam-" + "ple": drop the hyphen, join without a space.
             out.text.pop();

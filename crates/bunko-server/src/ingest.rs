@@ -228,6 +228,14 @@ impl Ingest {
         stager.finish(&name).await
     }
 
+    /// Stages bytes held in memory (the built-in sample).
+    pub async fn stage_bytes(&self, name: &str, bytes: &[u8]) -> Result<Staged, Error> {
+        let mut stager =
+            Stager::new(self.blobs.as_ref(), self.config.ingest.max_file_bytes).await?;
+        stager.write(bytes).await?;
+        stager.finish(name).await
+    }
+
     /// Adds a staged file to a project: stores the original, creates the document and its
     /// processing job. The same bytes twice in one project are one document (`duplicate`);
     /// a duplicate of a failed document given a password is processed again with it.

@@ -9,5 +9,6 @@ pub mod embedder;
 pub mod http;
 pub mod ingest;
 pub mod routes;
+pub mod sample;
 pub mod telemetry;
 pub mod tls;

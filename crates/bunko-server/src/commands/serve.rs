@@ -139,7 +139,32 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
     info!(addr = %local, scheme, version = crate::app::VERSION, mode = mode.unwrap_or_default(), "listening");
     info!(startup_ms = started.elapsed().as_millis() as u64, "ready");
     if quickstart {
+        let sample = crate::sample::ingest_sample(&state.ingest).await;
+        if let Err(e) = &sample {
+            warn!(error = %e, "could not add the sample documents");
+        }
         print_banner(&state.config, &format!("{scheme}://{local}"), new_admin);
+        if let Ok((added, unchanged)) = sample {
+            println!(
+                "  Sample: bunko's own documentation (English and Japanese), {} documents in project `{}`{}",
+                added + unchanged,
+                crate::sample::PROJECT,
+                if added > 0 {
+                    format!(" ({added} being processed now)")
+                } else {
+                    String::new()
+                }
+            );
+            println!(
+                "  Search it:  curl -s '{scheme}://{local}/api/v1/search?q=ingest+OCR&project={}' -H 'authorization: Bearer TOKEN'",
+                crate::sample::PROJECT
+            );
+            println!(
+                "              bunko search \"文書の取り込み\" --project {}",
+                crate::sample::PROJECT
+            );
+            println!();
+        }
     }
 
     let signal = shutdown_signal().await;
