@@ -357,6 +357,13 @@ pub trait DocumentQueries: Send + Sync {
     /// cancelled, died, or is gone), with the job's last error code and message.
     async fn stale_documents(&self)
     -> StoreResult<Vec<(Document, Option<String>, Option<String>)>>;
+    /// Ready documents of these projects that pass the filters (search filters are resolved
+    /// to documents here, then applied inside both index halves).
+    async fn filter_documents(
+        &self,
+        projects: &[Uuid],
+        f: &crate::search::SearchFilters,
+    ) -> StoreResult<Vec<Uuid>>;
     /// Keeps (or with `None`, forgets) the password for an encrypted PDF until processing ends.
     async fn set_document_password(&self, id: Uuid, password: Option<&str>) -> StoreResult<()>;
     async fn document_password(&self, id: Uuid) -> StoreResult<Option<String>>;

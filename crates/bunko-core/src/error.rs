@@ -35,6 +35,8 @@ error_codes! {
     QueryEmpty => (400, "query_empty", "Empty query"),
     /// A query-string parameter is missing or has the wrong type.
     InvalidQuery => (400, "invalid_query", "Invalid query parameters"),
+    /// A search filter is malformed; the detail names the field.
+    InvalidFilter => (400, "invalid_filter", "Invalid search filter"),
     /// No credentials were sent to a route that needs them.
     Unauthenticated => (401, "unauthenticated", "Authentication required"),
     /// The credentials sent are unknown, malformed, expired or revoked.

@@ -27,6 +27,165 @@ impl Mode {
     }
 }
 
+/// Filters of `POST /api/v1/search`: a chunk must belong to a ready document that passes
+/// every filter given. They are resolved to a set of documents which both index halves apply
+/// inside their query (never by filtering results afterwards).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilters {
+    pub document_ids: Vec<uuid::Uuid>,
+    pub types: Vec<crate::documents::DocType>,
+    pub languages: Vec<String>,
+    /// Inclusive, `YYYY-MM-DD`, on the document's own date (its metadata's creation date,
+    /// else the day it was added).
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
+    /// A document matches when it has any of these tags.
+    pub tags: Vec<String>,
+    pub sources: Vec<String>,
+}
+
+impl SearchFilters {
+    pub fn is_empty(&self) -> bool {
+        *self == SearchFilters::default()
+    }
+}
+
+const MAX_FILTER_VALUES: usize = 1000;
+
+fn filter_err(field: &str, msg: impl std::fmt::Display) -> Error {
+    Error::new(Code::InvalidFilter, format!("filters.{field}: {msg}"))
+}
+
+/// One value or a list of values, each a string.
+fn strings(v: &serde_json::Value, field: &str) -> Result<Vec<String>, Error> {
+    let items: Vec<&serde_json::Value> = match v {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        serde_json::Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    if items.len() > MAX_FILTER_VALUES {
+        return Err(filter_err(
+            field,
+            format!("at most {MAX_FILTER_VALUES} values"),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let s = x
+                .as_str()
+                .ok_or_else(|| filter_err(&format!("{field}[{i}]"), "expected a string"))?;
+            if s.is_empty() || s.chars().count() > 200 {
+                return Err(filter_err(
+                    &format!("{field}[{i}]"),
+                    "must be 1–200 characters",
+                ));
+            }
+            Ok(s.to_owned())
+        })
+        .collect()
+}
+
+fn date(v: &serde_json::Value, field: &str) -> Result<Option<String>, Error> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let s = v
+        .as_str()
+        .ok_or_else(|| filter_err(field, "expected a date as \"YYYY-MM-DD\""))?;
+    let ok = s.len() == 10
+        && s.parse::<jiff::civil::Date>().is_ok()
+        && s.as_bytes()[4] == b'-'
+        && s.as_bytes()[7] == b'-';
+    if !ok {
+        return Err(filter_err(
+            field,
+            format!("`{s}` is not a date as YYYY-MM-DD"),
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+/// Validates the `filters` object; every problem names its field.
+pub fn parse_filters(v: &serde_json::Value) -> Result<SearchFilters, Error> {
+    let obj = match v {
+        serde_json::Value::Null => return Ok(SearchFilters::default()),
+        serde_json::Value::Object(o) => o,
+        _ => {
+            return Err(Error::new(
+                Code::InvalidFilter,
+                "filters: expected an object",
+            ));
+        }
+    };
+    let mut f = SearchFilters::default();
+    for (key, val) in obj {
+        match key.as_str() {
+            "document_ids" => {
+                f.document_ids = strings(val, key)?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        uuid::Uuid::parse_str(s).map_err(|_| {
+                            filter_err(
+                                &format!("{key}[{i}]"),
+                                format!("`{s}` is not a document id"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "type" | "types" => {
+                f.types = strings(val, key)?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        crate::documents::DocType::parse(s).ok_or_else(|| {
+                            filter_err(
+                                &format!("{key}[{i}]"),
+                                format!(
+                                    "`{s}` is not pdf, png, jpeg, tiff, html, markdown or text"
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "language" | "languages" => {
+                f.languages = strings(val, key)?;
+                if let Some((i, bad)) = f
+                    .languages
+                    .iter()
+                    .enumerate()
+                    .find(|(_, l)| !matches!(l.as_str(), "ja" | "en" | "other"))
+                {
+                    return Err(filter_err(
+                        &format!("{key}[{i}]"),
+                        format!("`{bad}` is not ja, en or other"),
+                    ));
+                }
+            }
+            "date_from" => f.date_from = date(val, key)?,
+            "date_to" => f.date_to = date(val, key)?,
+            "tags" => f.tags = strings(val, key)?,
+            "source" | "sources" => f.sources = strings(val, key)?,
+            other => {
+                return Err(filter_err(
+                    other,
+                    "unknown filter; filters are document_ids, type, language, date_from, date_to, tags, source",
+                ));
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (&f.date_from, &f.date_to)
+        && a > b
+    {
+        return Err(filter_err("date_from", format!("{a} is after date_to {b}")));
+    }
+    Ok(f)
+}
+
 /// A validated search request.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
@@ -165,6 +324,39 @@ pub fn rrf(legs: &[Leg<'_>], k: f64) -> Vec<(String, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_validate_and_name_the_field() {
+        use serde_json::json;
+        let f = parse_filters(&json!({
+            "type": "pdf", "language": ["ja", "en"], "date_from": "2020-01-01",
+            "tags": ["law"], "source": "upload",
+            "document_ids": ["01a22986-0f64-7697-9e25-cbafef663365"]
+        }))
+        .unwrap();
+        assert_eq!(f.types, vec![crate::documents::DocType::Pdf]);
+        assert_eq!(f.languages, vec!["ja", "en"]);
+        assert!(!f.is_empty());
+        assert!(parse_filters(&json!(null)).unwrap().is_empty());
+        for (bad, field) in [
+            (json!({"language": ["ja", "xx"]}), "filters.language[1]"),
+            (json!({"language": 5}), "filters.language[0]"),
+            (json!({"type": "docx"}), "filters.type[0]"),
+            (json!({"date_from": "2020-13-01"}), "filters.date_from"),
+            (json!({"date_to": "yesterday"}), "filters.date_to"),
+            (
+                json!({"date_from": "2021-01-01", "date_to": "2020-01-01"}),
+                "filters.date_from",
+            ),
+            (json!({"document_ids": ["nope"]}), "filters.document_ids[0]"),
+            (json!({"colour": "red"}), "filters.colour"),
+            (json!([1, 2]), "filters"),
+        ] {
+            let e = parse_filters(&bad).unwrap_err();
+            assert_eq!(e.code, Code::InvalidFilter, "{bad}");
+            assert!(e.detail.starts_with(field), "{bad}: {}", e.detail);
+        }
+    }
 
     #[test]
     fn query_validation() {

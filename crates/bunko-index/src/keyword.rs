@@ -289,6 +289,22 @@ impl KeywordIndex {
         k: usize,
         snippets: usize,
     ) -> IndexResult<Vec<Hit>> {
+        self.search_filtered(projects, None, query, k, snippets)
+    }
+
+    /// BM25 restricted to `projects` and, when given, to chunks of these documents — both
+    /// filters are clauses of the query, so the top `k` are the best allowed chunks.
+    pub fn search_filtered(
+        &self,
+        projects: &[&str],
+        documents: Option<&[&str]>,
+        query: &str,
+        k: usize,
+        snippets: usize,
+    ) -> IndexResult<Vec<Hit>> {
+        if documents.is_some_and(<[&str]>::is_empty) {
+            return Ok(Vec::new());
+        }
         let mut terms = self.query_terms(query);
         terms.sort();
         terms.dedup();
@@ -312,7 +328,7 @@ impl KeywordIndex {
                 .iter()
                 .map(|p| Term::from_field_text(self.f.project, p)),
         );
-        let q = BooleanQuery::new(vec![
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (
                 Occur::Must,
                 Box::new(BooleanQuery::new(should)) as Box<dyn Query>,
@@ -321,7 +337,18 @@ impl KeywordIndex {
                 Occur::Must,
                 Box::new(ConstScoreQuery::new(Box::new(allowed), 0.0)),
             ),
-        ]);
+        ];
+        if let Some(docs) = documents {
+            let only = TermSetQuery::new(
+                docs.iter()
+                    .map(|d| Term::from_field_text(self.f.document, d)),
+            );
+            clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(only), 0.0)),
+            ));
+        }
+        let q = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
         let top = searcher.search(&q, &TopDocs::with_limit(k).order_by_score())?;
         let snippets_wanted = snippets;
@@ -563,6 +590,37 @@ mod tests {
         }
         let ix = KeywordIndex::open(dir.path()).unwrap();
         assert_eq!(ix.search(&["p"], "persisted", 5).unwrap()[0].id, "a");
+    }
+
+    #[test]
+    fn document_filter_is_inside_the_query() {
+        let ix = KeywordIndex::in_memory().unwrap();
+        for i in 0..30 {
+            ix.upsert_chunk(&format!("a:{i}"), "p", "a", "T", "heron heron heron river")
+                .unwrap();
+        }
+        ix.upsert_chunk("b:0", "p", "b", "T", "heron river")
+            .unwrap();
+        ix.commit().unwrap();
+        // k = 5: the weaker document's chunk is still found when the filter asks for it.
+        let hits = ix
+            .search_filtered(&["p"], Some(&["b"]), "heron", 5, 5)
+            .unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            vec!["b:0"]
+        );
+        assert!(
+            ix.search_filtered(&["p"], Some(&[]), "heron", 5, 5)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            ix.search_filtered(&["p"], None, "heron", 5, 5)
+                .unwrap()
+                .len(),
+            5
+        );
     }
 
     #[test]

@@ -140,10 +140,28 @@ impl VectorIndex {
         query: &[f32],
         k: usize,
     ) -> Result<Vec<(String, String, f32)>, VectorError> {
+        self.search_filtered(projects, None, query, k)
+    }
+
+    /// Like [`VectorIndex::search`], and when `documents` is given only chunks whose id is
+    /// `<document>:<n>` for one of them — checked inside the graph walk, not afterwards.
+    pub fn search_filtered(
+        &self,
+        projects: &[&str],
+        documents: Option<&std::collections::HashSet<String>>,
+        query: &[f32],
+        k: usize,
+    ) -> Result<Vec<(String, String, f32)>, VectorError> {
+        if documents.is_some_and(std::collections::HashSet::is_empty) {
+            return Ok(Vec::new());
+        }
         let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
         let allow = |key: &str| {
-            key.split_once('/')
-                .is_some_and(|(p, _)| projects.contains(&p))
+            key.split_once('/').is_some_and(|(p, id)| {
+                projects.contains(&p)
+                    && documents
+                        .is_none_or(|d| id.split_once(':').is_some_and(|(doc, _)| d.contains(doc)))
+            })
         };
         Ok(g.search(query, k, &allow)?
             .into_iter()

@@ -246,6 +246,19 @@ impl Ingest {
         source: &str,
         password: Option<&str>,
     ) -> Result<Added, Error> {
+        self.add_tagged(project, staged, source, password, &[])
+            .await
+    }
+
+    /// [`Ingest::add`] with tags for the new document (search can filter by them).
+    pub async fn add_tagged(
+        &self,
+        project: Uuid,
+        staged: Staged,
+        source: &str,
+        password: Option<&str>,
+        tags: &[String],
+    ) -> Result<Added, Error> {
         let title = staged
             .filename
             .rsplit_once('.')
@@ -263,7 +276,7 @@ impl Ingest {
                 sha256: staged.sha256.clone(),
                 size_bytes: staged.size,
                 source: source.to_owned(),
-                tags: Vec::new(),
+                tags: tags.to_vec(),
             })
             .await?;
         if !created {

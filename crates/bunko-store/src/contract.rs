@@ -791,6 +791,54 @@ pub async fn documents_dedupe_finish_atomically_and_cascade(s: Store) {
     assert_eq!(by_id, vec![chunk(1, "one")]);
     assert_eq!(s.all_chunks(Some(p.id)).await.unwrap().len(), 2);
     assert_eq!(s.ready_documents().await.unwrap(), vec![(a.id, 2)]);
+    // Search filters resolve to ready documents only.
+    use bunko_core::search::SearchFilters;
+    let only = |f: SearchFilters| {
+        let s = s.clone();
+        let pid = p.id;
+        async move { s.filter_documents(&[pid], &f).await.unwrap() }
+    };
+    assert_eq!(only(SearchFilters::default()).await, vec![a.id]);
+    let pdf_en = SearchFilters {
+        types: vec![DocType::Pdf],
+        languages: vec!["en".into()],
+        tags: vec!["t".into(), "other".into()],
+        sources: vec!["upload".into()],
+        ..Default::default()
+    };
+    assert_eq!(only(pdf_en).await, vec![a.id]);
+    let ja = SearchFilters {
+        languages: vec!["ja".into()],
+        ..Default::default()
+    };
+    assert!(only(ja).await.is_empty());
+    let no_tag = SearchFilters {
+        tags: vec!["x".into()],
+        ..Default::default()
+    };
+    assert!(only(no_tag).await.is_empty());
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let dated = SearchFilters {
+        date_from: Some(today.clone()),
+        date_to: Some(today),
+        ..Default::default()
+    };
+    assert_eq!(
+        only(dated).await,
+        vec![a.id],
+        "no metadata date: the day it was added"
+    );
+    let old = SearchFilters {
+        date_to: Some("2001-01-01".into()),
+        ..Default::default()
+    };
+    assert!(only(old).await.is_empty());
+    assert!(
+        s.filter_documents(&[], &SearchFilters::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Reprocessing replaces, and a failure keeps what the last success stored.
     let fewer = Processed {

@@ -122,6 +122,8 @@ pub struct UploadForm {
     file: Vec<Vec<u8>>,
     /// The password of encrypted PDFs in this request.
     password: Option<String>,
+    /// Comma-separated tags for every file of this request (repeatable); search filters by them.
+    tags: Option<String>,
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -168,6 +170,7 @@ pub async fn upload(
     let limit = s.config.ingest.max_file_bytes;
     let mut staged = Vec::new();
     let mut password: Option<String> = None;
+    let mut tags: Vec<String> = Vec::new();
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
@@ -184,6 +187,23 @@ pub async fn upload(
                     stager.write(&chunk).await?;
                 }
                 staged.push(stager.finish(&filename).await?);
+            }
+            "tags" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                for t in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if t.chars().count() > 100 || t.chars().any(char::is_control) {
+                        return Err(ApiError::new(
+                            Code::BadRequest,
+                            "tags: each tag is 1–100 characters without control characters",
+                        ));
+                    }
+                    if !tags.iter().any(|x| x == t) {
+                        tags.push(t.to_owned());
+                    }
+                }
+                if tags.len() > 50 {
+                    return Err(ApiError::new(Code::BadRequest, "tags: at most 50"));
+                }
             }
             "password" => {
                 let text = field.text().await.map_err(multipart_error)?;
@@ -220,7 +240,13 @@ pub async fn upload(
             duplicate,
         } = s
             .ingest
-            .add(access.project.id, file, "upload", password.as_deref())
+            .add_tagged(
+                access.project.id,
+                file,
+                "upload",
+                password.as_deref(),
+                &tags,
+            )
             .await?;
         out.push(UploadEntry {
             filename,

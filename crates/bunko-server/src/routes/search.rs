@@ -122,15 +122,54 @@ pub async fn get(
     run(&s, &p, q).await
 }
 
-/// The same as `GET`, with the parameters as a JSON body.
-#[utoipa::path(post, path = "/api/v1/search", tag = "search", request_body = SearchParams,
-    responses((status = 200, body = SearchResponse)), security(("bearer" = [])))]
+/// Filters of `POST /api/v1/search`. A value may be one string or a list; a chunk must
+/// belong to a ready document passing every filter given.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the shape parsed by bunko_core::search::parse_filters
+pub struct SearchFilters {
+    document_ids: Option<Vec<Uuid>>,
+    /// `pdf`, `png`, `jpeg`, `tiff`, `html`, `markdown`, `text`.
+    r#type: Option<Vec<String>>,
+    /// `ja`, `en`, `other`.
+    language: Option<Vec<String>>,
+    /// Inclusive `YYYY-MM-DD`, on the document's date (metadata creation date, else the day added).
+    date_from: Option<String>,
+    date_to: Option<String>,
+    /// Any of these tags.
+    tags: Option<Vec<String>>,
+    /// `upload`, `sample`, or a crawler's name.
+    source: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    q: Option<String>,
+    project: Option<String>,
+    k: Option<u32>,
+    mode: Option<String>,
+    /// Malformed filters are 400 `invalid_filter` naming the field.
+    #[schema(value_type = Option<SearchFilters>)]
+    filters: Option<serde_json::Value>,
+}
+
+/// The same as `GET`, with the parameters as a JSON body, plus `filters`.
+#[utoipa::path(post, path = "/api/v1/search", tag = "search", request_body = SearchBody,
+    responses((status = 200, body = SearchResponse), (status = 400, description = "query_empty, invalid_query, invalid_filter")), security(("bearer" = [])))]
 pub async fn post(
     Scoped(p, _): Scoped<SearchScope>,
     State(s): State<AppState>,
-    Json(q): Json<SearchParams>,
+    Json(b): Json<SearchBody>,
 ) -> ApiResult<axum::Json<SearchResponse>> {
-    run(&s, &p, q).await
+    let filters =
+        bunko_core::search::parse_filters(b.filters.as_ref().unwrap_or(&serde_json::Value::Null))?;
+    let q = SearchParams {
+        q: b.q,
+        project: b.project,
+        k: b.k,
+        mode: b.mode,
+    };
+    run_filtered(&s, &p, q, filters).await
 }
 
 pub struct Outcome {
@@ -164,6 +203,20 @@ pub fn search_blocking(
     k: usize,
     mode: Mode,
 ) -> Result<Outcome, Error> {
+    search_blocking_in(s, projects, None, text, k, mode)
+}
+
+/// [`search_blocking`] restricted, when `documents` is given, to chunks of those documents
+/// (inside both halves' queries).
+pub fn search_blocking_in(
+    s: &Engines<'_>,
+    projects: &[String],
+    documents: Option<&std::collections::HashSet<String>>,
+    text: &str,
+    k: usize,
+    mode: Mode,
+) -> Result<Outcome, Error> {
+    let doc_refs: Option<Vec<&str>> = documents.map(|d| d.iter().map(String::as_str).collect());
     let refs: Vec<&str> = projects.iter().map(String::as_str).collect();
     let cand = s.config.candidates.max(k);
     let mut warnings = Vec::new();
@@ -172,7 +225,7 @@ pub fn search_blocking(
     } else {
         let hits = s
             .keyword
-            .search_ranked(&refs, text, cand, k)
+            .search_filtered(&refs, doc_refs.as_deref(), text, cand, k)
             .map_err(Error::internal)?;
         let n = hits.len();
         (hits, leg("ok", n, None))
@@ -193,7 +246,7 @@ pub fn search_blocking(
                 }
                 let hits = ready
                     .index
-                    .search(&refs, q.get(0), cand)
+                    .search_filtered(&refs, documents, q.get(0), cand)
                     .map_err(Error::internal)?;
                 let n = hits.len();
                 (hits, leg("ok", n, None))
@@ -297,9 +350,32 @@ async fn run(
     p: &Principal,
     params: SearchParams,
 ) -> ApiResult<axum::Json<SearchResponse>> {
+    run_filtered(s, p, params, bunko_core::search::SearchFilters::default()).await
+}
+
+async fn run_filtered(
+    s: &AppState,
+    p: &Principal,
+    params: SearchParams,
+    filters: bunko_core::search::SearchFilters,
+) -> ApiResult<axum::Json<SearchResponse>> {
     let started = Instant::now();
     let query = parse_query(params.q.as_deref(), params.k, params.mode.as_deref())?;
     let projects = searchable_projects(s.store.as_ref(), p, params.project.as_deref()).await?;
+    // Filters become a set of documents of the searchable projects, applied inside both halves.
+    let documents: Option<std::collections::HashSet<String>> = if filters.is_empty() {
+        None
+    } else {
+        let pids: Vec<Uuid> = projects.iter().map(|p| p.id).collect();
+        Some(
+            s.store
+                .filter_documents(&pids, &filters)
+                .await?
+                .into_iter()
+                .map(|d| d.to_string())
+                .collect(),
+        )
+    };
     let Ok(_permit) = s.search_permits.clone().try_acquire_owned() else {
         return Err(ApiError(
             Error::unavailable("search is at capacity; retry shortly")
@@ -314,7 +390,7 @@ async fn run(
             vector: &state.vector,
             config: &state.config.search,
         };
-        search_blocking(&engines, &ids, &text, k, mode)
+        search_blocking_in(&engines, &ids, documents.as_ref(), &text, k, mode)
     })
     .await
     .map_err(Error::internal)??;

@@ -721,3 +721,148 @@ async fn every_fixture_pdf_has_its_expected_outcome() {
     );
     assert!(text.contains("bunko_ingest_pages_total{method=\"ocr\"}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_filters_apply_inside_the_index_query() {
+    let d = start(|_| {}).await;
+    let ja = "# 観察記録\n\n川に heron（サギ）がいる。サギは魚を食べる。\n"
+        .as_bytes()
+        .to_vec();
+    let en = b"Field notes: the heron waits by the river for fish.\n".to_vec();
+    let en2 =
+        b"# Heron guide\n\nA heron is a long-legged bird; this heron guide lists many.\n".to_vec();
+    let up = d
+        .upload(&[
+            file("ja.md", ja),
+            Part {
+                name: "tags",
+                filename: None,
+                bytes: b"law, birds".to_vec(),
+            },
+        ])
+        .await
+        .json();
+    let ja_id = ids(&up).remove(0);
+    let up = d
+        .upload(&[
+            file("notes.txt", en),
+            file("guide.md", en2),
+            Part {
+                name: "tags",
+                filename: None,
+                bytes: b"notes".to_vec(),
+            },
+        ])
+        .await
+        .json();
+    let en_ids = ids(&up);
+    let mut all = vec![ja_id.clone()];
+    all.extend(en_ids.clone());
+    d.settle(&all, Duration::from_secs(60)).await;
+    let d = &d;
+    let search = |filters: &str| {
+        let body = format!("{{\"q\": \"heron\", \"mode\": \"keyword\", \"filters\": {filters}}}");
+        async move {
+            let r = d.post_json("/api/v1/search", &body).await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let v = r.json();
+            let mut docs: Vec<String> = v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["document_id"].as_str().unwrap().to_owned())
+                .collect();
+            docs.sort();
+            docs.dedup();
+            docs
+        }
+    };
+    let mut every = all.clone();
+    every.sort();
+    assert_eq!(search("{}").await, every);
+    assert_eq!(search("{\"language\": \"ja\"}").await, vec![ja_id.clone()]);
+    assert_eq!(search("{\"tags\": [\"birds\"]}").await, vec![ja_id.clone()]);
+    let mut en_sorted = en_ids.clone();
+    en_sorted.sort();
+    assert_eq!(search("{\"tags\": \"notes\"}").await, en_sorted);
+    assert_eq!(
+        search("{\"type\": \"text\"}").await,
+        vec![en_ids[0].clone()]
+    );
+    assert_eq!(
+        search(&format!(
+            "{{\"document_ids\": [\"{}\"], \"language\": [\"en\", \"ja\"]}}",
+            en_ids[1]
+        ))
+        .await,
+        vec![en_ids[1].clone()]
+    );
+    assert!(search("{\"date_to\": \"2001-01-01\"}").await.is_empty());
+    assert!(search("{\"source\": \"crawler\"}").await.is_empty());
+    // Malformed filters: 400 naming the field.
+    for (bad, field) in [
+        ("{\"language\": 5}", "filters.language[0]"),
+        ("{\"type\": [\"docx\"]}", "filters.type[0]"),
+        ("{\"date_from\": \"2020-02-30\"}", "filters.date_from"),
+        ("{\"colour\": \"red\"}", "filters.colour"),
+        ("[]", "filters"),
+    ] {
+        let r = d
+            .post_json(
+                "/api/v1/search",
+                &format!("{{\"q\": \"heron\", \"filters\": {bad}}}"),
+            )
+            .await;
+        assert_eq!(r.code(400), "invalid_filter", "{bad}");
+        assert!(
+            r.json()["detail"].as_str().unwrap().starts_with(field),
+            "{bad}: {}",
+            r.json()
+        );
+    }
+    // A filter on a document of a project the caller cannot search finds nothing.
+    let other = bunko_core::projects::create(d.state.store.as_ref(), "Hidden", None)
+        .await
+        .unwrap();
+    let viewer_tok = {
+        let acc = &d.state.accounts;
+        let c = Default::default();
+        let (u, _) = acc
+            .create_user(
+                None,
+                "v@x.org",
+                "v",
+                bunko_core::identity::GlobalRole::Member,
+                Some("a long enough password 123"),
+                &c,
+            )
+            .await
+            .unwrap();
+        acc.put_member(
+            None,
+            other.id,
+            &u,
+            bunko_core::identity::ProjectRole::Viewer,
+            &c,
+        )
+        .await
+        .unwrap();
+        acc.login("v@x.org", "a long enough password 123", &c)
+            .await
+            .unwrap()
+            .access_token
+    };
+    let r = d
+        .send(
+            Request::post("/api/v1/search")
+                .header("authorization", format!("Bearer {viewer_tok}"))
+                .header("content-type", "application/json")
+                .body(Body::from(format!(
+                    "{{\"q\": \"heron\", \"mode\": \"keyword\", \"filters\": {{\"document_ids\": [\"{ja_id}\"]}}}}"
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["results"].as_array().unwrap().is_empty());
+}

@@ -439,4 +439,62 @@ impl DocumentQueries for SqliteStore {
             })
             .collect()
     }
+
+    async fn filter_documents(
+        &self,
+        projects: &[Uuid],
+        f: &bunko_core::search::SearchFilters,
+    ) -> StoreResult<Vec<Uuid>> {
+        let json = |v: Vec<String>| -> StoreResult<Option<String>> {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                serde_json::to_string(&v)
+                    .map(Some)
+                    .map_err(|e| StoreError::Backend(e.to_string()))
+            }
+        };
+        let projects =
+            json(projects.iter().map(Uuid::to_string).collect())?.unwrap_or_else(|| "[]".into());
+        let ids = json(f.document_ids.iter().map(Uuid::to_string).collect())?;
+        let types = json(f.types.iter().map(|t| t.as_str().to_owned()).collect())?;
+        let langs = json(f.languages.clone())?;
+        let tags = json(f.tags.clone())?;
+        let sources = json(f.sources.clone())?;
+        // The document's date: its metadata's creation date, else the day it was added.
+        let rows = sqlx::query(
+            "SELECT id FROM documents d
+             WHERE status = 'ready'
+               AND project_id IN (SELECT value FROM json_each(?))
+               AND (? IS NULL OR id IN (SELECT value FROM json_each(?)))
+               AND (? IS NULL OR doc_type IN (SELECT value FROM json_each(?)))
+               AND (? IS NULL OR language IN (SELECT value FROM json_each(?)))
+               AND (? IS NULL OR source IN (SELECT value FROM json_each(?)))
+               AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(d.tags) t
+                                         WHERE t.value IN (SELECT value FROM json_each(?))))
+               AND (? IS NULL OR COALESCE(substr(json_extract(meta, '$.created'), 1, 10),
+                                          date(created_at / 1000, 'unixepoch')) >= ?)
+               AND (? IS NULL OR COALESCE(substr(json_extract(meta, '$.created'), 1, 10),
+                                          date(created_at / 1000, 'unixepoch')) <= ?)",
+        )
+        .bind(projects)
+        .bind(&ids)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&types)
+        .bind(&langs)
+        .bind(&langs)
+        .bind(&sources)
+        .bind(&sources)
+        .bind(&tags)
+        .bind(&tags)
+        .bind(&f.date_from)
+        .bind(&f.date_from)
+        .bind(&f.date_to)
+        .bind(&f.date_to)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(|r| uuid(r, "id")).collect()
+    }
 }
