@@ -320,6 +320,29 @@ mod tests {
     }
 
     #[test]
+    fn document_filter_is_inside_the_walk() {
+        let ix = VectorIndex::in_memory(16, "m");
+        for i in 0..200 {
+            let doc = if i == 150 { "rare" } else { "common" };
+            ix.upsert("p", &format!("{doc}:{i}"), &unit(16, i)).unwrap();
+        }
+        let only: std::collections::HashSet<String> = ["rare".to_owned()].into();
+        // The one allowed chunk is far from the query, and is still found.
+        let hits = ix
+            .search_filtered(&["p"], Some(&only), &unit(16, 3), 5)
+            .unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].1, "rare:150");
+        let none = std::collections::HashSet::new();
+        assert!(
+            ix.search_filtered(&["p"], Some(&none), &unit(16, 3), 5)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(ix.all_ids().len(), 200);
+    }
+
+    #[test]
     fn cache_survives_reopen_and_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let c = EmbeddingCache::open(dir.path(), "e5s1:abc", 4).unwrap();
