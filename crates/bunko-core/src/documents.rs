@@ -278,6 +278,9 @@ pub struct PageText {
     pub method: PageMethod,
     /// Mean word confidence 0–100 for OCR'd pages.
     pub confidence: Option<f32>,
+    /// `(index in text, index in raw)` wherever the correspondence jumps (characters, not
+    /// bytes): [`crate::text::source_index`] maps any character of `text` back into `raw`.
+    pub offsets: Vec<(u32, u32)>,
 }
 
 /// A chunk as stored: the unit search indexes and answers cite.

@@ -143,6 +143,26 @@ impl Normalised {
         self.text.push(c);
         self.map.push(src);
     }
+
+    /// The map in compact form: `(normalised index, source index)` wherever the source index
+    /// does not simply follow the previous one (what is stored with each page).
+    pub fn breakpoints(&self) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        for (i, &src) in self.map.iter().enumerate() {
+            if i == 0 || self.map[i - 1] + 1 != src {
+                out.push((i as u32, src));
+            }
+        }
+        out
+    }
+}
+
+/// The source (extractor's text) character index of normalised character `i`, from the
+/// breakpoints of [`Normalised::breakpoints`].
+pub fn source_index(breakpoints: &[(u32, u32)], i: u32) -> Option<u32> {
+    let at = breakpoints.partition_point(|(n, _)| *n <= i);
+    let (n, src) = *breakpoints.get(at.checked_sub(1)?)?;
+    Some(src + (i - n))
 }
 
 /// Step 1: NFKC by grapheme-ish cluster (a base character and what attaches to it), radicals
@@ -519,6 +539,25 @@ mod tests {
                 assert!(folded.contains(c), "{c} from {from:?}");
             }
         }
+    }
+
+    #[test]
+    fn breakpoints_reproduce_the_map() {
+        for raw in [
+            "ＡＢ\r\nｶﾞ x\tか\u{3099} plain text here",
+            "exam-\nple words and more words to make a full line of text here\nnext",
+            "日 本 語 の 文",
+            "",
+        ] {
+            let n = normalise(raw);
+            let bp = n.breakpoints();
+            for (i, &src) in n.map.iter().enumerate() {
+                assert_eq!(source_index(&bp, i as u32), Some(src), "{raw:?} at {i}");
+            }
+            assert!(bp.len() <= n.map.len());
+        }
+        let plain = normalise("plain ascii text stays one to one");
+        assert_eq!(plain.breakpoints(), vec![(0, 0)]);
     }
 
     #[test]

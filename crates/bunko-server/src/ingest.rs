@@ -847,6 +847,7 @@ fn build(
             let n = bunko_core::text::normalise(&p.text);
             PageText {
                 page: p.page,
+                offsets: n.breakpoints(),
                 text: n.text,
                 raw: p.text,
                 method: p.method,

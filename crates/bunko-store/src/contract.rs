@@ -762,6 +762,7 @@ pub async fn documents_dedupe_finish_atomically_and_cascade(s: Store) {
             PageMethod::Ocr
         },
         confidence: (n != 1).then_some(91.5),
+        offsets: vec![(0, 0), (4, 5)],
     };
     let done = Processed {
         title: Some("Real title".into()),

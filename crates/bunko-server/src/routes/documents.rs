@@ -404,16 +404,32 @@ pub struct PageView {
     /// Mean OCR word confidence, 0–100 (OCR'd pages only).
     #[serde(skip_serializing_if = "Option::is_none")]
     confidence: Option<f32>,
+    /// With `?source=true`: the text as the extractor gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_text: Option<String>,
+    /// With `?source=true`: `[index in text, index in source_text]` (characters) wherever the
+    /// correspondence jumps; between two entries both advance together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offsets: Option<Vec<(u32, u32)>>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// Also return the extractor's text and the offset map.
+    source: Option<bool>,
 }
 
 /// The normalised text of one page (`n` is the 1-based physical page).
 #[utoipa::path(get, path = "/api/v1/documents/{id}/pages/{n}", tag = "documents",
-    params(("id" = String, Path), ("n" = u32, Path)),
+    params(("id" = String, Path), ("n" = u32, Path), PageParams),
     responses((status = 200, body = PageView), (status = 404, description = "not_found")), security(("bearer" = [])))]
 pub async fn page(
     caller: Caller,
     State(s): State<AppState>,
     Path((id, n)): Path<(String, String)>,
+    Query(q): Query<PageParams>,
 ) -> ApiResult<axum::Json<PageView>> {
     let d = document_for::<ReadScope>(&s, &caller, &id).await?;
     let n: u32 =
@@ -431,6 +447,8 @@ pub async fn page(
         text: pg.text,
         method: pg.method.as_str().into(),
         confidence: pg.confidence,
+        source_text: q.source.unwrap_or(false).then(|| pg.raw.clone()),
+        offsets: q.source.unwrap_or(false).then(|| pg.offsets.clone()),
     }))
 }
 

@@ -279,6 +279,7 @@ async fn every_route_times_every_caller() {
                             raw: "text".into(),
                             method: bunko_core::documents::PageMethod::Text,
                             confidence: None,
+                            offsets: vec![(0, 0)],
                         }],
                         chunks: Vec::new(),
                     },

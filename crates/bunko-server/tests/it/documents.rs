@@ -312,6 +312,23 @@ async fn upload_process_read_search_and_delete() {
             .unwrap()
             .contains("第一条 この法律は、文庫の検索を定める。")
     );
+    assert!(law.get("source_text").is_none());
+    // With the source: every normalised character maps back to where it came from.
+    let src = d
+        .get(&format!("/api/v1/documents/{}/pages/1?source=true", ids[1]))
+        .await
+        .json();
+    let text: Vec<char> = src["text"].as_str().unwrap().chars().collect();
+    let raw: Vec<char> = src["source_text"].as_str().unwrap().chars().collect();
+    let offsets: Vec<(u32, u32)> = serde_json::from_value(src["offsets"].clone()).unwrap();
+    for (i, c) in text
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| bunko_core::text::is_cjk(**c))
+    {
+        let from = bunko_core::text::source_index(&offsets, i as u32).unwrap() as usize;
+        assert_eq!(raw[from], *c, "character {i}");
+    }
 
     // The original comes back byte for byte, as a sandboxed attachment.
     let orig = d

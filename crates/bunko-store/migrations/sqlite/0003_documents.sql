@@ -37,6 +37,8 @@ CREATE TABLE document_pages (
     raw         TEXT NOT NULL,
     method      TEXT NOT NULL CHECK (method IN ('text', 'ocr')),
     confidence  REAL,
+    -- [[normalised index, raw index], …] where the correspondence jumps (characters)
+    offsets     TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (document_id, page)
 ) STRICT;
 

@@ -234,8 +234,8 @@ impl DocumentQueries for SqliteStore {
             .map_err(db_err)?;
         for pg in &p.pages {
             sqlx::query(
-                "INSERT INTO document_pages (document_id, page, text, raw, method, confidence)
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO document_pages (document_id, page, text, raw, method, confidence, offsets)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&ids)
             .bind(i64::from(pg.page))
@@ -243,6 +243,7 @@ impl DocumentQueries for SqliteStore {
             .bind(&pg.raw)
             .bind(pg.method.as_str())
             .bind(pg.confidence.map(f64::from))
+            .bind(serde_json::to_string(&pg.offsets).map_err(|e| StoreError::Backend(e.to_string()))?)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -304,12 +305,14 @@ impl DocumentQueries for SqliteStore {
         let Some(r) = row else { return Ok(None) };
         let method: String = r.try_get("method").map_err(db_err)?;
         let confidence: Option<f64> = r.try_get("confidence").map_err(db_err)?;
+        let offsets: String = r.try_get("offsets").map_err(db_err)?;
         Ok(Some(PageText {
             page,
             text: r.try_get("text").map_err(db_err)?,
             raw: r.try_get("raw").map_err(db_err)?,
             method: PageMethod::parse(&method).ok_or_else(|| bad("method", &method))?,
             confidence: confidence.map(|c| c as f32),
+            offsets: serde_json::from_str(&offsets).map_err(|_| bad("offsets", &offsets))?,
         }))
     }
 
