@@ -154,25 +154,38 @@ fn looks_binary(head: &[u8]) -> bool {
         return false;
     }
     // UTF-16 without a BOM: every other byte NUL in ASCII-heavy text.
-    let nul = sample.iter().filter(|b| **b == 0).count();
-    if nul > 0 {
-        let even_nul = sample.iter().step_by(2).filter(|b| **b == 0).count();
-        let odd_nul = sample
-            .iter()
-            .skip(1)
-            .step_by(2)
-            .filter(|b| **b == 0)
-            .count();
-        let half = sample.len() / 2;
-        let utf16ish = (even_nul > half * 8 / 10 && odd_nul == 0)
-            || (odd_nul > half * 8 / 10 && even_nul == 0);
-        return !utf16ish;
+    if sample.contains(&0) {
+        return utf16_without_bom(sample).is_none();
     }
     let control = sample
         .iter()
         .filter(|b| **b < 0x20 && !matches!(**b, b'\n' | b'\r' | b'\t' | 0x0c | 0x1b))
         .count();
     control * 20 > sample.len()
+}
+
+/// UTF-16 text without a byte-order mark, recognised by its NUL bytes all on one side:
+/// `Some(true)` little-endian, `Some(false)` big-endian, `None` when it does not look so.
+pub fn utf16_without_bom(sample: &[u8]) -> Option<bool> {
+    let sample = &sample[..sample.len().min(4096)];
+    let half = sample.len() / 2;
+    if half == 0 {
+        return None;
+    }
+    let even_nul = sample.iter().step_by(2).filter(|b| **b == 0).count();
+    let odd_nul = sample
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .filter(|b| **b == 0)
+        .count();
+    if odd_nul * 10 > half * 3 && even_nul == 0 {
+        Some(true)
+    } else if even_nul * 10 > half * 3 && odd_nul == 0 {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// How a page's text was obtained.

@@ -18,20 +18,10 @@ pub fn decode_text(bytes: &[u8]) -> String {
             .0
             .into_owned();
     }
-    let sample = &bytes[..bytes.len().min(4096)];
-    let even_nul = sample.iter().step_by(2).filter(|b| **b == 0).count();
-    let odd_nul = sample
-        .iter()
-        .skip(1)
-        .step_by(2)
-        .filter(|b| **b == 0)
-        .count();
-    let half = sample.len() / 2;
-    if half > 0 && odd_nul * 10 > half * 3 && even_nul == 0 {
-        return UTF_16LE.decode_without_bom_handling(bytes).0.into_owned();
-    }
-    if half > 0 && even_nul * 10 > half * 3 && odd_nul == 0 {
-        return UTF_16BE.decode_without_bom_handling(bytes).0.into_owned();
+    match bunko_core::documents::utf16_without_bom(bytes) {
+        Some(true) => return UTF_16LE.decode_without_bom_handling(bytes).0.into_owned(),
+        Some(false) => return UTF_16BE.decode_without_bom_handling(bytes).0.into_owned(),
+        None => {}
     }
     if let Ok(s) = std::str::from_utf8(bytes) {
         return s.to_owned();

@@ -569,21 +569,10 @@ impl Ingest {
         // 4. Embed through the cache (skipped, with a warning, when the vector half is off).
         let t = Instant::now();
         self.stage(id, "embed", 0.7).await;
-        let vector = self.vector.clone();
-        let config = self.config.clone();
-        let vectors = tokio::task::spawn_blocking(move || {
-            let ready = vector.get().ok()?;
-            let cache = open_cache(&config, &ready.encoder);
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Some(embed_passages(
-                &ready.encoder,
-                cache.as_ref(),
-                &refs,
-                |_| {},
-            ))
-        })
-        .await
-        .map_err(|e| Failed::Transient(Code::Internal, format!("embedding thread: {e}")))?;
+        let vectors = self
+            .embed(texts)
+            .await
+            .map_err(|e| Failed::Transient(Code::Internal, format!("embedding thread: {e}")))?;
         if vectors.is_none()
             && let Err(e) = self.vector.get()
             && !self
@@ -634,6 +623,28 @@ impl Ingest {
             "chunks": processed.chunks.len(),
             "embedded": vectors.is_some(),
         }))
+    }
+
+    /// Passages through the embedding cache on a blocking thread; `None` when the vector half
+    /// is unavailable (no model).
+    async fn embed(
+        &self,
+        texts: Vec<String>,
+    ) -> Result<Option<Vec<Vec<f32>>>, tokio::task::JoinError> {
+        let vector = self.vector.clone();
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let ready = vector.get().ok()?;
+            let cache = open_cache(&config, &ready.encoder);
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Some(embed_passages(
+                &ready.encoder,
+                cache.as_ref(),
+                &refs,
+                |_| {},
+            ))
+        })
+        .await
     }
 
     fn observe(&self, stage: &str, since: Instant) {
@@ -782,21 +793,7 @@ impl Ingest {
                 .iter()
                 .map(|c| passage_text(&doc.title, &c.text))
                 .collect();
-            let vector = self.vector.clone();
-            let config = self.config.clone();
-            let vectors = tokio::task::spawn_blocking(move || {
-                let ready = vector.get().ok()?;
-                let cache = open_cache(&config, &ready.encoder);
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                Some(embed_passages(
-                    &ready.encoder,
-                    cache.as_ref(),
-                    &refs,
-                    |_| {},
-                ))
-            })
-            .await
-            .map_err(Error::internal)?;
+            let vectors = self.embed(texts).await.map_err(Error::internal)?;
             let processed = Processed {
                 title: Some(doc.title.clone()),
                 meta: doc.meta.clone(),
