@@ -202,3 +202,35 @@ fn similarity_is_an_honest_measure() {
     assert!((similarity(&b, &a) - 0.875).abs() < 1e-9);
     assert_eq!(similarity(&[], &a), 0.0);
 }
+
+/// Orientation detection: the scanned brochure turned by 90° and 180° (qpdf sets the page's
+/// /Rotate, so the rendered image is on its side or upside down) is still read.
+#[test]
+fn rotated_scans_are_read_upright() {
+    let (Some(shared), true) = (shared(), tools()) else {
+        return;
+    };
+    if Command::new("qpdf").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "qpdf missing in CI");
+        eprintln!("SKIPPED: qpdf not installed (./scripts/test installs it)");
+        return;
+    }
+    let dir = shared.join("fixtures/pdfs/scanned_ocr");
+    let want = std::fs::read_to_string(dir.join("linn.txt")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for angle in [90, 180, 270] {
+        let out = tmp.path().join(format!("linn-{angle}.pdf"));
+        let st = Command::new("qpdf")
+            .arg(format!("--rotate=+{angle}:1"))
+            .arg(dir.join("linn.pdf"))
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let e = extract(&out, DocType::Pdf, &Options::default(), &|_, _| {}).unwrap();
+        let got: String = e.pages.iter().map(|p| normalise(&p.text).text).collect();
+        let sim = similarity(&squash(&got), &squash(&want));
+        eprintln!("linn.pdf turned {angle}°: {sim:.4} of the ground truth");
+        assert!(sim >= 0.9, "turned {angle}°: only {sim:.4} of linn.txt");
+    }
+}
