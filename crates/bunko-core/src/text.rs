@@ -205,6 +205,17 @@ fn normalise_chars(raw: &str) -> Vec<(char, u32)> {
         while i < chars.len() && attaches(chars[i]) {
             i += 1;
         }
+        // Fast path: a lone character NFKC leaves as it is (all printable ASCII, most kana
+        // and ideographs) is copied without building a string.
+        if i == start + 1
+            && (c.is_ascii()
+                || unicode_normalization::is_nfkc_quick(std::iter::once(c))
+                    == unicode_normalization::IsNormalized::Yes)
+        {
+            let n = fold_radical(c);
+            out.push((if n.is_whitespace() { ' ' } else { n }, start as u32));
+            continue;
+        }
         let cluster: String = chars[start..i].iter().collect();
         for n in cluster.nfkc() {
             let n = fold_radical(n);

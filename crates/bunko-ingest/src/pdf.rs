@@ -197,17 +197,36 @@ pub fn extract(
         },
         other => other?,
     };
-    // Two page ranges at once on large files (both cores), else one call.
-    let texts = if n >= 16 {
-        let mid = n / 2;
-        let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| pdftotext(path, pw, 1, mid));
-            let b = pdftotext(path, pw, mid + 1, n);
-            (a.join(), b)
+    // Page ranges at once on all cores for documents of some length, else one call.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(4) as u32;
+    let texts = if n >= 8 && workers > 1 {
+        let per = n.div_ceil(workers);
+        let ranges: Vec<(u32, u32)> = (0..workers)
+            .map(|w| (w * per + 1, ((w + 1) * per).min(n)))
+            .filter(|(a, b)| a <= b)
+            .collect();
+        let parts: Vec<Result<Vec<String>, ExtractError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|&(a, b)| s.spawn(move || pdftotext(path, pw, a, b)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ExtractError::Tool("pdftotext thread failed".into()))
+                    })
+                })
+                .collect()
         });
-        let mut a = a.map_err(|_| ExtractError::Tool("pdftotext thread failed".into()))??;
-        a.extend(b?);
-        a
+        let mut all = Vec::with_capacity(n as usize);
+        for p in parts {
+            all.extend(p?);
+        }
+        all
     } else {
         pdftotext(path, pw, 1, n)?
     };

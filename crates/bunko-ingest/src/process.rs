@@ -32,11 +32,15 @@ pub fn run(mut cmd: Command, limit: Duration) -> Result<Output, ExtractError> {
         })?;
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
+    // stdout is read on a thread that reports when it reaches the end (the tool exited or
+    // closed it): no polling delay on the quick path, a kill at the deadline otherwise.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let out_t = std::thread::spawn(move || {
         let mut b = Vec::new();
         if let Some(o) = out.as_mut() {
             let _ = o.read_to_end(&mut b);
         }
+        let _ = done_tx.send(());
         b
     });
     let err_t = std::thread::spawn(move || {
@@ -49,18 +53,27 @@ pub fn run(mut cmd: Command, limit: Duration) -> Result<Output, ExtractError> {
         String::from_utf8_lossy(&b).into_owned()
     });
     let deadline = Instant::now() + limit;
+    let timed_out = || {
+        ExtractError::Unreadable(format!(
+            "`{name}` took longer than {} s on this file",
+            limit.as_secs()
+        ))
+    };
+    if done_rx.recv_timeout(limit).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(timed_out());
+    }
+    // stdout is closed: the tool has exited or is about to; wait for it within the limit.
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s.code(),
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(ExtractError::Unreadable(format!(
-                    "`{name}` took longer than {} s on this file",
-                    limit.as_secs()
-                )));
+                return Err(timed_out());
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => std::thread::sleep(Duration::from_micros(200)),
             Err(e) => return Err(ExtractError::Tool(format!("waiting for `{name}`: {e}"))),
         }
     };
