@@ -6,7 +6,8 @@
 //!   times each, pages/s over all files;
 //! - OCR: the scanned fixtures' pages, `tesseract PAGE.png stdout -l jpn+eng` alone on pages
 //!   rendered beforehand (the anchor), vs bunko's OCR path (render + tesseract + TSV parsing +
-//!   normalisation) with 1 and 2 pages at once.
+//!   normalisation) with 1 and 2 pages at once, on the four scanned fixtures joined into one
+//!   4-page PDF (pdfunite).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use bunko_core::documents::DocType;
@@ -162,10 +163,15 @@ fn main() {
         text_layer("japanese", &ja, rounds);
     }
     if only.is_empty() || only == "ocr" {
+        // The scans as one 4-page document, so that pages can be OCR'd at once.
         let scans: Vec<PathBuf> = ["c03-29.pdf", "congress.pdf", "linn.pdf", "skew.pdf"]
             .iter()
             .map(|n| root.join("scanned_ocr").join(n))
             .collect();
-        ocr(&scans);
+        let dir = tempfile::tempdir().unwrap();
+        let joined = dir.path().join("scans.pdf");
+        let st = Command::new("pdfunite").args(&scans).arg(&joined).status().unwrap();
+        assert!(st.success());
+        ocr(&[joined]);
     }
 }
