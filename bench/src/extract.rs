@@ -170,7 +170,11 @@ fn main() {
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let joined = dir.path().join("scans.pdf");
-        let st = Command::new("pdfunite").args(&scans).arg(&joined).status().unwrap();
+        let st = Command::new("pdfunite")
+            .args(&scans)
+            .arg(&joined)
+            .status()
+            .unwrap();
         assert!(st.success());
         ocr(&[joined]);
     }

@@ -161,6 +161,19 @@ pub struct Runtime {
 /// minutes the sweep for documents whose job stopped (cancelled, dead) without finishing them.
 fn check_index(ingest: Arc<crate::ingest::Ingest>, tasks: &Tasks) {
     let stop = tasks.shutdown_token();
+    // The vector index is written every few seconds while it changes, and at shutdown.
+    let flusher = ingest.clone();
+    let flush_stop = tasks.shutdown_token();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = flush_stop.cancelled() => break,
+                _ = tick.tick() => flusher.flush_vectors().await,
+            }
+        }
+        flusher.flush_vectors().await;
+    });
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {

@@ -86,6 +86,8 @@ pub fn embed_passages(
 pub struct VectorHalf {
     config: Config,
     cell: std::sync::OnceLock<Result<Ready, Unavailable>>,
+    /// Changed in memory since it was last written.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 pub struct Ready {
@@ -98,6 +100,7 @@ impl VectorHalf {
         Self {
             config: config.clone(),
             cell: std::sync::OnceLock::new(),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -121,6 +124,23 @@ impl VectorHalf {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// Notes that the in-memory index changed (written by [`VectorHalf::save_if_dirty`]).
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Blocking: writes the index when it changed; returns whether it wrote.
+    pub fn save_if_dirty(&self) -> Result<bool, bunko_index::vector::VectorError> {
+        let Some(Ok(ready)) = self.cell.get() else {
+            return Ok(false);
+        };
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(false);
+        }
+        ready.index.save().inspect_err(|_| self.mark_dirty())?;
+        Ok(true)
     }
 
     /// The loaded half, or loaded now when the data dir holds vectors; `None` otherwise.

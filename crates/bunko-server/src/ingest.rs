@@ -385,7 +385,7 @@ impl Ingest {
                     gone |= ready.index.delete(&p, id);
                 }
                 if gone {
-                    ready.index.save().map_err(|e| e.to_string())?;
+                    vector.mark_dirty();
                 }
             }
             Ok(())
@@ -647,6 +647,21 @@ impl Ingest {
         .await
     }
 
+    /// Writes the vector index when it changed since the last write (called every few seconds
+    /// and at shutdown by the process that owns the index). The graph file is rewritten whole,
+    /// so it is not written per document; a crash in between loses only vectors the start-up
+    /// check re-adds from the stored chunks (through the embedding cache).
+    pub async fn flush_vectors(&self) {
+        let vector = self.vector.clone();
+        let _guard = self.index_lock.lock().await;
+        let r = tokio::task::spawn_blocking(move || vector.save_if_dirty()).await;
+        match r {
+            Ok(Err(e)) => tracing::warn!(error = %e, "writing the vector index failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "vector index writer thread failed"),
+            Ok(Ok(_)) => {}
+        }
+    }
+
     fn observe(&self, stage: &str, since: Instant) {
         self.metrics
             .ingest_stage_duration
@@ -705,7 +720,7 @@ impl Ingest {
                         .upsert(&project, cid, v)
                         .map_err(|e| e.to_string())?;
                 }
-                ready.index.save().map_err(|e| e.to_string())?;
+                vector.mark_dirty();
             }
             Ok(())
         })

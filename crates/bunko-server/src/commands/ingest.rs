@@ -176,6 +176,7 @@ pub async fn run(config: Config, args: Args) -> Result<(), CliError> {
         w.hard_stop();
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await;
+    state.ingest.flush_vectors().await;
     state.store.close().await;
     if failed > 0 {
         return Err(CliError::failure(format!("{failed} file(s) failed")));

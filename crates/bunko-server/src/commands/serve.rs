@@ -189,6 +189,7 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_millis(10), server_task).await {
         warn!(error = %e, "HTTP server ended with an error");
     }
+    state.ingest.flush_vectors().await;
     state.store.close().await;
     info!("stopped");
     Ok(())
@@ -210,6 +211,7 @@ pub async fn worker(config: Config) -> Result<(), CliError> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), state.tasks.wait()).await;
     }
+    state.ingest.flush_vectors().await;
     state.store.close().await;
     info!("stopped");
     Ok(())

@@ -883,3 +883,79 @@ async fn search_filters_apply_inside_the_index_query() {
     assert_eq!(r.status, 200);
     assert!(r.json()["results"].as_array().unwrap().is_empty());
 }
+
+/// The start-up check repairs an index that lost a document's chunks (a crash before the
+/// vector index was written, or a keyword index restored from an older copy), and drops
+/// entries of documents that no longer exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_check_repairs_both_halves() {
+    if !crate::it::support::model_installed("multilingual-e5-small") {
+        return;
+    }
+    let d = start(|c| c.models.embedder = "multilingual-e5-small".into()).await;
+    let up = d
+        .upload(&[
+            file(
+                "a.md",
+                "# 休憩\n\n使用者は休憩時間を与えなければならない。\n"
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            file(
+                "b.md",
+                b"# Cake\n\nWhisk the eggs with sugar and bake the cake.\n".to_vec(),
+            ),
+        ])
+        .await
+        .json();
+    let ids = ids(&up);
+    let done = d.settle(&ids, Duration::from_secs(120)).await;
+    let pid = done[0]["project_id"].as_str().unwrap().to_owned();
+    let vector_count = |doc: &str| {
+        let ready = d.state.vector.get().unwrap();
+        ready
+            .index
+            .all_ids()
+            .iter()
+            .filter(|i| i.starts_with(&format!("{doc}:")))
+            .count()
+    };
+    let n0 = vector_count(&ids[0]);
+    assert!(n0 > 0);
+    // Lose document a's vectors and document b's keyword entries; leave an orphan behind.
+    {
+        let ready = d.state.vector.get().unwrap();
+        for id in ready.index.ids(&pid) {
+            if id.starts_with(&ids[0]) {
+                ready.index.delete(&pid, &id);
+            }
+        }
+    }
+    d.state.keyword.delete_document(&ids[1]).unwrap();
+    let ghost = "0190a0a0-0000-7000-8000-00000000beef";
+    d.state
+        .keyword
+        .upsert_chunk(&format!("{ghost}:0"), &pid, ghost, "gone", "orphaned text")
+        .unwrap();
+    d.state.keyword.commit().unwrap();
+    assert_eq!(vector_count(&ids[0]), 0);
+    let r = d.state.ingest.check_consistency().await.unwrap();
+    assert_eq!(
+        (r.documents, r.reindexed, r.orphans_removed),
+        (2, 2, 1),
+        "{r:?}"
+    );
+    assert_eq!(vector_count(&ids[0]), n0);
+    assert_eq!(
+        d.state.keyword.count_document(&ids[1]).unwrap() as u64,
+        done[1]["chunk_count"].as_u64().unwrap()
+    );
+    assert_eq!(d.state.keyword.count_document(ghost).unwrap(), 0);
+    // A second check finds nothing to do.
+    let r = d.state.ingest.check_consistency().await.unwrap();
+    assert_eq!(
+        (r.reindexed, r.orphans_removed, r.stale_failed),
+        (0, 0, 0),
+        "{r:?}"
+    );
+}
