@@ -7,7 +7,7 @@
      processed at once (ingest queue concurrency), embedder on (multilingual-e5-small) and
      off.
 
-Usage: python3 bench/ingest.py [SHARED_DIR] [BINARY]
+Usage: python3 bench/ingest.py [SHARED_DIR] [BINARY] [EMBEDDERS, default none,multilingual-e5-small]
 Prints one JSON line per measurement.
 """
 import json, os, resource, shutil, subprocess, sys, tempfile, time
@@ -64,10 +64,18 @@ def main():
                           "embedder": "none"}), flush=True)
         # 2. The fixture set, 1 and 2 at once, with and without embeddings.
         files = sorted(os.path.join(r, f) for r, _, fs in os.walk(pdfs) for f in fs if f.endswith(".pdf"))
-        for embedder in ["none", "multilingual-e5-small"]:
+        # Each run gets its own models dir (the model linked in, an empty embedding cache), so
+        # no run profits from vectors an earlier one cached.
+        models = os.environ.get("BUNKO_MODELS_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "bunko", "models")
+        embedders = sys.argv[3].split(",") if len(sys.argv) > 3 else ["none", "multilingual-e5-small"]
+        for embedder in embedders:
             for conc in [1, 2]:
                 d = os.path.join(tmp, f"set-{embedder}-{conc}")
-                secs, peak, _, rows = run(files, {"BUNKO__MODELS__EMBEDDER": embedder,
+                mdir = os.path.join(tmp, f"models-{embedder}-{conc}")
+                os.makedirs(mdir)
+                if embedder != "none":
+                    os.symlink(os.path.join(models, embedder), os.path.join(mdir, embedder))
+                secs, peak, _, rows = run(files, {"BUNKO__MODELS__EMBEDDER": embedder, "BUNKO__MODELS__DIR": mdir,
                                                   "BUNKO__JOBS__QUEUES__INGEST__CONCURRENCY": str(conc)}, d)
                 ready = sum(1 for r in rows if r["status"] == "ready")
                 print(json.dumps({"bench": "fixture_set", "documents": len(rows), "ready": ready,
