@@ -185,9 +185,30 @@ fn images_and_text_encodings() {
         "{:?}",
         e.pages[0].text
     );
+    // JPEG and TIFF: the brochure's page rendered by pdftoppm in each format.
+    let tmp = tempfile::tempdir().unwrap();
+    let linn = shared.join("fixtures/pdfs/scanned_ocr/linn.pdf");
+    let want = std::fs::read_to_string(shared.join("fixtures/pdfs/scanned_ocr/linn.txt")).unwrap();
+    for (flag, ext, ty) in [("-jpeg", "jpg", DocType::Jpeg), ("-tiff", "tif", DocType::Tiff)] {
+        let prefix = tmp.path().join(format!("linn-{ext}"));
+        let st = Command::new("pdftoppm")
+            .args([flag, "-r", "300", "-gray", "-singlefile"])
+            .arg(&linn)
+            .arg(&prefix)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let img = prefix.with_extension(ext);
+        let head = std::fs::read(&img).unwrap();
+        assert_eq!(DocType::sniff(&head[..16], "x"), Some(ty), "{ext}");
+        let e = extract(&img, ty, &Options::default(), &|_, _| {}).unwrap();
+        assert_eq!(e.pages[0].method, PageMethod::Ocr);
+        let got: String = e.pages.iter().map(|p| normalise(&p.text).text).collect();
+        let sim = similarity(&squash(&got), &squash(&want));
+        assert!(sim >= 0.9, "{ext}: {sim:.4}");
+    }
     // Shift_JIS plain text through the same entry point.
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("sjis.txt");
+    let p = tmp.path().join("sjis.txt");
     let (bytes, _, _) = encoding_rs::SHIFT_JIS.encode("第一条　この法律は、日本語の文書を扱う。");
     std::fs::write(&p, &bytes).unwrap();
     let e = extract(&p, DocType::Text, &Options::default(), &|_, _| {}).unwrap();
