@@ -189,7 +189,10 @@ fn images_and_text_encodings() {
     let tmp = tempfile::tempdir().unwrap();
     let linn = shared.join("fixtures/pdfs/scanned_ocr/linn.pdf");
     let want = std::fs::read_to_string(shared.join("fixtures/pdfs/scanned_ocr/linn.txt")).unwrap();
-    for (flag, ext, ty) in [("-jpeg", "jpg", DocType::Jpeg), ("-tiff", "tif", DocType::Tiff)] {
+    for (flag, ext, ty) in [
+        ("-jpeg", "jpg", DocType::Jpeg),
+        ("-tiff", "tif", DocType::Tiff),
+    ] {
         let prefix = tmp.path().join(format!("linn-{ext}"));
         let st = Command::new("pdftoppm")
             .args([flag, "-r", "300", "-gray", "-singlefile"])
