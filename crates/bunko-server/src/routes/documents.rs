@@ -410,6 +410,7 @@ pub struct PageView {
     /// With `?source=true`: `[index in text, index in source_text]` (characters) wherever the
     /// correspondence jumps; between two entries both advance together.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<u32>>>)]
     offsets: Option<Vec<(u32, u32)>>,
 }
 

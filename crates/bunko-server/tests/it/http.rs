@@ -816,3 +816,32 @@ async fn openapi_parameters_are_where_the_routes_take_them() {
     }
     assert!(checked > 15, "{checked}");
 }
+
+/// Every schema in the OpenAPI document is valid 3.1: in particular no tuple-style
+/// `items: [..]` (what a Rust tuple derives to), which validators reject.
+#[tokio::test]
+async fn openapi_schemas_have_no_tuple_items() {
+    fn walk(v: &Value, at: &str, bad: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o {
+                    if k == "items" && x.is_array() {
+                        bad.push(format!("{at}/items"));
+                    }
+                    walk(x, &format!("{at}/{k}"), bad);
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, &format!("{at}/{i}"), bad);
+                }
+            }
+            _ => {}
+        }
+    }
+    let a = app().await;
+    let spec = a.get("/openapi.json").await.json();
+    let mut bad = Vec::new();
+    walk(&spec, "", &mut bad);
+    assert!(bad.is_empty(), "tuple-style items at: {bad:?}");
+}
