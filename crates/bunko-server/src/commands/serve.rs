@@ -24,18 +24,35 @@ fn bind_error(addr: SocketAddr, e: std::io::Error) -> CliError {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGINT and SIGTERM handlers, installed when made — before the process says it is listening,
+/// so that a signal arriving right after start is a clean shutdown, never the default death.
+struct ShutdownSignals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term => "SIGTERM",
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.int) => "SIGINT",
+            _ = next(&mut self.term) => "SIGTERM",
+        }
     }
 }
 
@@ -68,6 +85,8 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
     if quickstart {
         ensure_default_models(&config).await;
     }
+    // After the model download (Ctrl-C there still ends the process at once).
+    let mut signals = ShutdownSignals::install();
     let started = Instant::now();
     let addr = config.listen_addr().map_err(CliError::usage)?;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -167,7 +186,7 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
         }
     }
 
-    let signal = shutdown_signal().await;
+    let signal = signals.recv().await;
     info!(
         signal,
         grace_secs = grace.as_secs(),
@@ -198,8 +217,9 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
 /// `bunko worker`: the job worker alone.
 pub async fn worker(config: Config) -> Result<(), CliError> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let mut signals = ShutdownSignals::install();
     let Runtime { state, .. } = Runtime::start(config, true).await?;
-    let signal = shutdown_signal().await;
+    let signal = signals.recv().await;
     info!(signal, "worker shutting down: finishing running jobs");
     state.tasks.begin_shutdown();
     if tokio::time::timeout(grace, state.tasks.wait())
