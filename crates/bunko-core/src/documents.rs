@@ -250,7 +250,7 @@ pub struct Document {
     pub sha256: String,
     pub size_bytes: u64,
     pub status: DocStatus,
-    /// While processing: `extract`, `normalise`, `chunk`, `embed` or `index`.
+    /// While processing: `extract`, `chunk` (normalise + chunk), `embed` or `index`.
     pub stage: Option<String>,
     /// 0.0–1.0 within the whole pipeline.
     pub progress: f32,
