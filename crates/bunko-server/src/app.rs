@@ -48,6 +48,8 @@ pub struct Inner {
     pub keyword: Arc<bunko_index::keyword::KeywordIndex>,
     /// The vector half (`<data_dir>/index/vector` + the configured embedder), loaded lazily.
     pub vector: Arc<crate::embedder::VectorHalf>,
+    /// Whether this process holds the search index's writer (and so processes documents).
+    pub owns_index: bool,
     /// Documents: staging, processing, deletion (shared by routes, CLI and the job).
     pub ingest: Arc<crate::ingest::Ingest>,
     /// Searches running at once (one per core); beyond that, 503 with Retry-After.
@@ -308,14 +310,19 @@ impl Runtime {
             );
         }
         let keyword = Arc::new(keyword);
-        if run_worker {
-            // The process that processes documents owns the index's single writer.
-            keyword.take_writer().map_err(|e| {
-                CliError::failure(format!("cannot take the search index for writing: {e}")).hint(
-                    "another bunko process with a worker uses this data dir; stop it, or run this one with jobs.run_in_server = false",
-                )
-            })?;
-        }
+        // The process that processes documents owns the embedded index's single writer. A
+        // second worker on the same data dir runs every other queue, but not `ingest`.
+        let owns_index = run_worker
+            && match keyword.take_writer() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "another bunko process owns this data dir's search index: this worker leaves documents (queue `ingest`) to it"
+                    );
+                    false
+                }
+            };
         let blobs = Arc::new(
             bunko_store::blobs::LocalBlobs::open(&crate::ingest::blobs_dir(&config.data_dir))
                 .map_err(|e| CliError::failure(format!("blob store: {e}")))?,
@@ -351,13 +358,14 @@ impl Runtime {
         let registry = Arc::new(registry);
         let tasks = Tasks::new();
         let worker = run_worker.then(|| {
-            let w = Worker::new(
-                store.clone(),
-                registry.clone(),
-                WorkerConfig::from_config(&config, &registry),
-                metrics.clone(),
-            );
-            check_index(ingest.clone(), &tasks);
+            let mut wc = WorkerConfig::from_config(&config, &registry);
+            if !owns_index {
+                wc.queues.retain(|(q, _)| q != crate::ingest::QUEUE);
+            }
+            let w = Worker::new(store.clone(), registry.clone(), wc, metrics.clone());
+            if owns_index {
+                check_index(ingest.clone(), &tasks);
+            }
             w.start(&tasks);
             daily_maintenance(store.clone(), &tasks);
             w
@@ -371,6 +379,7 @@ impl Runtime {
             keyword,
             vector,
             ingest,
+            owns_index,
             search_permits: Arc::new(tokio::sync::Semaphore::new(cores)),
             metrics,
             registry,

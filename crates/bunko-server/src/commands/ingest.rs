@@ -76,20 +76,11 @@ pub async fn run(config: Config, args: Args) -> Result<(), CliError> {
         return Err(CliError::usage("no files to ingest"));
     }
     // Process here when this process can own the index; otherwise a running server does.
-    let (rt, local_worker) = if args.wait {
-        match Runtime::start(config.clone(), true).await {
-            Ok(rt) => (rt, true),
-            Err(e) if e.message.contains("search index for writing") => {
-                eprintln!(
-                    "a running bunko owns this data dir's index: its worker processes the files"
-                );
-                (Runtime::start(config.clone(), false).await?, false)
-            }
-            Err(e) => return Err(e),
-        }
-    } else {
-        (Runtime::start(config.clone(), false).await?, false)
-    };
+    let rt = Runtime::start(config.clone(), args.wait).await?;
+    let local_worker = rt.state.owns_index;
+    if args.wait && !local_worker {
+        eprintln!("a running bunko owns this data dir's index: its worker processes the files");
+    }
     let state = rt.state;
     let project = bunko_core::projects::get(state.store.as_ref(), &args.project)
         .await

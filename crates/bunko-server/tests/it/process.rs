@@ -432,3 +432,63 @@ async fn a_user_disabled_from_the_shell_is_refused_by_the_running_server() {
     }
     assert_eq!(me().await, 401);
 }
+
+/// A second worker on a server's data dir starts and works every queue but `ingest`: the
+/// embedded search index has one writer, the server, which keeps processing documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_worker_beside_the_server_leaves_documents_to_it() {
+    let s = Server::start(&[], &[("BUNKO__MODELS__EMBEDDER", "none")]);
+    let mut w = std::process::Command::new(crate::it::support::BIN)
+        .args(["--data-dir", s.data_dir.to_str().unwrap(), "worker"])
+        .env("BUNKO__LOG__FORMAT", "json")
+        .env("BUNKO__MODELS__EMBEDDER", "none")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(w.try_wait().unwrap().is_none(), "the extra worker exited");
+    // The server still processes an upload.
+    let dd = s.data_dir.to_str().unwrap().to_owned();
+    let out = bunko(
+        std::path::Path::new("."),
+        &["--data-dir", &dd, "project", "create", "Side"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("note.md");
+    std::fs::write(&f, "# Note\n\nThe heron waits by the river.\n").unwrap();
+    let out = bunko(
+        std::path::Path::new("."),
+        &[
+            "--data-dir",
+            &dd,
+            "ingest",
+            f.to_str().unwrap(),
+            "--project",
+            "side",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"ready\""),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("its worker processes the files"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::process::Command::new("kill")
+        .arg(w.id().to_string())
+        .status();
+    let status = w.wait().unwrap();
+    let mut logs = String::new();
+    use std::io::Read;
+    w.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("leaves documents"), "{logs}");
+}
