@@ -198,21 +198,6 @@ impl KeywordIndex {
             .search(&q, &tantivy::collector::Count)?)
     }
 
-    /// The project a document's chunks are filed under, if it has any.
-    pub fn project_of_document(&self, document: &str) -> IndexResult<Option<String>> {
-        let searcher = self.reader.searcher();
-        let q = TermQuery::new(
-            Term::from_field_text(self.f.document, document),
-            IndexRecordOption::Basic,
-        );
-        let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?;
-        let Some((_, addr)) = top.first() else {
-            return Ok(None);
-        };
-        let d: TantivyDocument = searcher.doc(*addr)?;
-        Ok(Some(stored_text(&d, self.f.project)))
-    }
-
     /// Every document id with live chunks in the committed index.
     pub fn documents(&self) -> IndexResult<Vec<String>> {
         let searcher = self.reader.searcher();

@@ -128,6 +128,22 @@ impl VectorIndex {
         Ok(())
     }
 
+    /// Removes every chunk of a document (ids `<document>:<n>`, in whichever project);
+    /// returns how many.
+    pub fn delete_document(&self, document: &str) -> usize {
+        let prefix = format!("{document}:");
+        let mut g = self.graph.write().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<String> = g
+            .keys()
+            .filter(|k| {
+                k.split_once('/')
+                    .is_some_and(|(_, id)| id.starts_with(&prefix))
+            })
+            .map(str::to_owned)
+            .collect();
+        keys.iter().filter(|k| g.delete(k)).count()
+    }
+
     pub fn delete(&self, project: &str, id: &str) -> bool {
         let mut g = self.graph.write().unwrap_or_else(|p| p.into_inner());
         g.delete(&key(project, id))
@@ -340,6 +356,14 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(ix.all_ids().len(), 200);
+        assert_eq!(ix.delete_document("rare"), 1);
+        assert_eq!(ix.delete_document("rare"), 0);
+        assert!(
+            ix.search_filtered(&["p"], Some(&only), &unit(16, 3), 5)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(ix.all_ids().len(), 199);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! search index.
 //!
 //! Atomicity: a document's chunks are replaced in the keyword index by one commit (delete by
-//! document + add), in the vector index by one save, and in the store by one transaction that
-//! also sets `ready`. A crash between those steps is repaired at start by
+//! document + add), in the vector index in memory (its file is written every few seconds by
+//! [`Ingest::flush_vectors`]), and in the store by one transaction that also sets `ready`. A crash between those steps is repaired at start by
 //! [`Ingest::check_consistency`], which re-indexes ready documents from the stored chunks
 //! (no re-extraction) and drops index entries of documents that no longer exist.
 
@@ -145,7 +145,7 @@ pub struct Ingest {
     pub vector: Arc<VectorHalf>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
-    /// One document's index update at a time in this process (keyword commit + vector save).
+    /// One document's index update (or a vector-file write) at a time in this process.
     index_lock: tokio::sync::Mutex<()>,
     /// The "no vectors" warning is logged once per process, not once per document.
     warned_no_vectors: std::sync::atomic::AtomicBool,
@@ -343,10 +343,7 @@ impl Ingest {
             // Stop its processing; an attempt that still finishes sees the document gone.
             let _ = self.store.cancel(job).await;
         }
-        let chunks = self.store.document_chunks(doc.id).await?;
-        self.unindex(doc.id, doc.project_id, &chunks)
-            .await
-            .map_err(Error::internal)?;
+        self.unindex(doc.id).await.map_err(Error::internal)?;
         self.store.delete_document(doc.id).await?;
         if self.store.blob_references(&doc.sha256).await? == 0 {
             self.blobs.delete(&doc.sha256).await?;
@@ -354,39 +351,22 @@ impl Ingest {
         Ok(())
     }
 
-    async fn unindex(
-        &self,
-        doc: Uuid,
-        project: Uuid,
-        chunks: &[ChunkRecord],
-    ) -> Result<(), String> {
+    /// Removes a document's chunks from both halves (chunk ids are `<document>:<n>`).
+    async fn unindex(&self, doc: Uuid) -> Result<(), String> {
         let _guard = self.index_lock.lock().await;
         let keyword = self.keyword.clone();
         let vector = self.vector.clone();
-        let ids: Vec<String> = chunks.iter().map(|c| c.id.clone()).collect();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let d = doc.to_string();
             keyword
-                .delete_document(&doc.to_string())
+                .delete_document(&d)
                 .and_then(|()| keyword.commit())
                 .map_err(|e| e.to_string())?;
-            if let Some(ready) = vector_if_loaded(&vector) {
-                let p = project.to_string();
-                let prefix = format!("{doc}:");
-                let mut gone = false;
-                for id in ready
-                    .index
-                    .ids(&p)
-                    .into_iter()
-                    .filter(|i| i.starts_with(&prefix))
-                {
-                    gone |= ready.index.delete(&p, &id);
-                }
-                for id in &ids {
-                    gone |= ready.index.delete(&p, id);
-                }
-                if gone {
-                    vector.mark_dirty();
-                }
+            // A data dir without vectors never loads the model just to delete.
+            if let Some(ready) = vector.loaded_or_on_disk()
+                && ready.index.delete_document(&d) > 0
+            {
+                vector.mark_dirty();
             }
             Ok(())
         })
@@ -507,34 +487,29 @@ impl Ingest {
                 let _ = tx.send((d, t));
             })
         });
-        let extracted: Extracted = loop {
+        // Progress reports until the extraction ends (its sender is then dropped).
+        let mut reporting = true;
+        let outcome = loop {
             tokio::select! {
-                r = &mut handle => {
-                    let r = r.map_err(|e| Failed::Transient(Code::Internal, format!("extraction thread: {e}")))?;
-                    break r.map_err(|e| match e {
-                        ExtractError::Tool(m) => Failed::Transient(Code::ExtractorUnavailable, m),
-                        e => Failed::Document(DocError::new(e.code(), e.to_string())),
-                    })?;
-                }
-                changed = rx.changed() => {
-                    if changed.is_ok() {
+                r = &mut handle => break r,
+                changed = rx.changed(), if reporting => match changed {
+                    Ok(()) => {
                         let (d, t) = *rx.borrow_and_update();
                         if t > 0 {
                             self.stage(id, "extract", 0.02 + 0.6 * d as f32 / t as f32).await;
                         }
-                    } else {
-                        // The sender is gone: the extraction is ending; wait for it.
-                        let r = (&mut handle).await;
-                        let r = r.map_err(|e| Failed::Transient(Code::Internal, format!("extraction thread: {e}")))?;
-                        break r.map_err(|e| match e {
-                            ExtractError::Tool(m) => Failed::Transient(Code::ExtractorUnavailable, m),
-                            e => Failed::Document(DocError::new(e.code(), e.to_string())),
-                        })?;
                     }
-                }
+                    Err(_) => reporting = false,
+                },
                 _ = cancel.cancelled() => return Err(Failed::Cancelled),
             }
         };
+        let extracted: Extracted = outcome
+            .map_err(|e| Failed::Transient(Code::Internal, format!("extraction thread: {e}")))?
+            .map_err(|e| match e {
+                ExtractError::Tool(m) => Failed::Transient(Code::ExtractorUnavailable, m),
+                e => Failed::Document(DocError::new(e.code(), e.to_string())),
+            })?;
         self.observe("extract", t);
         for w in &extracted.warnings {
             tracing::warn!(document = %id, warning = %w, "extraction");
@@ -592,13 +567,12 @@ impl Ingest {
         if self.store.get_document(id).await?.is_none() {
             return Err(Failed::Deleted);
         }
-        let previous = self.store.document_chunks(id).await?;
-        self.index(&processed, &previous, vectors.as_deref(), &doc.title)
+        self.index(&processed, vectors.as_deref(), &doc.title)
             .await
             .map_err(|e| Failed::Transient(Code::Unavailable, format!("indexing: {e}")))?;
         if self.store.get_document(id).await?.is_none() {
             // Deleted while indexing: take back what was just added.
-            let _ = self.unindex(id, project, &processed.chunks).await;
+            let _ = self.unindex(id).await;
             return Err(Failed::Deleted);
         }
         self.store.finish_document(id, &processed).await?;
@@ -673,7 +647,6 @@ impl Ingest {
     async fn index(
         &self,
         p: &Processed,
-        previous: &[ChunkRecord],
         vectors: Option<&[Vec<f32>]>,
         fallback_title: &str,
     ) -> Result<(), String> {
@@ -689,7 +662,6 @@ impl Ingest {
             .iter()
             .map(|c| (c.id.clone(), c.text.clone()))
             .collect();
-        let previous: Vec<String> = previous.iter().map(|c| c.id.clone()).collect();
         let vectors: Option<Vec<Vec<f32>>> = vectors.map(<[Vec<f32>]>::to_vec);
         let keyword = self.keyword.clone();
         let vector = self.vector.clone();
@@ -703,17 +675,7 @@ impl Ingest {
             }
             keyword.commit().map_err(|e| e.to_string())?;
             if let (Some(vs), Ok(ready)) = (vectors, vector.get()) {
-                let prefix = format!("{d}:");
-                let stale: Vec<String> = ready
-                    .index
-                    .ids(&project)
-                    .into_iter()
-                    .filter(|i| i.starts_with(&prefix))
-                    .chain(previous)
-                    .collect();
-                for id in stale {
-                    ready.index.delete(&project, &id);
-                }
+                ready.index.delete_document(&d);
                 for ((cid, _), v) in chunks.iter().zip(&vs) {
                     ready
                         .index
@@ -728,8 +690,8 @@ impl Ingest {
         .map_err(|e| e.to_string())?
     }
 
-    /// Brings the index in line with the store (run at start by the process that owns the
-    /// index, and by `bunko index check`): ready documents whose chunk count in an index half
+    /// Brings the index in line with the store (run at start, then every ten minutes, by the
+    /// process that owns the index): ready documents whose chunk count in an index half
     /// differs are re-indexed from their stored chunks; index entries of documents that no
     /// longer exist are removed; documents left `queued`/`processing` by a job that is no
     /// longer running are marked failed with the job's reason.
@@ -745,13 +707,15 @@ impl Ingest {
             report.stale_failed += 1;
         }
         let ready = self.store.ready_documents().await?;
+        report.documents = ready.len();
+        let ready_ids: std::collections::HashSet<String> =
+            ready.iter().map(|(id, _)| id.to_string()).collect();
         let keyword = self.keyword.clone();
         let vector = self.vector.clone();
-        let want: Vec<(Uuid, u32)> = ready.clone();
         let (mismatched, indexed) = tokio::task::spawn_blocking(move || {
             // Vector ids are `<document>:<n>` (per project); count them per document once.
             let per_doc: Option<std::collections::HashMap<String, usize>> =
-                vector_if_loaded(&vector).map(|r| {
+                vector.loaded_or_on_disk().map(|r| {
                     let mut m = std::collections::HashMap::new();
                     for id in r.index.all_ids() {
                         if let Some((d, _)) = id.split_once(':') {
@@ -761,7 +725,7 @@ impl Ingest {
                     m
                 });
             let mut mismatched = Vec::new();
-            for (id, n) in &want {
+            for (id, n) in &ready {
                 let d = id.to_string();
                 let k = keyword.count_document(&d).unwrap_or(0);
                 let v_ok = per_doc
@@ -775,8 +739,6 @@ impl Ingest {
         })
         .await
         .map_err(Error::internal)?;
-        let ready_ids: std::collections::HashSet<String> =
-            ready.iter().map(|(id, _)| id.to_string()).collect();
         for d in indexed {
             if ready_ids.contains(&d) {
                 continue;
@@ -785,17 +747,8 @@ impl Ingest {
                 continue;
             };
             if self.store.get_document(uuid).await?.is_none() {
-                // The project is gone too, or only the store row: drop by document.
-                let project = self
-                    .keyword
-                    .project_of_document(&d)
-                    .ok()
-                    .flatten()
-                    .and_then(|p| Uuid::parse_str(&p).ok())
-                    .unwrap_or_default();
-                self.unindex(uuid, project, &[])
-                    .await
-                    .map_err(Error::internal)?;
+                // Its record (or its whole project) is gone: drop it from both halves.
+                self.unindex(uuid).await.map_err(Error::internal)?;
                 report.orphans_removed += 1;
             }
         }
@@ -819,20 +772,13 @@ impl Ingest {
             if processed.chunks.is_empty() {
                 continue;
             }
-            self.index(&processed, &[], vectors.as_deref(), &doc.title)
+            self.index(&processed, vectors.as_deref(), &doc.title)
                 .await
                 .map_err(Error::internal)?;
             report.reindexed += 1;
         }
-        report.documents = ready.len();
         Ok(report)
     }
-}
-
-/// The vector half when it is loaded or has vectors on disk (a data dir without vectors never
-/// loads the model just to check or delete).
-fn vector_if_loaded(v: &VectorHalf) -> Option<&crate::embedder::Ready> {
-    v.loaded_or_on_disk()
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
