@@ -57,6 +57,31 @@ fn source_text(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// An optional JSON body, parsed where the handler chooses (after its permission checks): an
+/// empty or all-whitespace body is `None`; anything else must be JSON of `T`, answered with the
+/// same problem codes as [`Json`].
+pub fn optional_json<T: DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    axum::Json::<T>::from_bytes(body)
+        .map(|axum::Json(v)| Some(v))
+        .map_err(json_rejection)
+}
+
 pub struct Query<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for Query<T>

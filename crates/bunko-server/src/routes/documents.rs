@@ -6,10 +6,9 @@ use crate::app::AppState;
 use crate::http::auth::{
     IngestScope, NeedScope, ProjectAccess, ReadScope, authorize_project, client_info,
 };
-use crate::http::extract::Query;
+use crate::http::extract::{Query, optional_json};
 use crate::http::{ApiError, ApiResult};
 use crate::ingest::{Added, Stager};
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -545,34 +544,10 @@ pub async fn reprocess(
     State(s): State<AppState>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<ReprocessResponse>)> {
     let d = document_for::<IngestScope>(&s, &caller, &id).await?;
-    let req: Option<ReprocessRequest> = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !json {
-            return Err(ApiError::new(
-                Code::UnsupportedMediaType,
-                "send the body as JSON with `Content-Type: application/json`",
-            ));
-        }
-        let de = &mut serde_json::Deserializer::from_slice(&body);
-        match serde_path_to_error::deserialize(de) {
-            Ok(r) => Some(r),
-            Err(e) if e.inner().is_syntax() || e.inner().is_eof() => {
-                return Err(ApiError::new(
-                    Code::MalformedJson,
-                    format!("the body is not valid JSON: {}", e.inner()),
-                ));
-            }
-            Err(e) => return Err(ApiError::new(Code::InvalidBody, e.to_string())),
-        }
-    };
+    let req: Option<ReprocessRequest> = optional_json(&headers, &body)?;
     let password = req.and_then(|r| r.password);
     if password.as_ref().is_some_and(|p| p.len() > 1024) {
         return Err(ApiError::new(
