@@ -221,8 +221,14 @@ pub async fn search(
         vector: &vector,
         config: &config.search,
     };
-    let mut out =
-        crate::routes::search::search_blocking(&engines, &ids, &query.text, query.k, query.mode)?;
+    let mut out = crate::routes::search::search_blocking(
+        &engines,
+        &ids,
+        None,
+        &query.text,
+        query.k,
+        query.mode,
+    )?;
     crate::routes::search::locate(store.as_ref(), &mut out.results).await?;
     for w in query.warnings.iter().chain(&out.warnings) {
         tracing::warn!("{w}");

@@ -218,7 +218,7 @@ pub async fn upload(
                 return Err(ApiError::new(
                     Code::BadRequest,
                     format!(
-                        "unknown form field `{other}`; send `file` (repeatable) and optionally `password`"
+                        "unknown form field `{other}`; send `file` (repeatable) and optionally `password` and `tags`"
                     ),
                 ));
             }

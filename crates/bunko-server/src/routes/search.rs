@@ -119,7 +119,7 @@ pub async fn get(
     State(s): State<AppState>,
     Query(q): Query<SearchParams>,
 ) -> ApiResult<axum::Json<SearchResponse>> {
-    run(&s, &p, q).await
+    run(&s, &p, q, bunko_core::search::SearchFilters::default()).await
 }
 
 /// Filters of `POST /api/v1/search`. A value may be one string or a list; a chunk must
@@ -169,7 +169,7 @@ pub async fn post(
         k: b.k,
         mode: b.mode,
     };
-    run_filtered(&s, &p, q, filters).await
+    run(&s, &p, q, filters).await
 }
 
 pub struct Outcome {
@@ -195,20 +195,9 @@ pub struct Engines<'a> {
 }
 
 /// Both halves and the fusion; blocking (tantivy, the encoder and the graph are CPU work).
-/// Shared by the HTTP route and `bunko search`.
+/// Shared by the HTTP route and `bunko search`. With `documents`, only chunks of those
+/// documents (a clause of both halves' queries, not a filter on their results).
 pub fn search_blocking(
-    s: &Engines<'_>,
-    projects: &[String],
-    text: &str,
-    k: usize,
-    mode: Mode,
-) -> Result<Outcome, Error> {
-    search_blocking_in(s, projects, None, text, k, mode)
-}
-
-/// [`search_blocking`] restricted, when `documents` is given, to chunks of those documents
-/// (inside both halves' queries).
-pub fn search_blocking_in(
     s: &Engines<'_>,
     projects: &[String],
     documents: Option<&std::collections::HashSet<String>>,
@@ -349,14 +338,6 @@ async fn run(
     s: &AppState,
     p: &Principal,
     params: SearchParams,
-) -> ApiResult<axum::Json<SearchResponse>> {
-    run_filtered(s, p, params, bunko_core::search::SearchFilters::default()).await
-}
-
-async fn run_filtered(
-    s: &AppState,
-    p: &Principal,
-    params: SearchParams,
     filters: bunko_core::search::SearchFilters,
 ) -> ApiResult<axum::Json<SearchResponse>> {
     let started = Instant::now();
@@ -390,7 +371,7 @@ async fn run_filtered(
             vector: &state.vector,
             config: &state.config.search,
         };
-        search_blocking_in(&engines, &ids, documents.as_ref(), &text, k, mode)
+        search_blocking(&engines, &ids, documents.as_ref(), &text, k, mode)
     })
     .await
     .map_err(Error::internal)??;
