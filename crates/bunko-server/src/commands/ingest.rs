@@ -184,6 +184,7 @@ async fn wait(
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_note = Instant::now();
+    let mut hinted = false;
     loop {
         let mut pending = 0;
         let mut current = None;
@@ -245,12 +246,13 @@ async fn wait(
             break;
         }
         if !local_worker
-            && started.elapsed() > Duration::from_secs(5)
+            && !hinted
+            && started.elapsed() > Duration::from_secs(10)
             && current.is_none()
             && done == 0
-            && last_note.elapsed() > Duration::from_secs(9)
         {
             eprintln!("still queued: is a server or `bunko worker` running on this data dir?");
+            hinted = true;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
