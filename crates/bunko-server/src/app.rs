@@ -177,18 +177,26 @@ fn check_index(ingest: Arc<crate::ingest::Ingest>, tasks: &Tasks) {
         flusher.flush_vectors().await;
     });
     tasks.spawn(async move {
+        match ingest.check_consistency().await {
+            Ok(r) if r.reindexed + r.orphans_removed + r.stale_failed > 0 => tracing::warn!(
+                documents = r.documents,
+                reindexed = r.reindexed,
+                orphans_removed = r.orphans_removed,
+                stale_failed = r.stale_failed,
+                "search index repaired to match the database"
+            ),
+            Ok(r) => tracing::debug!(documents = r.documents, "search index matches the database"),
+            Err(e) => tracing::warn!(error = %e, "index consistency check failed"),
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(600));
+        tick.tick().await;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => match ingest.check_consistency().await {
-                    Ok(r) if r.reindexed + r.orphans_removed + r.stale_failed > 0 => tracing::warn!(
-                        documents = r.documents, reindexed = r.reindexed,
-                        orphans_removed = r.orphans_removed, stale_failed = r.stale_failed,
-                        "search index repaired to match the database"
-                    ),
-                    Ok(r) => tracing::debug!(documents = r.documents, "search index matches the database"),
-                    Err(e) => tracing::warn!(error = %e, "index consistency check failed"),
+                _ = tick.tick() => match ingest.fail_stale_documents().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(documents = n, "documents whose processing stopped were marked failed"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping stopped documents failed"),
                 },
             }
         }

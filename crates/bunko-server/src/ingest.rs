@@ -650,10 +650,20 @@ impl Ingest {
         vectors: Option<&[Vec<f32>]>,
         fallback_title: &str,
     ) -> Result<(), String> {
+        let _guard = self.index_lock.lock().await;
+        self.index_locked(p, vectors, fallback_title).await
+    }
+
+    /// [`Ingest::index`] for a caller that holds `index_lock`.
+    async fn index_locked(
+        &self,
+        p: &Processed,
+        vectors: Option<&[Vec<f32>]>,
+        fallback_title: &str,
+    ) -> Result<(), String> {
         let Some(first) = p.chunks.first() else {
             return Ok(());
         };
-        let _guard = self.index_lock.lock().await;
         let doc = first.document_id;
         let project = first.project_id.to_string();
         let title = p.title.clone().unwrap_or_else(|| fallback_title.to_owned());
@@ -690,22 +700,34 @@ impl Ingest {
         .map_err(|e| e.to_string())?
     }
 
-    /// Brings the index in line with the store (run at start, then every ten minutes, by the
-    /// process that owns the index): ready documents whose chunk count in an index half
-    /// differs are re-indexed from their stored chunks; index entries of documents that no
-    /// longer exist are removed; documents left `queued`/`processing` by a job that is no
-    /// longer running are marked failed with the job's reason.
-    pub async fn check_consistency(&self) -> Result<ConsistencyReport, Error> {
-        let mut report = ConsistencyReport::default();
-        for (doc, code, message) in self.store.stale_documents().await? {
-            let code = code.unwrap_or_else(|| Code::JobFailed.as_str().to_owned());
+    /// Marks documents left `queued`/`processing` by a job that is no longer running
+    /// (cancelled, dead, gone) as failed with the job's reason; returns how many.
+    pub async fn fail_stale_documents(&self) -> Result<usize, Error> {
+        let stale = self.store.stale_documents().await?;
+        for (doc, code, message) in &stale {
+            let code = code
+                .clone()
+                .unwrap_or_else(|| Code::JobFailed.as_str().to_owned());
             let message = message
+                .clone()
                 .unwrap_or_else(|| "processing stopped before it finished; reprocess it".into());
             self.store
                 .fail_document(doc.id, &DocError { code, message })
                 .await?;
-            report.stale_failed += 1;
         }
+        Ok(stale.len())
+    }
+
+    /// Brings the index in line with the store (run at start by the process that owns the
+    /// index): stale documents are failed ([`Ingest::fail_stale_documents`]); ready documents
+    /// whose chunk count in an index half differs are re-indexed from their stored chunks;
+    /// index entries of documents that no longer exist are removed. A document that stops
+    /// being ready meanwhile (reprocessed) is left to its own processing.
+    pub async fn check_consistency(&self) -> Result<ConsistencyReport, Error> {
+        let mut report = ConsistencyReport {
+            stale_failed: self.fail_stale_documents().await?,
+            ..ConsistencyReport::default()
+        };
         let ready = self.store.ready_documents().await?;
         report.documents = ready.len();
         let ready_ids: std::collections::HashSet<String> =
@@ -762,6 +784,15 @@ impl Ingest {
                 .map(|c| passage_text(&doc.title, &c.text))
                 .collect();
             let vectors = self.embed(texts).await.map_err(Error::internal)?;
+            // Under the index lock, only if it is still the same ready document: a reprocess
+            // that started meanwhile indexes its own chunks.
+            let _guard = self.index_lock.lock().await;
+            let unchanged = self.store.get_document(id).await?.is_some_and(|now| {
+                now.status == DocStatus::Ready && now.updated_at_ms == doc.updated_at_ms
+            });
+            if !unchanged {
+                continue;
+            }
             let processed = Processed {
                 title: Some(doc.title.clone()),
                 meta: doc.meta.clone(),
@@ -772,7 +803,7 @@ impl Ingest {
             if processed.chunks.is_empty() {
                 continue;
             }
-            self.index(&processed, vectors.as_deref(), &doc.title)
+            self.index_locked(&processed, vectors.as_deref(), &doc.title)
                 .await
                 .map_err(Error::internal)?;
             report.reindexed += 1;
