@@ -5,7 +5,7 @@
 //! sized in tokens of the embedding model, overlapping by whole sentences, and never split
 //! inside a sentence unless the sentence alone is over the limit.
 
-use crate::text::{detect_language, is_kanji_numeral, law_heading};
+use crate::text::{detect_language, is_fence, is_kanji_numeral, law_heading};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkParams {
@@ -216,12 +216,6 @@ fn heading(line: &str, kind: DocKind) -> Option<Heading> {
         });
     }
     None
-}
-
-/// A Markdown code fence line (```` ``` ```` or `~~~`, with an optional language).
-pub fn is_fence(line: &str) -> bool {
-    let t = line.trim_start();
-    t.starts_with("```") || t.starts_with("~~~")
 }
 
 fn is_reference_title(s: &str) -> bool {

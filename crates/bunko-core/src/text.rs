@@ -312,6 +312,12 @@ pub fn starts_block(line: &str) -> bool {
     !kanji.is_empty() && t[kanji.len()..].starts_with(' ')
 }
 
+/// A Markdown code fence line (```` ``` ```` or `~~~`, with an optional language).
+pub fn is_fence(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("```") || t.starts_with("~~~")
+}
+
 pub fn is_kanji_numeral(c: char) -> bool {
     matches!(
         c,
@@ -385,11 +391,8 @@ pub fn normalise(raw: &str) -> Normalised {
     let mut prev_blank = true;
     let mut in_fence = false;
     for (i, line) in lines.iter().enumerate() {
-        let is_fence = |l: &Line| {
-            let t: String = l.iter().take(3).map(|(c, _)| *c).collect();
-            t == "```" || t == "~~~"
-        };
-        if is_fence(line) {
+        let fence = |l: &Line| is_fence(&l.iter().take(3).map(|(c, _)| *c).collect::<String>());
+        if fence(line) {
             in_fence = !in_fence;
         }
         if line.is_empty() {
@@ -422,7 +425,7 @@ pub fn normalise(raw: &str) -> Normalised {
         let this_full = width(line) * 10 >= full * 7 && widths.len() >= 3;
         let src = line.last().map(|p| p.1).unwrap_or(0);
         // Code keeps its lines, and so do the fence lines around it.
-        let block = starts_block(&next_text) || in_fence || is_fence(line) || is_fence(next);
+        let block = starts_block(&next_text) || in_fence || fence(line) || fence(next);
         if !block && last == '-' && before_last.is_alphabetic() && next_first.is_lowercase() {
             // "exam-" + "ple": drop the hyphen, join without a space.
             out.text.pop();
