@@ -140,6 +140,11 @@ pub struct SearchConfig {
     pub vector_weight: f64,
     /// Candidates each half contributes to fusion (at least `k`).
     pub candidates: usize,
+    /// MeCab IPADIC sources (Debian's `mecab-ipadic`) to build the Japanese morphological
+    /// dictionary from; empty turns Japanese words off (character bigrams only).
+    pub japanese_dictionary: PathBuf,
+    /// Where the built dictionary is kept; empty: `<data_dir>/dict`.
+    pub dictionary_cache: PathBuf,
 }
 
 impl Default for SearchConfig {
@@ -149,6 +154,8 @@ impl Default for SearchConfig {
             keyword_weight: 1.0,
             vector_weight: 1.0,
             candidates: 100,
+            japanese_dictionary: PathBuf::from("/usr/share/mecab/dic/ipadic"),
+            dictionary_cache: PathBuf::new(),
         }
     }
 }

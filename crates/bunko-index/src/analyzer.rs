@@ -3,7 +3,8 @@
 //! CJK characters (kanji, hiragana, katakana) become overlapping character bigrams (a single
 //! character stays a unigram), which needs no dictionary and never fails. Full-width ASCII is
 //! folded to ASCII first. English stop words are removed and English words stemmed (the
-//! filters leave CJK bigrams untouched). A morphological Japanese field is a later addition.
+//! filters leave CJK bigrams untouched). Japanese text is also indexed by words in a second
+//! field when a morphological dictionary is available (`crate::morph`).
 
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, Stemmer, StopWordFilter, TextAnalyzer, Token,
@@ -16,6 +17,9 @@ pub const MULTI: &str = "bunko_multi";
 /// Analyzer variants, for the evaluation's ablation. `Multi` is what bunko indexes with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
+    /// `Multi` plus the morphological Japanese field (what bunko uses when the dictionary is
+    /// available).
+    Morph,
     /// CJK bigrams + English stop words + stemming.
     Multi,
     /// CJK bigrams + English stop words, no stemming.
@@ -27,6 +31,7 @@ pub enum Variant {
 impl Variant {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "morph" => Some(Variant::Morph),
             "multi" => Some(Variant::Multi),
             "nostem" => Some(Variant::NoStem),
             "whitespace" => Some(Variant::Whitespace),
@@ -36,6 +41,7 @@ impl Variant {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Variant::Morph => "morph",
             Variant::Multi => "multi",
             Variant::NoStem => "nostem",
             Variant::Whitespace => "whitespace",
@@ -45,7 +51,7 @@ impl Variant {
     pub fn analyzer(self) -> TextAnalyzer {
         use tantivy::tokenizer::WhitespaceTokenizer;
         match self {
-            Variant::Multi => multi_analyzer(),
+            Variant::Morph | Variant::Multi => multi_analyzer(),
             Variant::NoStem => {
                 let b = TextAnalyzer::builder(MultiTokenizer::default())
                     .filter(RemoveLongFilter::limit(64))
@@ -82,6 +88,12 @@ pub struct MultiTokenizer {
 pub struct VecTokenStream<'a> {
     tokens: &'a mut Vec<Token>,
     next: usize,
+}
+
+impl<'a> VecTokenStream<'a> {
+    pub fn new(tokens: &'a mut Vec<Token>) -> Self {
+        Self { tokens, next: 0 }
+    }
 }
 
 impl TokenStream for VecTokenStream<'_> {
@@ -142,10 +154,7 @@ impl Tokenizer for MultiTokenizer {
                 i += 1;
             }
         }
-        VecTokenStream {
-            tokens: &mut self.tokens,
-            next: 0,
-        }
+        VecTokenStream::new(&mut self.tokens)
     }
 }
 
@@ -219,7 +228,8 @@ mod tests {
             vec!["debian", "のパッケージ", "作成"]
         );
         assert_eq!(Variant::parse("nostem"), Some(Variant::NoStem));
-        assert_eq!(Variant::parse("morph"), None);
+        assert_eq!(Variant::parse("morph"), Some(Variant::Morph));
+        assert_eq!(Variant::parse("mecab"), None);
     }
 
     #[test]

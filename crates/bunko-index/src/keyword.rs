@@ -1,9 +1,13 @@
-//! The keyword half of search: a tantivy index with BM25 over the multilingual analyzer.
-//! Project permissions are a filter inside the query (never post-filtering).
+//! The keyword half of search: a tantivy index with BM25 over the multilingual analyzer
+//! (`title`, `text`) and, for chunks with Japanese text, over Japanese words (`title_ja`,
+//! `text_ja`, from [`crate::morph`]). Project permissions are a filter inside the query (never
+//! post-filtering).
 
 use crate::analyzer::{MULTI, Variant};
-use std::path::Path;
-use std::sync::Mutex;
+use crate::morph::{MORPH, MorphTokenizer, Morphology};
+use bunko_core::text::is_cjk;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
@@ -11,7 +15,7 @@ use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::snippet::SnippetGenerator;
-use tantivy::tokenizer::TokenStream;
+use tantivy::tokenizer::{LowerCaser, TextAnalyzer, TokenStream};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,9 @@ struct Fields {
     document: Field,
     title: Field,
     text: Field,
+    /// Japanese words (base forms) of the title and text; empty without a dictionary.
+    title_ja: Field,
+    text_ja: Field,
 }
 
 pub struct KeywordIndex {
@@ -42,7 +49,14 @@ pub struct KeywordIndex {
     /// CLI beside a server) must not take the lock.
     writer: Mutex<Option<IndexWriter>>,
     f: Fields,
+    /// The Japanese dictionary this index analyses with (none: bigrams only).
+    morph: Option<Arc<Morphology>>,
+    /// The directory on disk (none in memory): where the dictionary in use is recorded.
+    dir: Option<PathBuf>,
 }
+
+/// The file in an index directory naming the dictionary its Japanese words came from.
+const MORPH_MARK: &str = "bunko-morphology";
 
 /// One hit: the chunk id, its BM25 score, its title and a highlighted snippet (HTML, `<b>`).
 #[derive(Debug, Clone, PartialEq)]
@@ -61,12 +75,19 @@ fn schema() -> (Schema, Fields) {
             .set_tokenizer(MULTI)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(MORPH)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
     let f = Fields {
         id: b.add_text_field("id", STRING | STORED),
         project: b.add_text_field("project", STRING | STORED),
         document: b.add_text_field("document", STRING | STORED),
         title: b.add_text_field("title", analyzed.clone().set_stored()),
         text: b.add_text_field("text", analyzed.set_stored()),
+        title_ja: b.add_text_field("title_ja", words.clone()),
+        text_ja: b.add_text_field("text_ja", words),
     };
     (b.build(), f)
 }
@@ -87,7 +108,52 @@ impl KeywordIndex {
                 "the keyword index was made by another version of bunko".into(),
             ));
         }
-        Self::with(index, ReloadPolicy::OnCommitWithDelay, Variant::Multi)
+        let mut ix = Self::with(index, ReloadPolicy::OnCommitWithDelay, Variant::Multi)?;
+        ix.dir = Some(dir.to_owned());
+        Ok(ix)
+    }
+
+    /// Analyses Japanese by words too, with `morph` (before the first write: tantivy's writer
+    /// keeps the analyzers it started with). Returns a warning when the index already holds
+    /// chunks analysed without this dictionary — they are found by bigrams only until
+    /// `bunko index rebuild`.
+    pub fn with_morphology(mut self, morph: Arc<Morphology>) -> (Self, Option<String>) {
+        self.index.tokenizers().register(
+            MORPH,
+            TextAnalyzer::builder(MorphTokenizer::new(Some(morph.clone())))
+                .filter(LowerCaser)
+                .build(),
+        );
+        let mut warning = None;
+        if let Some(dir) = &self.dir {
+            let mark = dir.join(MORPH_MARK);
+            let recorded = std::fs::read_to_string(&mark).unwrap_or_default();
+            if recorded.trim() != morph.name() {
+                if self.num_docs() > 0 {
+                    warning = Some(format!(
+                        "the keyword index holds chunks analysed without the Japanese dictionary {}: they are found by character bigrams only until `bunko index rebuild`",
+                        morph.name()
+                    ));
+                } else {
+                    let _ = std::fs::write(&mark, morph.name());
+                }
+            }
+        }
+        self.morph = Some(morph);
+        (self, warning)
+    }
+
+    /// Records that every chunk now in the index was analysed with the current dictionary
+    /// (after a rebuild refilled it).
+    pub fn mark_morphology_complete(&self) {
+        if let (Some(dir), Some(m)) = (&self.dir, &self.morph) {
+            let _ = std::fs::write(dir.join(MORPH_MARK), m.name());
+        }
+    }
+
+    /// Whether Japanese is analysed by words as well as bigrams.
+    pub fn morphology(&self) -> Option<&str> {
+        self.morph.as_deref().map(Morphology::name)
     }
 
     /// Opens the index in `dir`; one made with another schema (an older bunko) is moved aside
@@ -129,6 +195,9 @@ impl KeywordIndex {
     fn with(index: Index, policy: ReloadPolicy, variant: Variant) -> IndexResult<Self> {
         // The schema names one analyzer; each index registers the variant it uses under it.
         index.tokenizers().register(MULTI, variant.analyzer());
+        index
+            .tokenizers()
+            .register(MORPH, TextAnalyzer::from(MorphTokenizer::new(None)));
         let (_, f) = schema();
         let reader = index.reader_builder().reload_policy(policy).try_into()?;
         Ok(Self {
@@ -136,6 +205,8 @@ impl KeywordIndex {
             reader,
             writer: Mutex::new(None),
             f,
+            morph: None,
+            dir: None,
         })
     }
 
@@ -166,13 +237,22 @@ impl KeywordIndex {
     ) -> IndexResult<()> {
         self.write(|w| {
             w.delete_term(Term::from_field_text(self.f.id, id));
-            w.add_document(doc!(
+            let mut d = doc!(
                 self.f.id => id,
                 self.f.project => project,
                 self.f.document => document,
                 self.f.title => title,
                 self.f.text => text,
-            ))?;
+            );
+            if self.morph.is_some() {
+                if title.chars().any(is_cjk) {
+                    d.add_text(self.f.title_ja, title);
+                }
+                if text.chars().any(is_cjk) {
+                    d.add_text(self.f.text_ja, text);
+                }
+            }
+            w.add_document(d)?;
             Ok(())
         })
     }
@@ -242,8 +322,8 @@ impl KeywordIndex {
 
     /// The query's terms, from the analyzer registered on this index (the one its documents
     /// were indexed with).
-    fn query_terms(&self, query: &str) -> Vec<String> {
-        let Some(mut analyzer) = self.index.tokenizers().get(MULTI) else {
+    fn query_terms(&self, analyzer: &str, query: &str) -> Vec<String> {
+        let Some(mut analyzer) = self.index.tokenizers().get(analyzer) else {
             return Vec::new();
         };
         let mut stream = analyzer.token_stream(query);
@@ -290,24 +370,36 @@ impl KeywordIndex {
         if documents.is_some_and(<[&str]>::is_empty) {
             return Ok(Vec::new());
         }
-        let mut terms = self.query_terms(query);
+        let mut terms = self.query_terms(MULTI, query);
         terms.sort();
         terms.dedup();
-        if terms.is_empty() || projects.is_empty() || k == 0 {
+        // Japanese words, when the query has Japanese and the index a dictionary.
+        let mut words = if self.morph.is_some() && query.chars().any(is_cjk) {
+            self.query_terms(MORPH, query)
+        } else {
+            Vec::new()
+        };
+        words.sort();
+        words.dedup();
+        if (terms.is_empty() && words.is_empty()) || projects.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
         let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for t in &terms {
-            for field in [self.f.text, self.f.title] {
-                should.push((
-                    Occur::Should,
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(field, t),
-                        IndexRecordOption::WithFreqs,
-                    )),
-                ));
+        let mut add = |terms: &[String], fields: [Field; 2]| {
+            for t in terms {
+                for field in fields {
+                    should.push((
+                        Occur::Should,
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(field, t),
+                            IndexRecordOption::WithFreqs,
+                        )),
+                    ));
+                }
             }
-        }
+        };
+        add(&terms, [self.f.text, self.f.title]);
+        add(&words, [self.f.text_ja, self.f.title_ja]);
         let allowed = TermSetQuery::new(
             projects
                 .iter()
@@ -484,6 +576,55 @@ mod tests {
         .unwrap();
         ix.commit().unwrap();
         ix
+    }
+
+    #[test]
+    fn japanese_words_meet_at_their_base_form() {
+        let Some(m) = crate::morph::tests::shared() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (ix, warning) = KeywordIndex::open(dir.path())
+            .unwrap()
+            .with_morphology(m.clone());
+        assert_eq!(warning, None, "an empty index needs no rebuild");
+        assert_eq!(ix.morphology(), Some(m.name()));
+        ix.upsert("a", "p", "報告", "毎月の報告書を書く。").unwrap();
+        ix.upsert("b", "p", "記録", "点検の記録を保存する。")
+            .unwrap();
+        ix.commit().unwrap();
+        // 書いた shares no character bigram with 書く (書い, いた); its base form is 書く.
+        let hits = ix.search(&["p"], "書いた", 10).unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            vec!["a"]
+        );
+        drop(ix);
+        // Bigrams alone cannot find it.
+        let plain = KeywordIndex::open(dir.path()).unwrap();
+        assert!(plain.search(&["p"], "書いた", 10).unwrap().is_empty());
+        drop(plain);
+        // Reopened with the same dictionary: no warning (the index records it).
+        let (_, warning) = KeywordIndex::open(dir.path()).unwrap().with_morphology(m);
+        assert_eq!(warning, None);
+    }
+
+    #[test]
+    fn chunks_indexed_without_the_dictionary_are_reported() {
+        let Some(m) = crate::morph::tests::shared() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ix = KeywordIndex::open(dir.path()).unwrap();
+        ix.upsert("a", "p", "点検", "毎月の点検を行う。").unwrap();
+        ix.commit().unwrap();
+        drop(ix);
+        let (ix, warning) = KeywordIndex::open(dir.path()).unwrap().with_morphology(m);
+        assert!(warning.unwrap_or_default().contains("bunko index rebuild"));
+        // Bigram matches still work; after a refill the mark is written.
+        assert_eq!(ix.search(&["p"], "点検", 10).unwrap().len(), 1);
+        ix.mark_morphology_complete();
+        assert!(dir.path().join(MORPH_MARK).is_file());
     }
 
     #[test]

@@ -299,24 +299,73 @@ pub fn build_accounts(config: &Config, store: &Arc<dyn MetaStore>) -> Result<Acc
     ))
 }
 
+/// The Japanese word analyzer, built from `search.japanese_dictionary` on first use and
+/// cached; `None` (logged, with the reason) when it is turned off or cannot be built — search
+/// then analyses Japanese by character bigrams alone.
+pub fn japanese_morphology(config: &Config) -> Option<Arc<bunko_index::morph::Morphology>> {
+    let source = &config.search.japanese_dictionary;
+    if source.as_os_str().is_empty() {
+        tracing::info!(
+            "search.japanese_dictionary is empty: Japanese is searched by character bigrams only"
+        );
+        return None;
+    }
+    let cache = if config.search.dictionary_cache.as_os_str().is_empty() {
+        bunko_index::morph::cache_dir(&config.data_dir)
+    } else {
+        config.search.dictionary_cache.clone()
+    };
+    let started = std::time::Instant::now();
+    match bunko_index::morph::Morphology::prepare(source, &cache) {
+        Ok(m) => {
+            tracing::info!(
+                dictionary = m.name(),
+                ms = started.elapsed().as_millis() as u64,
+                "Japanese word analysis on"
+            );
+            Some(m)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Japanese is searched by character bigrams only");
+            None
+        }
+    }
+}
+
+/// The data dir's keyword index, with the Japanese word analyzer when there is one. One made
+/// by another version of bunko is moved aside (the start-up check refills it).
+pub fn open_keyword_index(config: &Config) -> Result<bunko_index::keyword::KeywordIndex, CliError> {
+    let (keyword, replaced) = bunko_index::keyword::KeywordIndex::open_or_replace(
+        &config.data_dir.join("index").join("keyword"),
+    )
+    .map_err(|e| {
+        CliError::failure(e.to_string())
+            .hint("the index is derived data: move it away and run `bunko index rebuild`")
+    })?;
+    if replaced {
+        tracing::warn!(
+            "the keyword index was made by another version; moved it to index/keyword.old and refilling it from the database"
+        );
+    }
+    Ok(match japanese_morphology(config) {
+        Some(m) => {
+            let (keyword, warning) = keyword.with_morphology(m);
+            if let Some(w) = warning {
+                tracing::warn!("{w}");
+            }
+            keyword
+        }
+        None => keyword,
+    })
+}
+
 impl Runtime {
     pub async fn start(config: Config, run_worker: bool) -> Result<Runtime, CliError> {
         prepare_data_dir(&config.data_dir)?;
         let store = open_store(&config).await?;
         let accounts = Arc::new(build_accounts(&config, &store)?);
         let new_admin = bootstrap_admin(&config, &accounts).await?;
-        let (keyword, replaced) = bunko_index::keyword::KeywordIndex::open_or_replace(
-            &config.data_dir.join("index").join("keyword"),
-        )
-        .map_err(|e| {
-            CliError::failure(e.to_string())
-                .hint("the index is derived data: move it away and run `bunko index rebuild`")
-        })?;
-        if replaced {
-            tracing::warn!(
-                "the keyword index was made by another version; moved it to index/keyword.old and refilling it from the database"
-            );
-        }
+        let keyword = open_keyword_index(&config)?;
         let keyword = Arc::new(keyword);
         // The process that processes documents owns the embedded index's single writer. A
         // second worker on the same data dir runs every other queue, but not `ingest`.

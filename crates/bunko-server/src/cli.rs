@@ -150,8 +150,10 @@ pub enum EvalCmd {
         /// Exactly one JSON object on stdout
         #[arg(long)]
         json: bool,
-        /// Analyzer for the ablation: multi (bunko's), nostem, whitespace
-        #[arg(long, default_value = "multi")]
+        /// Keyword analyzer, for the ablation: auto (bunko's: morph when the Japanese
+        /// dictionary is available, else multi), morph (bigrams + Japanese words), multi
+        /// (bigrams), nostem, whitespace
+        #[arg(long, default_value = "auto")]
         analyzer: String,
     },
 }

@@ -31,10 +31,14 @@ pub fn retrieval(
                 .hint("modes: hybrid, keyword, vector"));
         }
     };
-    let variant = bunko_index::analyzer::Variant::parse(analyzer).ok_or_else(|| {
-        CliError::usage(format!("unknown analyzer `{analyzer}`"))
-            .hint("analyzers: multi, nostem, whitespace")
-    })?;
+    use bunko_index::analyzer::Variant;
+    let variant = match analyzer {
+        "auto" => None,
+        other => Some(Variant::parse(other).ok_or_else(|| {
+            CliError::usage(format!("unknown analyzer `{analyzer}`"))
+                .hint("analyzers: auto, morph, multi, nostem, whitespace")
+        })?),
+    };
     let ds =
         Dataset::load(dir).map_err(|e| CliError::usage(format!("cannot read the dataset: {e}")))?;
     let encoder = if mode == Mode::Keyword {
@@ -49,7 +53,25 @@ pub fn retrieval(
         )
     };
     let fail = |e: bunko_index::keyword::IndexError| CliError::failure(e.to_string());
-    let ix = KeywordIndex::in_memory_with(variant).map_err(fail)?;
+    let morph = match variant {
+        None | Some(Variant::Morph) => crate::app::japanese_morphology(config),
+        Some(_) => None,
+    };
+    let variant = match (variant, &morph) {
+        (Some(Variant::Morph), None) => {
+            return Err(CliError::failure(
+                "the Japanese dictionary is not available (see the warning above)",
+            )
+            .hint("install Debian's mecab-ipadic, or use --analyzer multi"));
+        }
+        (Some(v), _) => v,
+        (None, Some(_)) => Variant::Morph,
+        (None, None) => Variant::Multi,
+    };
+    let mut ix = KeywordIndex::in_memory_with(variant).map_err(fail)?;
+    if let Some(m) = morph {
+        ix = ix.with_morphology(m).0;
+    }
     let t = Instant::now();
     for d in &ds.docs {
         ix.upsert(&d.id, PROJECT, &d.title, &d.text).map_err(fail)?;
@@ -212,8 +234,7 @@ pub async fn search(
             store.list_projects(page).await?.items
         }
     };
-    let ix = KeywordIndex::open(&config.data_dir.join("index").join("keyword"))
-        .map_err(|e| CliError::failure(e.to_string()))?;
+    let ix = crate::app::open_keyword_index(config)?;
     let vector = crate::embedder::VectorHalf::new(config);
     let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
     let engines = crate::routes::search::Engines {

@@ -66,14 +66,10 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
         Some(p) => Some(bunko_core::projects::get(store.as_ref(), p).await?.id),
         None => None,
     };
-    let encoder = crate::embedder::load(config)
-        .map_err(|e| CliError::failure(e.0))?
-        .ok_or_else(|| {
-            CliError::usage("models.embedder is `none`: there is no vector half to rebuild")
-        })?;
+    // Fails before touching anything when the configured model is missing.
+    let encoder = crate::embedder::load(config).map_err(|e| CliError::failure(e.0))?;
     let index_dir = config.data_dir.join("index");
-    let (keyword, _) = KeywordIndex::open_or_replace(&index_dir.join("keyword"))
-        .map_err(|e| CliError::failure(e.to_string()))?;
+    let keyword = crate::app::open_keyword_index(config)?;
     let (chunks, by_doc) = chunks_to_index(store.as_ref(), &keyword, project_id).await?;
     let project_id = project_id.map(|p| p.to_string());
     store.close().await;
@@ -91,6 +87,9 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
                 }
             }
             keyword.commit().map_err(fail)?;
+            if project_id.is_none() {
+                keyword.mark_morphology_complete();
+            }
             println!("refilled the keyword index: {} documents", by_doc.len());
         }
         Err(_) => println!(
@@ -98,6 +97,10 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
         ),
     }
     drop(keyword);
+    let Some(encoder) = encoder else {
+        println!("models.embedder is `none`: there is no vector half to rebuild");
+        return Ok(());
+    };
     let cache = crate::embedder::open_cache(config, &encoder);
     let started = Instant::now();
     let texts: Vec<String> = chunks

@@ -170,6 +170,7 @@ async fn every_route_times_every_caller() {
         data_dir: dir.path().join("data"),
         ..Default::default()
     };
+    config.search.dictionary_cache = crate::it::support::DICT_CACHE.into();
     config.limits.enabled = false;
     let rt = Runtime::start(config, false).await.unwrap();
     let st = rt.state.clone();

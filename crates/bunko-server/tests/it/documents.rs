@@ -44,6 +44,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Docs {
         data_dir: dir.path().join("data"),
         ..Default::default()
     };
+    config.search.dictionary_cache = crate::it::support::DICT_CACHE.into();
     config.models.embedder = "none".into();
     config.limits.enabled = false;
     config.jobs.poll_interval_ms = 50;
@@ -737,6 +738,58 @@ async fn every_fixture_pdf_has_its_expected_outcome() {
         "{text}"
     );
     assert!(text.contains("bunko_ingest_pages_total{method=\"ocr\"}"));
+}
+
+/// Japanese is searched by words as well as bigrams: the dictionary is built from Debian's
+/// mecab-ipadic into the data dir at start, and a conjugated query finds the base form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn japanese_words_are_searched_with_the_dictionary_built_in_the_data_dir() {
+    let source = std::path::Path::new(bunko_index::morph::DEBIAN_IPADIC);
+    if !source.join("matrix.def").is_file() {
+        eprintln!(
+            "SKIPPED: no {} (apt-get install mecab-ipadic)",
+            source.display()
+        );
+        return;
+    }
+    // The default cache: `<data_dir>/dict`.
+    let d = start(|c| c.search.dictionary_cache = Default::default()).await;
+    let built: Vec<_> = std::fs::read_dir(d.state.config.data_dir.join("dict"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        built.len() == 1 && built[0].starts_with("ipadic-"),
+        "{built:?}"
+    );
+    let up = d
+        .upload(&[
+            file(
+                "report.md",
+                "# 月報\n\n毎月の報告書を書く。\n".as_bytes().to_vec(),
+            ),
+            file(
+                "log.md",
+                "# 記録\n\n点検の記録を保存する。\n".as_bytes().to_vec(),
+            ),
+        ])
+        .await
+        .json();
+    let docs = ids(&up);
+    d.settle(&docs, Duration::from_secs(60)).await;
+    // 書いた shares no character bigram with 書く; its base form is 書く.
+    let r = d
+        .post_json("/api/v1/search", r#"{"q": "書いた", "mode": "keyword"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let found: Vec<String> = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["document_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(found, vec![docs[0].clone()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@ async fn app_with_embedder(embedder: &str) -> App {
         data_dir: dir.path().join("data"),
         ..Default::default()
     };
+    config.search.dictionary_cache = crate::it::support::DICT_CACHE.into();
     config.models.embedder = embedder.to_owned();
     config.server.body_limit_bytes = 4096;
     config.server.request_timeout_secs = 1;

@@ -441,6 +441,10 @@ async fn an_extra_worker_beside_the_server_leaves_documents_to_it() {
     let mut w = std::process::Command::new(crate::it::support::BIN)
         .args(["--data-dir", s.data_dir.to_str().unwrap(), "worker"])
         .env("BUNKO__LOG__FORMAT", "json")
+        .env(
+            crate::it::support::DICT_CACHE_VAR,
+            crate::it::support::DICT_CACHE,
+        )
         .env("BUNKO__MODELS__EMBEDDER", "none")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

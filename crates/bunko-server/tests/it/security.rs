@@ -27,6 +27,7 @@ async fn app_with(f: impl FnOnce(&mut Config)) -> App {
         data_dir: dir.path().join("data"),
         ..Default::default()
     };
+    config.search.dictionary_cache = crate::it::support::DICT_CACHE.into();
     f(&mut config);
     let rt = Runtime::start(config, false).await.unwrap();
     let (email, password) = rt.new_admin.clone().unwrap();

@@ -6,6 +6,11 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bunko");
 
+/// One built Japanese dictionary for every bunko the tests start (built once, ~46 MB),
+/// instead of one per temporary data dir.
+pub const DICT_CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/bunko-dict");
+pub const DICT_CACHE_VAR: &str = "BUNKO__SEARCH__DICTIONARY_CACHE";
+
 /// `bunko ARGS…` with a clean BUNKO__* environment, run to completion.
 pub fn bunko(dir: &Path, args: &[&str]) -> std::process::Output {
     bunko_env(dir, args, &[])
@@ -20,6 +25,7 @@ pub fn bunko_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::proces
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BUNKO__")) {
         cmd.env_remove(k);
     }
+    cmd.env(DICT_CACHE_VAR, DICT_CACHE);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -75,6 +81,7 @@ impl Server {
             .args(extra_args)
             .env_remove("RUST_LOG")
             .env("BUNKO__LOG__FORMAT", "json")
+            .env(DICT_CACHE_VAR, DICT_CACHE)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
