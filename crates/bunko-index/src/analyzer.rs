@@ -20,6 +20,8 @@ pub enum Variant {
     /// `Multi` plus the morphological Japanese field (what bunko uses when the dictionary is
     /// available).
     Morph,
+    /// `Morph` with a Japanese query's bigrams left out (words alone; the ablation).
+    Words,
     /// CJK bigrams + English stop words + stemming.
     Multi,
     /// CJK bigrams + English stop words, no stemming.
@@ -32,6 +34,7 @@ impl Variant {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "morph" => Some(Variant::Morph),
+            "words" => Some(Variant::Words),
             "multi" => Some(Variant::Multi),
             "nostem" => Some(Variant::NoStem),
             "whitespace" => Some(Variant::Whitespace),
@@ -42,6 +45,7 @@ impl Variant {
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::Morph => "morph",
+            Variant::Words => "words",
             Variant::Multi => "multi",
             Variant::NoStem => "nostem",
             Variant::Whitespace => "whitespace",
@@ -51,7 +55,7 @@ impl Variant {
     pub fn analyzer(self) -> TextAnalyzer {
         use tantivy::tokenizer::WhitespaceTokenizer;
         match self {
-            Variant::Morph | Variant::Multi => multi_analyzer(),
+            Variant::Morph | Variant::Words | Variant::Multi => multi_analyzer(),
             Variant::NoStem => {
                 let b = TextAnalyzer::builder(MultiTokenizer::default())
                     .filter(RemoveLongFilter::limit(64))

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery,
+};
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -53,7 +55,12 @@ pub struct KeywordIndex {
     morph: Option<Arc<Morphology>>,
     /// The directory on disk (none in memory): where the dictionary in use is recorded.
     dir: Option<PathBuf>,
+    /// Weight of a Japanese query's character bigrams when its words are searched too.
+    bigram_weight_with_words: f32,
 }
+
+/// The default for [`KeywordIndex::set_bigram_weight_with_words`].
+pub const BIGRAM_WEIGHT_WITH_WORDS: f32 = 0.05;
 
 /// The file in an index directory naming the dictionary its Japanese words came from.
 const MORPH_MARK: &str = "bunko-morphology";
@@ -151,6 +158,12 @@ impl KeywordIndex {
         }
     }
 
+    /// The weight of a Japanese query's character bigrams beside its words (the evaluation's
+    /// ablation; 0 searches Japanese by words alone).
+    pub fn set_bigram_weight_with_words(&mut self, weight: f32) {
+        self.bigram_weight_with_words = weight;
+    }
+
     /// Whether Japanese is analysed by words as well as bigrams.
     pub fn morphology(&self) -> Option<&str> {
         self.morph.as_deref().map(Morphology::name)
@@ -207,6 +220,7 @@ impl KeywordIndex {
             f,
             morph: None,
             dir: None,
+            bigram_weight_with_words: BIGRAM_WEIGHT_WITH_WORDS,
         })
     }
 
@@ -385,21 +399,40 @@ impl KeywordIndex {
             return Ok(Vec::new());
         }
         let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let mut add = |terms: &[String], fields: [Field; 2]| {
+        let mut add = |terms: &[String], fields: [Field; 2], weight: f32| {
+            if weight <= 0.0 {
+                return;
+            }
             for t in terms {
                 for field in fields {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(field, t),
+                        IndexRecordOption::WithFreqs,
+                    ));
                     should.push((
                         Occur::Should,
-                        Box::new(TermQuery::new(
-                            Term::from_field_text(field, t),
-                            IndexRecordOption::WithFreqs,
-                        )),
+                        if weight == 1.0 {
+                            q
+                        } else {
+                            Box::new(BoostQuery::new(q, weight))
+                        },
                     ));
                 }
             }
         };
-        add(&terms, [self.f.text, self.f.title]);
-        add(&words, [self.f.text_ja, self.f.title_ja]);
+        // With words, a Japanese query's character bigrams only break ties and catch what the
+        // dictionary segments differently in query and chunk: full-weight bigrams on top of the
+        // words count every match twice (BENCHMARKS.md, the analyzer ablation).
+        let bigram_weight = if words.is_empty() {
+            1.0
+        } else {
+            self.bigram_weight_with_words
+        };
+        let (cjk, plain): (Vec<String>, Vec<String>) =
+            terms.into_iter().partition(|t| t.chars().any(is_cjk));
+        add(&plain, [self.f.text, self.f.title], 1.0);
+        add(&cjk, [self.f.text, self.f.title], bigram_weight);
+        add(&words, [self.f.text_ja, self.f.title_ja], 1.0);
         let allowed = TermSetQuery::new(
             projects
                 .iter()

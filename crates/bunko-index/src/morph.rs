@@ -177,7 +177,10 @@ impl Morphology {
                 continue;
             }
             let pos = t.get_detail(0).unwrap_or("").to_owned();
-            if matches!(pos.as_str(), "助詞" | "助動詞" | "記号" | "フィラー") {
+            if matches!(
+                pos.as_str(),
+                "助詞" | "助動詞" | "記号" | "フィラー" | "連体詞" | "接続詞" | "感動詞"
+            ) {
                 continue;
             }
             let base = t

@@ -151,8 +151,8 @@ pub enum EvalCmd {
         #[arg(long)]
         json: bool,
         /// Keyword analyzer, for the ablation: auto (bunko's: morph when the Japanese
-        /// dictionary is available, else multi), morph (bigrams + Japanese words), multi
-        /// (bigrams), nostem, whitespace
+        /// dictionary is available, else multi), morph (Japanese words + bigrams at a small
+        /// weight), words (Japanese words alone), multi (bigrams), nostem, whitespace
         #[arg(long, default_value = "auto")]
         analyzer: String,
     },

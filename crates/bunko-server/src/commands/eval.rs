@@ -36,7 +36,7 @@ pub fn retrieval(
         "auto" => None,
         other => Some(Variant::parse(other).ok_or_else(|| {
             CliError::usage(format!("unknown analyzer `{analyzer}`"))
-                .hint("analyzers: auto, morph, multi, nostem, whitespace")
+                .hint("analyzers: auto, morph, words, multi, nostem, whitespace")
         })?),
     };
     let ds =
@@ -54,11 +54,11 @@ pub fn retrieval(
     };
     let fail = |e: bunko_index::keyword::IndexError| CliError::failure(e.to_string());
     let morph = match variant {
-        None | Some(Variant::Morph) => crate::app::japanese_morphology(config),
+        None | Some(Variant::Morph | Variant::Words) => crate::app::japanese_morphology(config),
         Some(_) => None,
     };
     let variant = match (variant, &morph) {
-        (Some(Variant::Morph), None) => {
+        (Some(Variant::Morph | Variant::Words), None) => {
             return Err(CliError::failure(
                 "the Japanese dictionary is not available (see the warning above)",
             )
@@ -71,6 +71,9 @@ pub fn retrieval(
     let mut ix = KeywordIndex::in_memory_with(variant).map_err(fail)?;
     if let Some(m) = morph {
         ix = ix.with_morphology(m).0;
+    }
+    if variant == Variant::Words {
+        ix.set_bigram_weight_with_words(0.0);
     }
     let t = Instant::now();
     for d in &ds.docs {
