@@ -57,7 +57,7 @@ def main():
         subprocess.run(["pdfunite", *parts, big], check=True)
         mb = os.path.getsize(big) / 1e6
         pages = int(next(l.split()[1] for l in subprocess.run(["pdfinfo", big], capture_output=True, text=True).stdout.splitlines() if l.startswith("Pages:")))
-        secs, peak, children_peak, rows = run([big], {"BUNKO__MODELS__EMBEDDER": "none"}, os.path.join(tmp, "d1"))
+        secs, peak, children_peak, rows = run([big], {"BUNKO__LOCAL__EMBEDDER": "none"}, os.path.join(tmp, "d1"))
         print(json.dumps({"bench": "big_pdf", "mb": round(mb, 1), "pages": pages, "status": rows[0]["status"],
                           "seconds": round(secs, 1), "pages_per_s": round(pages / secs, 1),
                           "bunko_peak_rss_mib": round(peak, 1), "largest_process_peak_rss_mib": round(children_peak, 1),
@@ -75,7 +75,7 @@ def main():
                 os.makedirs(mdir)
                 if embedder != "none":
                     os.symlink(os.path.join(models, embedder), os.path.join(mdir, embedder))
-                secs, peak, _, rows = run(files, {"BUNKO__MODELS__EMBEDDER": embedder, "BUNKO__MODELS__DIR": mdir,
+                secs, peak, _, rows = run(files, {"BUNKO__LOCAL__EMBEDDER": embedder, "BUNKO__LOCAL__MODELS_DIR": mdir,
                                                   "BUNKO__JOBS__QUEUES__INGEST__CONCURRENCY": str(conc)}, d)
                 ready = sum(1 for r in rows if r["status"] == "ready")
                 print(json.dumps({"bench": "fixture_set", "documents": len(rows), "ready": ready,

@@ -77,7 +77,7 @@ impl Rng {
 }
 
 fn models_dir() -> PathBuf {
-    bunko_core::config::ModelsConfig::default().resolved_dir()
+    bunko_core::config::LocalConfig::default().resolved_models_dir()
 }
 
 fn prepare(dir: &Path, n: usize) -> anyhow::Result<()> {

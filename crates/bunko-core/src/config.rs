@@ -36,9 +36,15 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
-    pub models: ModelsConfig,
+    /// The in-process models: the embedder and the embedded chat model.
+    pub local: LocalConfig,
     pub search: SearchConfig,
     pub ingest: IngestConfig,
+    /// `[[providers]]`: upstream model servers for the gateway.
+    pub providers: Vec<crate::llm::ProviderConfig>,
+    /// `[[models]]`: the aliases callers use (`local`, the embedded model, always exists).
+    pub models: Vec<crate::llm::ModelAlias>,
+    pub gateway: GatewayConfig,
 }
 
 impl Default for Config {
@@ -52,9 +58,12 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
-            models: ModelsConfig::default(),
+            local: LocalConfig::default(),
             search: SearchConfig::default(),
             ingest: IngestConfig::default(),
+            providers: Vec::new(),
+            models: Vec::new(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -94,29 +103,29 @@ impl Default for IngestConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ModelsConfig {
+pub struct LocalConfig {
     /// Where model files live, shared by every data dir on the host. Empty: the
     /// `BUNKO_MODELS_DIR` environment variable, else `$XDG_CACHE_HOME/bunko/models`, else
     /// `~/.cache/bunko/models`.
-    pub dir: PathBuf,
+    pub models_dir: PathBuf,
     /// The embedding model for the vector half of search (`bunko models list`), or `none`.
     pub embedder: String,
 }
 
-impl Default for ModelsConfig {
+impl Default for LocalConfig {
     fn default() -> Self {
         Self {
-            dir: PathBuf::new(),
+            models_dir: PathBuf::new(),
             embedder: "multilingual-e5-small".to_owned(),
         }
     }
 }
 
-impl ModelsConfig {
+impl LocalConfig {
     /// The directory models are read from and pulled into.
-    pub fn resolved_dir(&self) -> PathBuf {
-        if !self.dir.as_os_str().is_empty() {
-            return self.dir.clone();
+    pub fn resolved_models_dir(&self) -> PathBuf {
+        if !self.models_dir.as_os_str().is_empty() {
+            return self.models_dir.clone();
         }
         if let Some(d) = std::env::var_os("BUNKO_MODELS_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(d);
@@ -129,6 +138,78 @@ impl ModelsConfig {
             None => PathBuf::from("./bunko-models"),
         }
     }
+}
+
+/// `[gateway]`: the LLM gateway's cache, ledger and quotas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Exact-match cache of non-streamed temperature-0 answers; 0 turns it off.
+    pub cache_ttl_secs: u64,
+    pub cache_entries: usize,
+    /// The usage ledger is written in batches this often (off the request path).
+    pub ledger_flush_ms: u64,
+    /// `[[gateway.quotas]]`: limits per user, API key or project (`id = "*"`: each one).
+    pub quotas: Vec<QuotaConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl_secs: 300,
+            cache_entries: 1000,
+            ledger_flush_ms: 1000,
+            quotas: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaScope {
+    User,
+    Key,
+    Project,
+}
+
+impl QuotaScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaScope::User => "user",
+            QuotaScope::Key => "key",
+            QuotaScope::Project => "project",
+        }
+    }
+}
+
+/// One quota. Rates (per minute) and budgets (tokens per UTC day, US dollars per UTC month);
+/// absent = no limit. Reaching `soft_ratio` of a limit adds the `x-bunko-quota-warning`
+/// header; reaching the limit refuses with 429 `quota_exceeded` until it resets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub scope: QuotaScope,
+    /// A user's email, an API key's id, a project's slug — or `*` for each of them.
+    #[serde(default = "star")]
+    pub id: String,
+    #[serde(default)]
+    pub requests_per_min: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_min: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    #[serde(default)]
+    pub cost_per_month_usd: Option<f64>,
+    #[serde(default = "default_soft_ratio")]
+    pub soft_ratio: f64,
+}
+
+fn star() -> String {
+    "*".to_owned()
+}
+
+fn default_soft_ratio() -> f64 {
+    0.8
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -629,6 +710,77 @@ impl Config {
         })
     }
 
+    /// The gateway's providers and aliases refer to each other by name: check the names.
+    fn validate_gateway(&self, err: &mut impl FnMut(&str, String)) {
+        use crate::llm::{LOCAL, ProviderKind};
+        let mut providers = std::collections::HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = format!("providers[{i}]");
+            if p.name.is_empty() || !providers.insert(p.name.as_str()) {
+                err(&key, format!("name `{}` is empty or used twice", p.name));
+            }
+            if p.name == LOCAL && p.kind != ProviderKind::Local {
+                err(&key, "the name `local` is the embedded model's".into());
+            }
+            if p.api_key.is_some() && p.api_key_file.is_some() {
+                err(&key, "give api_key or api_key_file, not both".into());
+            }
+            if p.kind != ProviderKind::Local
+                && !p.base_url.is_empty()
+                && !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://"))
+            {
+                err(
+                    &key,
+                    format!("base_url `{}` is not an http(s) URL", p.base_url),
+                );
+            }
+            if p.max_concurrent == 0 {
+                err(&key, "max_concurrent must be at least 1".into());
+            }
+        }
+        let mut aliases = std::collections::HashSet::new();
+        aliases.insert(LOCAL);
+        for (i, m) in self.models.iter().enumerate() {
+            let key = format!("models[{i}]");
+            if m.alias.is_empty() || !aliases.insert(m.alias.as_str()) {
+                err(
+                    &key,
+                    format!("alias `{}` is empty, `local` or used twice", m.alias),
+                );
+            }
+            if m.provider != LOCAL && !providers.contains(m.provider.as_str()) {
+                err(
+                    &key,
+                    format!("provider `{}` is not in [[providers]]", m.provider),
+                );
+            }
+            if m.context_window == 0 {
+                err(&key, "context_window must be at least 1".into());
+            }
+            if !(m.input_price_per_mtok >= 0.0 && m.output_price_per_mtok >= 0.0) {
+                err(&key, "prices must be zero or positive".into());
+            }
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            for f in &m.fallbacks {
+                if !aliases.contains(f.as_str()) || f == &m.alias {
+                    err(
+                        &format!("models[{i}].fallbacks"),
+                        format!("`{f}` is not another model alias"),
+                    );
+                }
+            }
+        }
+        for (i, q) in self.gateway.quotas.iter().enumerate() {
+            if !(q.soft_ratio > 0.0 && q.soft_ratio <= 1.0) {
+                err(
+                    &format!("gateway.quotas[{i}].soft_ratio"),
+                    "must be in (0, 1]".into(),
+                );
+            }
+        }
+    }
+
     /// Problems with the values (not the syntax): production refuses insecure settings.
     pub fn check(&self) -> Vec<Problem> {
         let mut out = Vec::new();
@@ -694,16 +846,17 @@ impl Config {
                 "must be tesseract language names joined by `+` (e.g. jpn+eng)".into(),
             );
         }
-        if self.models.embedder != "none" && crate::models::find(&self.models.embedder).is_none() {
+        if self.local.embedder != "none" && crate::models::find(&self.local.embedder).is_none() {
             err(
-                "models.embedder",
+                "local.embedder",
                 format!(
                     "unknown model `{}`; known: {}, or `none`",
-                    self.models.embedder,
+                    self.local.embedder,
                     crate::models::names().join(", ")
                 ),
             );
         }
+        self.validate_gateway(&mut err);
         if self.server.body_limit_bytes < 1024 {
             err("server.body_limit_bytes", "must be at least 1024".into());
         }
@@ -982,6 +1135,55 @@ mod tests {
             msg.contains("BUNKO__LOG__LEVLE") && msg.contains("`log.level`"),
             "{msg}"
         );
+    }
+
+    /// The gateway's configuration contract, exactly as documented.
+    #[test]
+    fn providers_and_model_aliases_as_documented() {
+        let f = write(
+            r#"
+[[providers]]
+name = "lab-vllm"
+type = "openai"                 # local | ollama | openai | anthropic
+base_url = "http://127.0.0.1:9999/v1"
+api_key_file = "/run/secrets/lab"
+
+[[models]]
+alias = "fast"
+provider = "lab-vllm"
+model = "gpt-4o-mini"
+context_window = 128000
+input_price_per_mtok = 0.15
+output_price_per_mtok = 0.60
+fallbacks = ["local"]
+"#,
+        );
+        let (c, _) = Config::load(Some(f.path()), env(&[]), &CliOverrides::default()).unwrap();
+        assert_eq!(c.providers[0].kind, crate::llm::ProviderKind::Openai);
+        assert_eq!(c.providers[0].base_url(), "http://127.0.0.1:9999/v1");
+        assert_eq!(c.models[0].fallbacks, vec!["local"]);
+        assert_eq!(c.models[0].context_window, 128_000);
+        assert!(
+            c.check()
+                .iter()
+                .all(|p| !p.key.starts_with("models") && !p.key.starts_with("providers")),
+            "{:?}",
+            c.check()
+        );
+        // Names that point nowhere are reported with the key.
+        let f = write(
+            "[[models]]\nalias = \"x\"\nprovider = \"nope\"\nmodel = \"m\"\nfallbacks = [\"y\"]\n",
+        );
+        let (c, _) = Config::load(Some(f.path()), env(&[]), &CliOverrides::default()).unwrap();
+        let keys: Vec<String> = c.check().into_iter().map(|p| p.key).collect();
+        assert!(keys.contains(&"models[0]".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"models[0].fallbacks".to_owned()), "{keys:?}");
+        // An unknown provider type is a parse error naming the key.
+        let f = write("[[providers]]\nname = \"a\"\ntype = \"grok\"\n");
+        let msg = Config::load(Some(f.path()), env(&[]), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("providers") && msg.contains("grok"), "{msg}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ids;
 pub mod jobs;
 pub mod limits;
+pub mod llm;
 pub mod metrics;
 pub mod models;
 pub mod ports;

@@ -11,7 +11,7 @@ use std::process::Command;
 /// printed. Under CI a missing model is a failure: `scripts/test` pulls it first.
 fn installed_dir(name: &str) -> Option<PathBuf> {
     let spec = bunko_core::models::find(name).unwrap();
-    let models = bunko_core::config::ModelsConfig::default().resolved_dir();
+    let models = bunko_core::config::LocalConfig::default().resolved_models_dir();
     if spec.installed(&models) {
         return Some(spec.dir(&models));
     }

@@ -122,7 +122,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn MetaStore>, CliError>
 /// thread, so the first search does not pay for them (a search arriving meanwhile waits for
 /// the same load).
 fn start_vector_half(config: &Config, vector: &Arc<crate::embedder::VectorHalf>) {
-    let Some(spec) = bunko_core::models::find(&config.models.embedder) else {
+    let Some(spec) = bunko_core::models::find(&config.local.embedder) else {
         return;
     };
     let dir = config.data_dir.join("index").join("vector");

@@ -11,15 +11,15 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Unavailable(pub String);
 
-/// Loads the configured embedder: `Ok(None)` when `models.embedder = "none"`.
+/// Loads the configured embedder: `Ok(None)` when `local.embedder = "none"`.
 pub fn load(config: &Config) -> Result<Option<Arc<Encoder>>, Unavailable> {
-    let name = &config.models.embedder;
+    let name = &config.local.embedder;
     if name == "none" {
         return Ok(None);
     }
     let spec = bunko_core::models::find(name)
         .ok_or_else(|| Unavailable(format!("unknown embedding model `{name}`")))?;
-    let dir = config.models.resolved_dir();
+    let dir = config.local.resolved_models_dir();
     if !spec.installed(&dir) {
         return Err(Unavailable(format!(
             "the embedding model {name} is not installed in {}: run `bunko models pull`",
@@ -32,7 +32,7 @@ pub fn load(config: &Config) -> Result<Option<Arc<Encoder>>, Unavailable> {
 }
 
 pub fn cache_dir(config: &Config) -> PathBuf {
-    config.models.resolved_dir().join("embedding-cache")
+    config.local.resolved_models_dir().join("embedding-cache")
 }
 
 /// The cache of `enc`'s vectors; `None` (embed everything) when it cannot be opened.
@@ -110,7 +110,7 @@ impl VectorHalf {
             .get_or_init(|| {
                 let encoder = load(&self.config)?.ok_or_else(|| {
                     Unavailable(
-                        "no embedding model is configured (models.embedder = \"none\")".into(),
+                        "no embedding model is configured (local.embedder = \"none\")".into(),
                     )
                 })?;
                 let dir = self.config.data_dir.join("index").join("vector");

@@ -48,7 +48,7 @@ pub fn retrieval(
             crate::embedder::load(config)
                 .map_err(|e| CliError::failure(e.0).hint("or use --mode keyword"))?
                 .ok_or_else(|| {
-                    CliError::usage("models.embedder is `none`").hint("use --mode keyword")
+                    CliError::usage("local.embedder is `none`").hint("use --mode keyword")
                 })?,
         )
     };

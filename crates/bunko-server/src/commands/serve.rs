@@ -60,10 +60,10 @@ impl ShutdownSignals {
 /// Quickstart fetches the configured embedder when it is missing; without it (offline, no
 /// pip) the server still starts, and search reports its vector half as unavailable.
 async fn ensure_default_models(config: &Config) {
-    let Some(spec) = bunko_core::models::find(&config.models.embedder) else {
+    let Some(spec) = bunko_core::models::find(&config.local.embedder) else {
         return;
     };
-    let dir = config.models.resolved_dir();
+    let dir = config.local.resolved_models_dir();
     if spec.installed(&dir) {
         return;
     }

@@ -58,7 +58,7 @@ async fn ready_count(s: &Server, token: &str) -> (usize, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_200_file_ingest_then_restart() {
     let env = [
-        ("BUNKO__MODELS__EMBEDDER", "none"),
+        ("BUNKO__LOCAL__EMBEDDER", "none"),
         ("BUNKO__JOBS__LEASE_TTL_SECS", "2"),
         ("BUNKO__JOBS__POLL_INTERVAL_MS", "50"),
         ("BUNKO__LIMITS__ENABLED", "false"),

@@ -45,7 +45,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Docs {
         ..Default::default()
     };
     config.search.dictionary_cache = crate::it::support::DICT_CACHE.into();
-    config.models.embedder = "none".into();
+    config.local.embedder = "none".into();
     config.limits.enabled = false;
     config.jobs.poll_interval_ms = 50;
     tweak(&mut config);
@@ -945,7 +945,7 @@ async fn consistency_check_repairs_both_halves() {
     if !crate::it::support::model_installed("multilingual-e5-small") {
         return;
     }
-    let d = start(|c| c.models.embedder = "multilingual-e5-small".into()).await;
+    let d = start(|c| c.local.embedder = "multilingual-e5-small".into()).await;
     let up = d
         .upload(&[
             file(

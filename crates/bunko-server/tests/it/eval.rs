@@ -140,7 +140,7 @@ fn bad_evaluation_input_is_a_usage_error() {
     .unwrap();
     let d = dir.path().to_str().unwrap();
     let args = ["eval", "retrieval", "--dataset", d, "--mode", "hybrid"];
-    let out = bunko_env(dir.path(), &args, &[("BUNKO__MODELS__EMBEDDER", "none")]);
+    let out = bunko_env(dir.path(), &args, &[("BUNKO__LOCAL__EMBEDDER", "none")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("embedder"),

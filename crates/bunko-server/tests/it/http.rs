@@ -28,7 +28,7 @@ async fn app_with_embedder(embedder: &str) -> App {
         ..Default::default()
     };
     config.search.dictionary_cache = crate::it::support::DICT_CACHE.into();
-    config.models.embedder = embedder.to_owned();
+    config.local.embedder = embedder.to_owned();
     config.server.body_limit_bytes = 4096;
     config.server.request_timeout_secs = 1;
     let rt = Runtime::start(config, false).await.unwrap();
@@ -718,7 +718,7 @@ async fn search_finds_only_visible_projects_and_reports_its_legs() {
         v["legs"]["vector"]["reason"]
             .as_str()
             .unwrap()
-            .contains("models.embedder"),
+            .contains("local.embedder"),
         "{v}"
     );
     assert!(!v["warnings"].as_array().unwrap().is_empty());

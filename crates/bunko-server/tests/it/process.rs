@@ -437,7 +437,7 @@ async fn a_user_disabled_from_the_shell_is_refused_by_the_running_server() {
 /// embedded search index has one writer, the server, which keeps processing documents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extra_worker_beside_the_server_leaves_documents_to_it() {
-    let s = Server::start(&[], &[("BUNKO__MODELS__EMBEDDER", "none")]);
+    let s = Server::start(&[], &[("BUNKO__LOCAL__EMBEDDER", "none")]);
     let mut w = std::process::Command::new(crate::it::support::BIN)
         .args(["--data-dir", s.data_dir.to_str().unwrap(), "worker"])
         .env("BUNKO__LOG__FORMAT", "json")
@@ -445,7 +445,7 @@ async fn an_extra_worker_beside_the_server_leaves_documents_to_it() {
             crate::it::support::DICT_CACHE_VAR,
             crate::it::support::DICT_CACHE,
         )
-        .env("BUNKO__MODELS__EMBEDDER", "none")
+        .env("BUNKO__LOCAL__EMBEDDER", "none")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

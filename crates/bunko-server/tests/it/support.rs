@@ -241,7 +241,7 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
 /// failure: ./scripts/test pulls the default models first).
 pub fn model_installed(name: &str) -> bool {
     let spec = bunko_core::models::find(name).unwrap();
-    let dir = bunko_core::config::ModelsConfig::default().resolved_dir();
+    let dir = bunko_core::config::LocalConfig::default().resolved_models_dir();
     if spec.installed(&dir) {
         return true;
     }
