@@ -2,7 +2,7 @@
 //! wire formats in `fixtures/` — and misbehaves on purpose: 429 with Retry-After, 5xx, refused
 //! connections, no first token in time, streams cut in the middle, malformed JSON, the wrong
 //! content type, a 10 MB SSE line, a full concurrency bound and an open breaker.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use bunko_core::config::Config;
 use bunko_core::llm::{ChatEvent, ChatRequest, Message, ProviderErrorKind, Role, Usage};
