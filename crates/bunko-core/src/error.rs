@@ -79,6 +79,20 @@ error_codes! {
     RateLimited => (429, "rate_limited", "Too many requests"),
     /// Too many failed logins for this account or address; retry after `Retry-After`.
     LoginLocked => (429, "login_locked", "Too many failed logins"),
+    /// The gateway has no model by this name (alias).
+    ModelNotFound => (404, "model_not_found", "No such model"),
+    /// The prompt plus the requested output is larger than the model's context window.
+    ContextLengthExceeded => (400, "context_length_exceeded", "Context window exceeded"),
+    /// The upstream model server refused the request itself (its reason is in the detail).
+    UpstreamRejected => (400, "upstream_rejected", "Upstream refused the request"),
+    /// Every model the request could go to is busy (concurrency bound or open breaker).
+    ModelOverloaded => (429, "model_overloaded", "Model overloaded"),
+    /// A gateway quota (rate or budget) is used up; the detail says which and when it resets.
+    QuotaExceeded => (429, "quota_exceeded", "Quota exceeded"),
+    /// The upstream model server failed or answered something that is not its API.
+    UpstreamUnavailable => (502, "upstream_unavailable", "Upstream unavailable"),
+    /// The upstream model server did not answer in time.
+    UpstreamTimeout => (504, "upstream_timeout", "Upstream timeout"),
     /// Something failed inside bunko; the details are in the server log under the request id.
     Internal => (500, "internal", "Internal server error"),
     /// A component bunko depends on (database, index, model) is down or shutting down.

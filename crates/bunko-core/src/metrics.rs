@@ -20,7 +20,20 @@ pub struct Metrics {
     pub ingest_pages: IntCounterVec,
     pub ingest_stage_duration: HistogramVec,
     pub ingest_bytes: prometheus::IntCounter,
+    pub llm_requests: IntCounterVec,
+    pub llm_tokens: IntCounterVec,
+    pub llm_cost: prometheus::CounterVec,
+    pub llm_duration: HistogramVec,
+    pub llm_ttft: HistogramVec,
+    pub llm_cache: IntCounterVec,
+    pub gateway_overhead: prometheus::Histogram,
+    pub llm_breaker: IntGaugeVec,
 }
+
+/// Gateway overhead buckets: 10 µs to 50 ms.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+];
 
 /// Latency buckets from 1 ms to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -119,6 +132,75 @@ impl Metrics {
             "Bytes of original files accepted for ingestion (duplicates not counted).",
         )
         .expect("metric");
+        // Labels: `model` is a configured alias, `provider` a configured provider name, `outcome`
+        // a closed set — none comes from request data (an unknown alias is counted as
+        // `unknown`).
+        let llm_requests = IntCounterVec::new(
+            Opts::new(
+                "bunko_llm_requests_total",
+                "Gateway requests, by model alias, provider and outcome.",
+            ),
+            &["model", "provider", "outcome"],
+        )
+        .expect("metric");
+        let llm_tokens = IntCounterVec::new(
+            Opts::new(
+                "bunko_llm_tokens_total",
+                "Tokens through the gateway, by model alias and direction (input/output).",
+            ),
+            &["model", "direction"],
+        )
+        .expect("metric");
+        let llm_cost = prometheus::CounterVec::new(
+            Opts::new(
+                "bunko_llm_cost_usd_total",
+                "Cost of gateway calls in US dollars, from the configured prices.",
+            ),
+            &["model"],
+        )
+        .expect("metric");
+        let llm_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "bunko_llm_request_duration_seconds",
+                "Time from a gateway request to its last token.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model"],
+        )
+        .expect("metric");
+        let llm_ttft = HistogramVec::new(
+            HistogramOpts::new(
+                "bunko_llm_time_to_first_token_seconds",
+                "Time from a gateway request to its first token.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model"],
+        )
+        .expect("metric");
+        let llm_cache = IntCounterVec::new(
+            Opts::new(
+                "bunko_llm_cache_requests_total",
+                "Response-cache lookups, by result (hit/miss/bypass).",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let gateway_overhead = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "bunko_gateway_overhead_seconds",
+                "Time a gateway request spends in bunko itself, excluding the upstream.",
+            )
+            .buckets(OVERHEAD_BUCKETS.to_vec()),
+        )
+        .expect("metric");
+        let llm_breaker = IntGaugeVec::new(
+            Opts::new(
+                "bunko_llm_breaker_state",
+                "Circuit breaker per provider: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["provider"],
+        )
+        .expect("metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "bunko_build_info",
@@ -140,6 +222,14 @@ impl Metrics {
             Box::new(ingest_pages.clone()),
             Box::new(ingest_stage_duration.clone()),
             Box::new(ingest_bytes.clone()),
+            Box::new(llm_requests.clone()),
+            Box::new(llm_tokens.clone()),
+            Box::new(llm_cost.clone()),
+            Box::new(llm_duration.clone()),
+            Box::new(llm_ttft.clone()),
+            Box::new(llm_cache.clone()),
+            Box::new(gateway_overhead.clone()),
+            Box::new(llm_breaker.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -158,6 +248,14 @@ impl Metrics {
             ingest_pages,
             ingest_stage_duration,
             ingest_bytes,
+            llm_requests,
+            llm_tokens,
+            llm_cost,
+            llm_duration,
+            llm_ttft,
+            llm_cache,
+            gateway_overhead,
+            llm_breaker,
         }
     }
 

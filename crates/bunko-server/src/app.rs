@@ -55,6 +55,8 @@ pub struct Inner {
     /// Searches running at once (one per core); beyond that, 503 with Retry-After.
     pub search_permits: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
+    /// The LLM gateway: model aliases, providers, cache and accounting.
+    pub gateway: Arc<crate::gateway::GatewayService>,
     pub registry: Arc<Registry>,
     pub worker: Option<Arc<Worker>>,
     pub tasks: Tasks,
@@ -428,6 +430,10 @@ impl Runtime {
             w
         });
         start_vector_half(&config, &vector);
+        let gateway = Arc::new(
+            crate::gateway::GatewayService::new(&config, metrics.clone())
+                .map_err(|e| CliError::failure(format!("gateway: {e}")))?,
+        );
         let state = AppState(Arc::new(Inner {
             config,
             store,
@@ -439,6 +445,7 @@ impl Runtime {
             owns_index,
             search_permits: Arc::new(tokio::sync::Semaphore::new(cores)),
             metrics,
+            gateway,
             registry,
             worker,
             tasks,
@@ -477,7 +484,15 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                     state.clone(),
                     crate::http::middleware::body_and_time_limits,
                 ))
-                .layer(CompressionLayer::new()),
+                // Streams are never compressed (SSE is excluded by default; NDJSON too).
+                .layer(CompressionLayer::new().compress_when(
+                    tower_http::compression::Predicate::and(
+                        tower_http::compression::predicate::DefaultPredicate::new(),
+                        tower_http::compression::predicate::NotForContentType::const_new(
+                            "application/x-ndjson",
+                        ),
+                    ),
+                )),
         )
 }
 

@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod embedder;
+pub mod gateway;
 pub mod http;
 pub mod ingest;
 pub mod routes;

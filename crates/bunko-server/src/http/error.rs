@@ -97,11 +97,47 @@ fn default_detail(code: Code) -> &'static str {
     }
 }
 
+/// The error body a path's callers expect: bunko's own API answers
+/// `application/problem+json`; the OpenAI-compatible API (`/v1/…`) and the Ollama-compatible
+/// API (`/api/…` outside `/api/v1/`) answer in their own shapes, so their SDKs raise their usual
+/// exceptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    Problem,
+    OpenAi,
+    Ollama,
+}
+
+impl ErrorShape {
+    pub fn for_path(path: &str) -> Self {
+        if path.starts_with("/v1/") {
+            ErrorShape::OpenAi
+        } else if path.starts_with("/api/") && !path.starts_with("/api/v1/") {
+            ErrorShape::Ollama
+        } else {
+            ErrorShape::Problem
+        }
+    }
+}
+
+/// OpenAI's error `type` for a status.
+fn openai_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
 /// Writes the problem body. `details` = what the handler said, if anything.
 pub fn render_problem(
     status: StatusCode,
     details: Option<ProblemDetails>,
     request_id: &str,
+    shape: ErrorShape,
     mut parts: axum::http::response::Parts,
 ) -> Response {
     let (code, detail) = match details {
@@ -111,6 +147,25 @@ pub fn render_problem(
             (c, default_detail(c).to_owned())
         }
     };
+    if shape != ErrorShape::Problem {
+        let body = match shape {
+            ErrorShape::OpenAi => serde_json::json!({"error": {
+                "message": detail,
+                "type": openai_type(status),
+                "param": null,
+                "code": code.as_str(),
+            }}),
+            _ => serde_json::json!({"error": detail}),
+        };
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts.status = status;
+        return Response::from_parts(parts, axum::body::Body::from(body.to_string()));
+    }
     let body = serde_json::json!({
         "type": format!("https://bunko.dev/errors/{}", code.as_str()),
         "title": code.title(),

@@ -62,6 +62,7 @@ pub async fn request_context(
             .and_then(|v| v.to_str().ok()),
     );
     let method = method_label(req.method());
+    let shape = crate::http::error::ErrorShape::for_path(req.uri().path());
     let span = info_span!(
         "http_request",
         request_id = %request_id,
@@ -92,7 +93,7 @@ pub async fn request_context(
     let details = res.extensions_mut().remove::<ProblemDetails>();
     if details.is_some() || ((status.is_client_error() || status.is_server_error()) && layer_made) {
         let (parts, _body) = res.into_parts();
-        res = render_problem(status, details, &request_id, parts);
+        res = render_problem(status, details, &request_id, shape, parts);
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
@@ -199,8 +200,17 @@ fn is_upload(req: &Request) -> bool {
     matches!(segs.as_slice(), ["api", "v1", "projects", p, "documents"] if !p.is_empty())
 }
 
+/// Whether a request asks a model for an answer (the provider's own timeouts govern it).
+fn is_generation(req: &Request) -> bool {
+    matches!(
+        req.uri().path(),
+        "/v1/chat/completions" | "/api/chat" | "/api/generate"
+    )
+}
+
 /// Body size and time limits: `server.body_limit_bytes` and `server.request_timeout_secs` for
-/// every route, except uploads, which may carry files up to `ingest.max_file_bytes` each and
+/// every route, except model answers (up to an hour: each provider's first-token and total
+/// timeouts apply) and uploads, which may carry files up to `ingest.max_file_bytes` each and
 /// take an hour. A declared length over the limit is refused before reading; a body that
 /// grows past it fails while it is read (413 either way); a request over time is 408.
 pub async fn body_and_time_limits(
@@ -218,6 +228,11 @@ pub async fn body_and_time_limits(
             .saturating_add(1024 * 1024);
         (
             per_request,
+            Duration::from_secs(c.server.request_timeout_secs.max(3600)),
+        )
+    } else if is_generation(&req) {
+        (
+            c.server.body_limit_bytes,
             Duration::from_secs(c.server.request_timeout_secs.max(3600)),
         )
     } else {

@@ -8,6 +8,7 @@ mod documents;
 mod health;
 mod jobs;
 mod keys;
+mod openai;
 mod projects;
 pub mod search;
 mod users;
@@ -119,6 +120,9 @@ fn table() -> Table {
             "/api/v1/documents/{id}/reprocess",
             documents::reprocess,
         )
+        .add(M::GET, "/v1/models", openai::models)
+        .add(M::POST, "/v1/chat/completions", openai::chat_completions)
+        .add(M::POST, "/v1/embeddings", openai::embeddings)
         .add(M::GET, "/api/v1/jobs", jobs::list)
         .add(M::POST, "/api/v1/jobs", jobs::enqueue)
         .add(M::GET, "/api/v1/jobs/{id}", jobs::show)

@@ -95,6 +95,11 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
         _ if manages(w) => S(ok),
         _ => S(403),
     };
+    let gateway = |ok: u16| match w {
+        Who::Anon => S(401),
+        Who::Key(s) if s != Scope::Gateway => S(403),
+        _ => S(ok),
+    };
     Some(match (method.as_str(), path) {
         ("GET", "/") => S(307),
         (
@@ -124,6 +129,9 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
             Who::Key(s) if s != Scope::Search => S(403),
             _ => S(if method == Method::GET { 400 } else { 422 }),
         },
+        // The gateway: the `gateway` scope, any project. An invalid body reaches validation.
+        ("GET", "/v1/models") => gateway(200),
+        ("POST", "/v1/chat/completions" | "/v1/embeddings") => gateway(422),
         // JSON instead of multipart: allowed callers reach the content-type check.
         ("POST", "/api/v1/projects/{project}/documents") => project_ingest(w, 415),
         ("GET", "/api/v1/projects/{project}/documents") => project_read(w),

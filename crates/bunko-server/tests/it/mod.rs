@@ -3,6 +3,7 @@ mod cli;
 mod crash;
 pub mod documents;
 mod eval;
+mod gateway;
 mod http;
 mod process;
 mod security;

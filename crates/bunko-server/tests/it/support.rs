@@ -214,6 +214,8 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::Client {
+    // bunko-llm builds reqwest without a default TLS provider (ring is installed explicitly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

@@ -1,0 +1,268 @@
+//! The gateway as the server runs it: the router from bunko-llm, the response cache, and the
+//! accounting of every call (metrics and a structured log line per call). The OpenAI- and
+//! Ollama-compatible routes are thin translations onto this.
+
+use crate::http::ApiError;
+use bunko_core::Code;
+use bunko_core::config::Config;
+use bunko_core::identity::{Credential, Principal};
+use bunko_core::llm::{ChatRequest, ChatResponse, ProviderErrorKind, Usage, estimate_tokens};
+use bunko_core::metrics::Metrics;
+use bunko_llm::gateway::{Gateway, GatewayError, Served};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct GatewayService {
+    pub router: Gateway,
+    metrics: Arc<Metrics>,
+    cache: ResponseCache,
+    /// The embedded embedder's name (`local.embedder`), served by `/v1/embeddings` too.
+    pub embedder: String,
+}
+
+/// How one call ended, for metrics and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Cached,
+    Error,
+    Cancelled,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Cached => "cached",
+            Outcome::Error => "error",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What the accounting needs to know about one call.
+pub struct Call<'a> {
+    pub principal: &'a Principal,
+    pub api: &'static str,
+    pub alias: &'a str,
+    pub served: Option<&'a Served>,
+    pub usage: Option<Usage>,
+    /// The prompt and answer text, to count tokens when the upstream gave no usage.
+    pub prompt_chars: &'a str,
+    pub answer: &'a str,
+    pub outcome: Outcome,
+    pub started: Instant,
+    pub first_token: Option<Instant>,
+}
+
+impl GatewayService {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let router = Gateway::new(config)?;
+        for (name, slot) in router.slots() {
+            metrics
+                .llm_breaker
+                .with_label_values(&[name])
+                .set(slot.breaker_state() as i64);
+        }
+        Ok(Self {
+            router,
+            metrics,
+            cache: ResponseCache::new(
+                config.gateway.cache_entries,
+                Duration::from_secs(config.gateway.cache_ttl_secs),
+            ),
+            embedder: config.local.embedder.clone(),
+        })
+    }
+
+    /// The stable error for a gateway failure (in the caller's API shape, by the middleware).
+    pub fn error(e: GatewayError) -> ApiError {
+        match e {
+            GatewayError::UnknownModel(m) => ApiError::new(
+                Code::ModelNotFound,
+                format!(
+                    "no model `{}`; GET /v1/models lists them",
+                    m.chars().take(100).collect::<String>()
+                ),
+            ),
+            e @ GatewayError::ContextTooLong { .. } => {
+                ApiError::new(Code::ContextLengthExceeded, e.to_string())
+            }
+            GatewayError::Provider(p) => {
+                let code = match p.kind {
+                    ProviderErrorKind::Rejected => Code::UpstreamRejected,
+                    ProviderErrorKind::Overloaded | ProviderErrorKind::RateLimited => {
+                        Code::ModelOverloaded
+                    }
+                    ProviderErrorKind::Timeout => Code::UpstreamTimeout,
+                    ProviderErrorKind::Unavailable | ProviderErrorKind::BadResponse => {
+                        Code::UpstreamUnavailable
+                    }
+                };
+                let mut err = ApiError::new(code, p.to_string());
+                if code == Code::ModelOverloaded {
+                    err.0.retry_after_secs = Some(p.retry_after.map_or(1, |d| d.as_secs().max(1)));
+                }
+                err
+            }
+        }
+    }
+
+    /// Metrics and the log line for one call. Tokens the upstream did not count are estimated.
+    pub fn account(&self, c: Call<'_>) {
+        let m = &self.metrics;
+        let model = match (c.served, self.router.alias(c.alias)) {
+            (Some(s), _) => s.alias.alias.clone(),
+            (None, Some(a)) => a.alias.clone(),
+            (None, None) => "unknown".to_owned(),
+        };
+        let provider = c.served.map_or("none", |s| s.provider.as_str());
+        let usage = c.usage.unwrap_or(Usage {
+            input_tokens: estimate_tokens(c.prompt_chars),
+            output_tokens: estimate_tokens(c.answer),
+        });
+        let cost = c.served.map_or(0.0, |s| s.alias.cost(usage)).max(0.0);
+        m.llm_requests
+            .with_label_values(&[&model, provider, c.outcome.as_str()])
+            .inc();
+        if c.outcome != Outcome::Error {
+            m.llm_tokens
+                .with_label_values(&[&model, "input"])
+                .inc_by(usage.input_tokens);
+            m.llm_tokens
+                .with_label_values(&[&model, "output"])
+                .inc_by(usage.output_tokens);
+            if cost > 0.0 && c.outcome != Outcome::Cached {
+                m.llm_cost.with_label_values(&[&model]).inc_by(cost);
+            }
+        }
+        let elapsed = c.started.elapsed();
+        m.llm_duration
+            .with_label_values(&[&model])
+            .observe(elapsed.as_secs_f64());
+        if let Some(t) = c.first_token {
+            m.llm_ttft
+                .with_label_values(&[&model])
+                .observe(t.duration_since(c.started).as_secs_f64());
+        }
+        for (name, slot) in self.router.slots() {
+            m.llm_breaker
+                .with_label_values(&[name])
+                .set(slot.breaker_state() as i64);
+        }
+        let key = match &c.principal.credential {
+            Credential::ApiKey { key_id, .. } => Some(key_id.to_string()),
+            Credential::Session { .. } => None,
+        };
+        tracing::info!(
+            api = c.api,
+            model = %model,
+            provider,
+            user = %c.principal.user_id,
+            key = key.as_deref().unwrap_or(""),
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            tokens_counted_upstream = c.usage.is_some(),
+            cost_usd = cost,
+            outcome = c.outcome.as_str(),
+            attempts = c.served.map_or(0, |s| s.attempts),
+            fell_back_from = %c.served.map(|s| s.fell_back_from.join(",")).unwrap_or_default(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            ttft_ms = c.first_token.map(|t| t.duration_since(c.started).as_secs_f64() * 1000.0),
+            "gateway call"
+        );
+    }
+
+    /// Time spent in bunko itself for a call whose upstream took `upstream`.
+    pub fn overhead(&self, total: Duration, upstream: Duration) {
+        self.metrics
+            .gateway_overhead
+            .observe(total.saturating_sub(upstream).as_secs_f64());
+    }
+
+    /// A cached answer for a cacheable request (temperature 0, not streamed, not opted out).
+    pub fn cached(&self, alias: &str, req: &ChatRequest, no_cache: bool) -> Option<ChatResponse> {
+        let result = if no_cache {
+            "bypass"
+        } else if req.temperature != Some(0.0) {
+            return None;
+        } else {
+            match self.cache.get(&cache_key(alias, req)) {
+                Some(r) => {
+                    self.metrics.llm_cache.with_label_values(&["hit"]).inc();
+                    return Some(r);
+                }
+                None => "miss",
+            }
+        };
+        self.metrics.llm_cache.with_label_values(&[result]).inc();
+        None
+    }
+
+    pub fn remember(&self, alias: &str, req: &ChatRequest, no_cache: bool, r: &ChatResponse) {
+        if !no_cache && req.temperature == Some(0.0) {
+            self.cache.put(cache_key(alias, req), r.clone());
+        }
+    }
+}
+
+fn cache_key(alias: &str, req: &ChatRequest) -> String {
+    let mut h = Sha256::new();
+    h.update(alias.as_bytes());
+    h.update([0]);
+    h.update(serde_json::to_vec(req).unwrap_or_default());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Exact-match answers, bounded in entries and age (the oldest entry goes first).
+struct ResponseCache {
+    capacity: usize,
+    ttl: Duration,
+    map: Mutex<HashMap<String, (Instant, ChatResponse)>>,
+}
+
+impl ResponseCache {
+    fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            capacity,
+            ttl,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<ChatResponse> {
+        if self.ttl.is_zero() || self.capacity == 0 {
+            return None;
+        }
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(key) {
+            Some((at, r)) if at.elapsed() < self.ttl => Some(r.clone()),
+            Some(_) => {
+                m.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: String, r: ChatResponse) {
+        if self.ttl.is_zero() || self.capacity == 0 {
+            return;
+        }
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= self.capacity {
+            m.retain(|_, (at, _)| at.elapsed() < self.ttl);
+            if m.len() >= self.capacity
+                && let Some(oldest) = m
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone())
+            {
+                m.remove(&oldest);
+            }
+        }
+        m.insert(key, (Instant::now(), r));
+    }
+}
