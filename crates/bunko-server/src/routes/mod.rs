@@ -8,6 +8,7 @@ mod documents;
 mod health;
 mod jobs;
 mod keys;
+mod ollama;
 mod openai;
 mod projects;
 pub mod search;
@@ -123,6 +124,12 @@ fn table() -> Table {
         .add(M::GET, "/v1/models", openai::models)
         .add(M::POST, "/v1/chat/completions", openai::chat_completions)
         .add(M::POST, "/v1/embeddings", openai::embeddings)
+        .add(M::GET, "/api/tags", ollama::tags)
+        .add(M::GET, "/api/version", ollama::version)
+        .add(M::POST, "/api/show", ollama::show)
+        .add(M::POST, "/api/chat", ollama::chat)
+        .add(M::POST, "/api/generate", ollama::generate)
+        .add(M::POST, "/api/embed", ollama::embed)
         .add(M::GET, "/api/v1/jobs", jobs::list)
         .add(M::POST, "/api/v1/jobs", jobs::enqueue)
         .add(M::GET, "/api/v1/jobs/{id}", jobs::show)

@@ -132,6 +132,8 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
         // The gateway: the `gateway` scope, any project. An invalid body reaches validation.
         ("GET", "/v1/models") => gateway(200),
         ("POST", "/v1/chat/completions" | "/v1/embeddings") => gateway(422),
+        ("GET", "/api/tags" | "/api/version") => gateway(200),
+        ("POST", "/api/show" | "/api/chat" | "/api/generate" | "/api/embed") => gateway(422),
         // JSON instead of multipart: allowed callers reach the content-type check.
         ("POST", "/api/v1/projects/{project}/documents") => project_ingest(w, 415),
         ("GET", "/api/v1/projects/{project}/documents") => project_read(w),

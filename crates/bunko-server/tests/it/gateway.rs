@@ -83,21 +83,52 @@ fallbacks = ["fast"]
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_openai_sdk_works_against_bunko() {
+/// Whether python3 can import `module`; otherwise a printed reason (a failure in CI, where
+/// ./scripts/test installs it).
+fn python_module(module: &str) -> bool {
     if require_tool("python3").is_none() {
-        return;
+        return false;
     }
     let probe = std::process::Command::new("python3")
-        .args(["-c", "import openai"])
+        .args(["-c", &format!("import {module}")])
         .output()
         .unwrap();
     if !probe.status.success() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "the openai SDK is missing; ./scripts/test installs it"
+            "the {module} SDK is missing; ./scripts/test installs it"
         );
-        eprintln!("SKIPPED: the openai Python SDK is not installed (./scripts/test installs it)");
+        eprintln!("SKIPPED: the {module} Python SDK is not installed (./scripts/test installs it)");
+        return false;
+    }
+    true
+}
+
+/// Runs one SDK script against the server; it prints `ALL OK` when every check passed.
+async fn run_sdk(s: &Server, script: &'static str) {
+    let token = s.token();
+    let url = format!("http://{}", s.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR")))
+            .env("BUNKO_URL", url)
+            .env("BUNKO_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "{script}:\n{stdout}\n{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_ollama_sdk_works_against_bunko() {
+    if !python_module("ollama") {
         return;
     }
     let upstream = stand_in().await;
@@ -109,27 +140,24 @@ async fn the_official_openai_sdk_works_against_bunko() {
         &[],
         &[("BUNKO__LOCAL__EMBEDDER", "none")],
     );
-    let token = s.token();
-    let url = format!("http://{}", s.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/sdk/openai_client.py"
-            ))
-            .env("BUNKO_URL", url)
-            .env("BUNKO_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ALL OK"),
-        "{stdout}\n{}",
-        text(&out.stderr)
+    run_sdk(&s, "ollama_client.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_works_against_bunko() {
+    if !python_module("openai") {
+        return;
+    }
+    let upstream = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bunko.toml"), config(&upstream)).unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &dir.path().join("data"),
+        &[],
+        &[("BUNKO__LOCAL__EMBEDDER", "none")],
     );
+    run_sdk(&s, "openai_client.py").await;
 
     // Metrics: requests, tokens and cost by alias; the upstream's key never in the logs.
     let metrics = client()
