@@ -28,6 +28,7 @@ pub struct Metrics {
     pub llm_cache: IntCounterVec,
     pub gateway_overhead: prometheus::Histogram,
     pub llm_breaker: IntGaugeVec,
+    pub llm_quota: IntCounterVec,
 }
 
 /// Gateway overhead buckets: 10 µs to 50 ms.
@@ -201,6 +202,14 @@ impl Metrics {
             &["provider"],
         )
         .expect("metric");
+        let llm_quota = IntCounterVec::new(
+            Opts::new(
+                "bunko_llm_quota_events_total",
+                "Gateway calls that passed a quota's soft limit (warning) or were refused (exceeded).",
+            ),
+            &["event"],
+        )
+        .expect("metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "bunko_build_info",
@@ -230,6 +239,7 @@ impl Metrics {
             Box::new(llm_cache.clone()),
             Box::new(gateway_overhead.clone()),
             Box::new(llm_breaker.clone()),
+            Box::new(llm_quota.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -256,6 +266,7 @@ impl Metrics {
             llm_cache,
             gateway_overhead,
             llm_breaker,
+            llm_quota,
         }
     }
 

@@ -190,6 +190,7 @@ pub trait MetaStore:
     + ApiKeyQueries
     + AuditQueries
     + crate::documents::DocumentQueries
+    + UsageQueries
 {
     /// A cheap round trip; used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
@@ -375,4 +376,75 @@ pub trait AuditQueries: Send + Sync {
     ) -> StoreResult<Page<AuditRecord>>;
     /// Deletes records older than the cutoff (the only deletion the log allows).
     async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64>;
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway's usage ledger
+
+/// One model call, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    pub at_ms: i64,
+    pub user_id: Uuid,
+    pub key_id: Option<Uuid>,
+    pub project_id: Option<Uuid>,
+    /// `openai`, `stream`, `ollama.chat`, …
+    pub api: String,
+    /// The model alias.
+    pub model: String,
+    pub provider: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Counted by bunko because the upstream reported none.
+    pub estimated: bool,
+    pub cost_usd: f64,
+    pub duration_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    User,
+    Key,
+    Project,
+    Model,
+}
+
+impl UsageGroup {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "key" => Some(Self::Key),
+            "project" => Some(Self::Project),
+            "model" => Some(Self::Model),
+            _ => None,
+        }
+    }
+}
+
+/// Totals for one group in a time range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageTotal {
+    /// The user / key / project id or the model alias (`""` for calls without a key/project).
+    pub group: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub errors: u64,
+}
+
+#[async_trait]
+pub trait UsageQueries: Send + Sync {
+    /// Appends a batch in one transaction.
+    async fn append_usage(&self, batch: &[UsageRecord]) -> StoreResult<()>;
+    /// Totals per group for `from_ms <= at < to_ms`, optionally only one user's calls.
+    async fn usage_totals(
+        &self,
+        group: UsageGroup,
+        from_ms: i64,
+        to_ms: i64,
+        user: Option<Uuid>,
+    ) -> StoreResult<Vec<UsageTotal>>;
 }

@@ -431,7 +431,8 @@ impl Runtime {
         });
         start_vector_half(&config, &vector);
         let gateway = Arc::new(
-            crate::gateway::GatewayService::new(&config, metrics.clone())
+            crate::gateway::GatewayService::start(&config, metrics.clone(), store.clone(), &tasks)
+                .await
                 .map_err(|e| CliError::failure(format!("gateway: {e}")))?,
         );
         let state = AppState(Arc::new(Inner {

@@ -3,11 +3,15 @@
 //! Ollama-compatible routes are thin translations onto this.
 
 use crate::http::ApiError;
+use crate::quota::{Now, Quotas, Subjects};
 use bunko_core::Code;
 use bunko_core::config::Config;
+use bunko_core::config::QuotaScope;
 use bunko_core::identity::{Credential, Principal};
 use bunko_core::llm::{ChatRequest, ChatResponse, ProviderErrorKind, Usage, estimate_tokens};
 use bunko_core::metrics::Metrics;
+use bunko_core::ports::{MetaStore, UsageGroup, UsageRecord};
+use bunko_core::tasks::Tasks;
 use bunko_llm::gateway::{Gateway, GatewayError, Served};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -18,6 +22,10 @@ pub struct GatewayService {
     pub router: Gateway,
     metrics: Arc<Metrics>,
     cache: ResponseCache,
+    pub quotas: Quotas,
+    /// To the ledger writer (bounded: a full queue drops the row with a warning, it never
+    /// blocks a request).
+    ledger: tokio::sync::mpsc::Sender<UsageRecord>,
     /// The embedded embedder's name (`local.embedder`), served by `/v1/embeddings` too.
     pub embedder: String,
 }
@@ -58,7 +66,55 @@ pub struct Call<'a> {
 }
 
 impl GatewayService {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, String> {
+    /// The router, and the ledger writer on `tasks` (it drains at shutdown). Quota budgets
+    /// start from the ledger's totals for today and this month.
+    pub async fn start(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn MetaStore>,
+        tasks: &Tasks,
+    ) -> Result<Self, String> {
+        let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+        let service = Self::new(config, metrics, tx)?;
+        if !service.quotas.is_empty() {
+            let now = Now::current();
+            for (scope, group) in [
+                (QuotaScope::User, UsageGroup::User),
+                (QuotaScope::Key, UsageGroup::Key),
+                (QuotaScope::Project, UsageGroup::Project),
+            ] {
+                let day = store
+                    .usage_totals(group, now.day_start(), i64::MAX, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let month = store
+                    .usage_totals(group, now.month_start(), i64::MAX, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for t in &month {
+                    if t.group.is_empty() {
+                        continue;
+                    }
+                    let tokens = day
+                        .iter()
+                        .find(|d| d.group == t.group)
+                        .map_or(0, |d| d.input_tokens + d.output_tokens);
+                    service
+                        .quotas
+                        .seed(scope, &t.group, tokens, t.cost_usd, now);
+                }
+            }
+        }
+        let flush = Duration::from_millis(config.gateway.ledger_flush_ms.max(10));
+        tasks.spawn(write_ledger(rx, store, flush, tasks.shutdown_token()));
+        Ok(service)
+    }
+
+    fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        ledger: tokio::sync::mpsc::Sender<UsageRecord>,
+    ) -> Result<Self, String> {
         let router = Gateway::new(config)?;
         for (name, slot) in router.slots() {
             metrics
@@ -74,7 +130,29 @@ impl GatewayService {
                 Duration::from_secs(config.gateway.cache_ttl_secs),
             ),
             embedder: config.local.embedder.clone(),
+            quotas: Quotas::new(config.gateway.quotas.clone()),
+            ledger,
         })
+    }
+
+    /// Before a call: the caller's quotas. `Ok` carries the soft-limit warning header value.
+    pub fn admit(&self, principal: &Principal) -> Result<Option<String>, ApiError> {
+        match self.quotas.admit(&Subjects::of(principal), Now::current()) {
+            Ok(w) if w.is_empty() => Ok(None),
+            Ok(w) => {
+                self.metrics.llm_quota.with_label_values(&["warning"]).inc();
+                Ok(Some(w.join(", ")))
+            }
+            Err(e) => {
+                self.metrics
+                    .llm_quota
+                    .with_label_values(&["exceeded"])
+                    .inc();
+                let mut err = ApiError::new(Code::QuotaExceeded, e.message);
+                err.0.retry_after_secs = Some(e.retry_after_secs);
+                Err(err)
+            }
+        }
     }
 
     /// The stable error for a gateway failure (in the caller's API shape, by the middleware).
@@ -152,10 +230,46 @@ impl GatewayService {
                 .with_label_values(&[name])
                 .set(slot.breaker_state() as i64);
         }
-        let key = match &c.principal.credential {
-            Credential::ApiKey { key_id, .. } => Some(key_id.to_string()),
-            Credential::Session { .. } => None,
+        let (key, project) = match &c.principal.credential {
+            Credential::ApiKey {
+                key_id, project_id, ..
+            } => (Some(*key_id), *project_id),
+            Credential::Session { .. } => (None, None),
         };
+        if c.outcome != Outcome::Cached {
+            self.quotas.charge(
+                &Subjects::of(c.principal),
+                usage.input_tokens + usage.output_tokens,
+                cost,
+                Now::current(),
+            );
+        }
+        let record = UsageRecord {
+            at_ms: bunko_core::ids::now_ms(),
+            user_id: c.principal.user_id,
+            key_id: key,
+            project_id: project,
+            api: c.api.to_owned(),
+            model: model.clone(),
+            provider: provider.to_owned(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            estimated: c.usage.is_none(),
+            cost_usd: if c.outcome == Outcome::Cached {
+                0.0
+            } else {
+                cost
+            },
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            ttft_ms: c
+                .first_token
+                .map(|t| t.duration_since(c.started).as_secs_f64() * 1000.0),
+            outcome: c.outcome.as_str().to_owned(),
+        };
+        if self.ledger.try_send(record).is_err() {
+            tracing::warn!("the usage ledger queue is full; a call was not recorded");
+        }
+        let key = key.map(|k| k.to_string());
         tracing::info!(
             api = c.api,
             model = %model,
@@ -264,5 +378,51 @@ impl ResponseCache {
             }
         }
         m.insert(key, (Instant::now(), r));
+    }
+}
+
+/// Writes the ledger in batches: every `flush`, or at 1,000 rows, and what is left at shutdown.
+async fn write_ledger(
+    mut rx: tokio::sync::mpsc::Receiver<UsageRecord>,
+    store: Arc<dyn MetaStore>,
+    flush: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut batch: Vec<UsageRecord> = Vec::new();
+    let mut tick = tokio::time::interval(flush);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            got = rx.recv() => match got {
+                Some(r) => {
+                    batch.push(r);
+                    if batch.len() < 1000 {
+                        continue;
+                    }
+                    false
+                }
+                None => true,
+            },
+            _ = tick.tick() => false,
+        };
+        if stopping {
+            while let Ok(r) = rx.try_recv() {
+                batch.push(r);
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.append_usage(&batch).await {
+                tracing::warn!(error = %e, rows = batch.len(), "writing the usage ledger failed; retrying with the next batch");
+                if batch.len() > 100_000 {
+                    batch.clear();
+                }
+            } else {
+                batch.clear();
+            }
+        }
+        if stopping {
+            return;
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod embedder;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
+pub mod quota;
 pub mod routes;
 pub mod sample;
 pub mod telemetry;

@@ -46,7 +46,7 @@ macro_rules! contract_tests {
             counts_by_queue_and_state, ping_works, users_are_unique_by_email_case_insensitively,
             memberships_scope_projects, refresh_tokens_rotate_and_reuse_revokes_the_session,
             api_keys_lookup_revoke_and_touch, audit_log_appends_filters_and_prunes_only_old_rows,
-            documents_dedupe_finish_atomically_and_cascade);
+            documents_dedupe_finish_atomically_and_cascade, usage_ledger_appends_and_totals);
     };
     (@each $make:expr; $($name:ident),+) => {
         $(
@@ -926,4 +926,66 @@ pub async fn documents_dedupe_finish_atomically_and_cascade(s: Store) {
     // Deleting the project takes its documents.
     s.delete_project(p.id).await.unwrap();
     assert!(s.get_document(b.id).await.unwrap().is_none());
+}
+
+pub async fn usage_ledger_appends_and_totals(s: Store) {
+    use bunko_core::ports::{UsageGroup, UsageRecord};
+    let (u1, u2, key) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let rec = |at_ms: i64, user, model: &str, out: u64, outcome: &str| UsageRecord {
+        at_ms,
+        user_id: user,
+        key_id: (user == u1).then_some(key),
+        project_id: None,
+        api: "openai".into(),
+        model: model.into(),
+        provider: "p".into(),
+        input_tokens: 10,
+        output_tokens: out,
+        estimated: false,
+        cost_usd: out as f64 * 0.001,
+        duration_ms: 5.0,
+        ttft_ms: Some(1.0),
+        outcome: outcome.into(),
+    };
+    s.append_usage(&[
+        rec(1_000, u1, "fast", 100, "ok"),
+        rec(2_000, u1, "fast", 50, "ok"),
+        rec(3_000, u2, "slow", 7, "error"),
+        rec(9_000, u1, "fast", 1, "ok"),
+    ])
+    .await
+    .unwrap();
+    s.append_usage(&[]).await.unwrap();
+    let by_model = s
+        .usage_totals(UsageGroup::Model, 0, 5_000, None)
+        .await
+        .unwrap();
+    assert_eq!(by_model.len(), 2);
+    let fast = by_model.iter().find(|t| t.group == "fast").unwrap();
+    assert_eq!(
+        (fast.requests, fast.input_tokens, fast.output_tokens),
+        (2, 20, 150)
+    );
+    assert!((fast.cost_usd - 0.15).abs() < 1e-9);
+    let slow = by_model.iter().find(|t| t.group == "slow").unwrap();
+    assert_eq!(slow.errors, 1);
+    // One user's own calls only; the range's end is exclusive.
+    let mine = s
+        .usage_totals(UsageGroup::Key, 0, 9_000, Some(u1))
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        (mine[0].group.as_str(), mine[0].requests),
+        (key.to_string().as_str(), 2)
+    );
+    let by_user = s
+        .usage_totals(UsageGroup::User, 0, 10_000, None)
+        .await
+        .unwrap();
+    assert_eq!(by_user.len(), 2);
 }

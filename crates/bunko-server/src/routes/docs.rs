@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
         super::audit::list, super::search::get, super::search::post,
         super::documents::upload, super::documents::list, super::documents::show,
         super::documents::page, super::documents::original, super::documents::delete,
-        super::documents::reprocess,
+        super::documents::reprocess, super::usage::report,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         (name = "keys", description = "API keys for programs"),
         (name = "audit", description = "Security events (administrators)"),
         (name = "documents", description = "Upload, extraction (PDF text layer, OCR), pages, originals"),
+        (name = "gateway", description = "The LLM gateway's usage ledger (the OpenAI- and Ollama-compatible APIs are under /v1 and /api)"),
         (name = "search", description = "Hybrid search: BM25 keyword half + embedding vector half, fused by reciprocal rank"),
     )
 )]

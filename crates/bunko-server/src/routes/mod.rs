@@ -12,6 +12,7 @@ mod ollama;
 mod openai;
 mod projects;
 pub mod search;
+mod usage;
 mod users;
 
 use crate::app::AppState;
@@ -121,6 +122,7 @@ fn table() -> Table {
             "/api/v1/documents/{id}/reprocess",
             documents::reprocess,
         )
+        .add(M::GET, "/api/v1/usage", usage::report)
         .add(M::GET, "/v1/models", openai::models)
         .add(M::POST, "/v1/chat/completions", openai::chat_completions)
         .add(M::POST, "/v1/embeddings", openai::embeddings)

@@ -3,7 +3,7 @@
 //! `POST /api/embed`, over the same gateway as the OpenAI-compatible API. Errors are Ollama's
 //! `{"error": "…"}` (written by the request middleware for these paths).
 
-use super::openai::{LiveStream, embed_texts, to_messages};
+use super::openai::{LiveStream, embed_texts, to_messages, with_warning};
 use crate::app::AppState;
 use crate::gateway::{Call, GatewayService, Outcome};
 use crate::http::auth::{GatewayScope, Scoped};
@@ -226,6 +226,19 @@ async fn generate_or_chat(
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let req = body.request(generate)?;
+    let warning = state.gateway.admit(&principal)?;
+    let res = answer(state, principal, body, req, generate, started).await?;
+    Ok(with_warning(res, warning))
+}
+
+async fn answer(
+    state: AppState,
+    principal: bunko_core::identity::Principal,
+    mut body: GenBody,
+    req: ChatRequest,
+    generate: bool,
+    started: Instant,
+) -> ApiResult<Response> {
     let alias = std::mem::take(&mut body.model);
     let prompt: String = req.messages.iter().map(|m| m.content.as_str()).collect();
     let gw = &state.gateway;
@@ -392,20 +405,23 @@ pub struct EmbedBody {
 
 pub async fn embed(
     State(state): State<AppState>,
-    Scoped(_, _): Scoped<GatewayScope>,
+    Scoped(principal, _): Scoped<GatewayScope>,
     Json(body): Json<EmbedBody>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let started = Instant::now();
     let input = match body.input {
         EmbedInput::One(s) => vec![s],
         EmbedInput::Many(v) => v,
     };
-    let (vecs, tokens) = embed_texts(&state, &body.model, input).await?;
-    Ok(axum::Json(json!({
+    let (vecs, tokens, warning) =
+        embed_texts(&state, &principal, "ollama.embed", &body.model, input).await?;
+    let res = axum::Json(json!({
         "model": body.model,
         "embeddings": vecs,
         "total_duration": started.elapsed().as_nanos() as u64,
         "load_duration": 0,
         "prompt_eval_count": tokens,
-    })))
+    }))
+    .into_response();
+    Ok(with_warning(res, warning))
 }

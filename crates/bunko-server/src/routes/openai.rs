@@ -189,6 +189,29 @@ pub async fn chat_completions(
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let req = body.request()?;
+    let warning = state.gateway.admit(&principal)?;
+    let res = chat_completions_inner(&state, principal, &headers, body, req, started).await?;
+    Ok(with_warning(res, warning))
+}
+
+/// Adds the soft-limit warning, when a quota passed one.
+pub fn with_warning(mut res: Response, warning: Option<String>) -> Response {
+    if let Some(w) = warning
+        && let Ok(v) = HeaderValue::from_str(&w)
+    {
+        res.headers_mut().insert("x-bunko-quota-warning", v);
+    }
+    res
+}
+
+async fn chat_completions_inner(
+    state: &AppState,
+    principal: Principal,
+    headers: &HeaderMap,
+    mut body: ChatBody,
+    req: ChatRequest,
+    started: Instant,
+) -> ApiResult<Response> {
     let alias = std::mem::take(&mut body.model);
     let prompt: String = req.messages.iter().map(|m| m.content.as_str()).collect();
     let gw = &state.gateway;
@@ -227,7 +250,7 @@ pub async fn chat_completions(
         };
         return Ok(sse_response(openai_sse(stream, live, id, include_usage)));
     }
-    let nc = no_cache(&headers);
+    let nc = no_cache(headers);
     if let Some(r) = gw.cached(&alias, &req, nc) {
         gw.account(Call {
             principal: &principal,
@@ -471,15 +494,52 @@ pub struct EmbeddingsBody {
 /// Embeds with the embedded embedder (its name as the model) or an upstream alias.
 pub async fn embed_texts(
     state: &AppState,
+    principal: &Principal,
+    api: &'static str,
     model: &str,
     input: Vec<String>,
-) -> ApiResult<(Vec<Vec<f32>>, u64)> {
+) -> ApiResult<(Vec<Vec<f32>>, u64, Option<String>)> {
     if input.is_empty() || input.len() > 2048 {
         return Err(ApiError::new(
             Code::InvalidInput,
             "input: between 1 and 2048 texts",
         ));
     }
+    let warning = state.gateway.admit(principal)?;
+    let started = Instant::now();
+    let text: String = input.concat();
+    let result = embed_uncounted(state, model, input).await;
+    let (usage, outcome) = match &result {
+        Ok((_, tokens)) => (
+            Some(Usage {
+                input_tokens: *tokens,
+                output_tokens: 0,
+            }),
+            Outcome::Ok,
+        ),
+        Err(_) => (None, Outcome::Error),
+    };
+    state.gateway.account(Call {
+        principal,
+        api,
+        alias: model,
+        served: None,
+        usage,
+        prompt_chars: &text,
+        answer: "",
+        outcome,
+        started,
+        first_token: None,
+    });
+    let (vecs, tokens) = result?;
+    Ok((vecs, tokens, warning))
+}
+
+async fn embed_uncounted(
+    state: &AppState,
+    model: &str,
+    input: Vec<String>,
+) -> ApiResult<(Vec<Vec<f32>>, u64)> {
     if model == state.gateway.embedder && model != "none" {
         let state2 = state.clone();
         let texts = input.clone();
@@ -515,23 +575,26 @@ pub async fn embed_texts(
 
 pub async fn embeddings(
     State(state): State<AppState>,
-    Scoped(_, _): Scoped<GatewayScope>,
+    Scoped(principal, _): Scoped<GatewayScope>,
     Json(body): Json<EmbeddingsBody>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let input = match body.input {
         Input::One(s) => vec![s],
         Input::Many(v) => v,
     };
-    let (vecs, tokens) = embed_texts(&state, &body.model, input).await?;
+    let (vecs, tokens, warning) =
+        embed_texts(&state, &principal, "openai.embeddings", &body.model, input).await?;
     let data: Vec<Value> = vecs
         .into_iter()
         .enumerate()
         .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
         .collect();
-    Ok(axum::Json(json!({
+    let res = axum::Json(json!({
         "object": "list",
         "data": data,
         "model": body.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    }))
+    .into_response();
+    Ok(with_warning(res, warning))
 }

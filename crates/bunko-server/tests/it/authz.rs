@@ -130,6 +130,7 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
             _ => S(if method == Method::GET { 400 } else { 422 }),
         },
         // The gateway: the `gateway` scope, any project. An invalid body reaches validation.
+        ("GET", "/api/v1/usage") => authed(200),
         ("GET", "/v1/models") => gateway(200),
         ("POST", "/v1/chat/completions" | "/v1/embeddings") => gateway(422),
         ("GET", "/api/tags" | "/api/version") => gateway(200),

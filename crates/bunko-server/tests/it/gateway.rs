@@ -252,3 +252,105 @@ async fn openai_paths_answer_errors_in_openai_shape() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
 }
+
+/// Quotas: a soft limit warns in a header, a used-up budget refuses with 429 `quota_exceeded`
+/// and Retry-After; a stream that crosses the budget finishes and the next call is refused.
+/// Every call lands in the usage ledger, which /api/v1/usage totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_warn_then_refuse_and_the_ledger_totals_every_call() {
+    let upstream = stand_in().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{}\n[gateway]\nledger_flush_ms = 50\n\n[[gateway.quotas]]\nscope = \"user\"\nid = \"*\"\ntokens_per_day = 20\nrequests_per_min = 100\nsoft_ratio = 0.5\n",
+        config(&upstream)
+    );
+    std::fs::write(dir.path().join("bunko.toml"), cfg).unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &dir.path().join("data"),
+        &[],
+        &[("BUNKO__LOCAL__EMBEDDER", "none")],
+    );
+    let c = client();
+    let token = s.token();
+    let ask = |stream: bool| {
+        c.post(s.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "model": "fast", "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}],
+            }))
+            .send()
+    };
+    // 1: a stream (9 + 3 tokens upstream) — under every limit, finishes whole.
+    let r = ask(true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-bunko-quota-warning").is_none());
+    let body = r.text().await.unwrap();
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    // 2: 12 of 20 tokens used (≥ the soft 50 %): answered, with a warning.
+    let r = ask(false).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let warning = r.headers()["x-bunko-quota-warning"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(warning.contains("user:tokens_per_day:60%"), "{warning}");
+    // 3: 41 tokens used: refused until the UTC day ends.
+    let r = ask(false).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_401).contains(&retry), "{retry}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "quota_exceeded", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens_per_day")
+    );
+
+    // The ledger (written in batches every 50 ms) has both answered calls.
+    let mut report = serde_json::Value::Null;
+    for _ in 0..50 {
+        report = c
+            .get(s.url("/api/v1/usage?group_by=model"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if report["totals"][0]["requests"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = &report["totals"][0];
+    assert_eq!(row["group"], "fast", "{report}");
+    assert_eq!(row["requests"], 2, "{report}");
+    assert_eq!(row["input_tokens"], 9 + 19);
+    assert_eq!(row["output_tokens"], 3 + 10);
+    let cost = row["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (28.0 * 0.15 + 13.0 * 0.60) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert_eq!(report["visibility"], "all");
+    let bad = c
+        .get(s.url("/api/v1/usage?group_by=colour"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+}

@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "documents",
         include_str!("../../migrations/sqlite/0003_documents.sql"),
     ),
+    (
+        4,
+        "usage",
+        include_str!("../../migrations/sqlite/0004_usage.sql"),
+    ),
 ];
 
 /// Must equal [`APPLICATION_ID`] (checked by a test).

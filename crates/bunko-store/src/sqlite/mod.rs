@@ -7,6 +7,7 @@ mod identity;
 mod jobs;
 mod migrate;
 mod projects;
+mod usage;
 
 use crate::OpenError;
 use async_trait::async_trait;

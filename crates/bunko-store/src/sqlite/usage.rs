@@ -1,0 +1,91 @@
+use super::{SqliteStore, db_err};
+use async_trait::async_trait;
+use bunko_core::ports::{StoreResult, UsageGroup, UsageQueries, UsageRecord, UsageTotal};
+use sqlx::Row;
+use uuid::Uuid;
+
+#[async_trait]
+impl UsageQueries for SqliteStore {
+    async fn append_usage(&self, batch: &[UsageRecord]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        for r in batch {
+            sqlx::query(
+                "INSERT INTO usage_ledger (at, user_id, key_id, project_id, api, model, provider,
+                    input_tokens, output_tokens, estimated, cost_usd, duration_ms, ttft_ms, outcome)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.at_ms)
+            .bind(r.user_id.to_string())
+            .bind(r.key_id.map(|k| k.to_string()))
+            .bind(r.project_id.map(|p| p.to_string()))
+            .bind(&r.api)
+            .bind(&r.model)
+            .bind(&r.provider)
+            .bind(i64::try_from(r.input_tokens).unwrap_or(i64::MAX))
+            .bind(i64::try_from(r.output_tokens).unwrap_or(i64::MAX))
+            .bind(i64::from(r.estimated))
+            .bind(r.cost_usd.max(0.0))
+            .bind(r.duration_ms)
+            .bind(r.ttft_ms)
+            .bind(&r.outcome)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn usage_totals(
+        &self,
+        group: UsageGroup,
+        from_ms: i64,
+        to_ms: i64,
+        user: Option<Uuid>,
+    ) -> StoreResult<Vec<UsageTotal>> {
+        // The column is chosen from a closed set, never from input.
+        let col = match group {
+            UsageGroup::User => "user_id",
+            UsageGroup::Key => "COALESCE(key_id, '')",
+            UsageGroup::Project => "COALESCE(project_id, '')",
+            UsageGroup::Model => "model",
+        };
+        let by_user = if user.is_some() {
+            "AND user_id = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {col} AS g, count(*) AS requests, COALESCE(sum(input_tokens), 0) AS input,
+                    COALESCE(sum(output_tokens), 0) AS output, COALESCE(sum(cost_usd), 0.0) AS cost,
+                    COALESCE(sum(outcome = 'error'), 0) AS errors
+             FROM usage_ledger WHERE at >= ? AND at < ? {by_user}
+             GROUP BY g ORDER BY cost DESC, requests DESC"
+        );
+        // Audited: `col` and `by_user` are literals chosen above.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_ms)
+            .bind(to_ms);
+        if let Some(u) = user {
+            q = q.bind(u.to_string());
+        }
+        let rows = q.fetch_all(&self.reader).await.map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let n = |c: &str| -> StoreResult<u64> {
+                    Ok(u64::try_from(r.try_get::<i64, _>(c).map_err(db_err)?).unwrap_or(0))
+                };
+                Ok(UsageTotal {
+                    group: r.try_get("g").map_err(db_err)?,
+                    requests: n("requests")?,
+                    input_tokens: n("input")?,
+                    output_tokens: n("output")?,
+                    cost_usd: r.try_get("cost").map_err(db_err)?,
+                    errors: n("errors")?,
+                })
+            })
+            .collect()
+    }
+}
