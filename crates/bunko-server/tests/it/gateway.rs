@@ -354,3 +354,101 @@ async fn quotas_warn_then_refuse_and_the_ledger_totals_every_call() {
         "application/problem+json"
     );
 }
+
+/// A client that goes away mid-stream cancels the upstream call (its connection is closed),
+/// and the call is counted as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_disconnect_cancels_the_upstream_stream() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Closed(Arc<AtomicBool>);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = closed.clone();
+    // An upstream that sends one chunk every 100 ms for a minute.
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(move || {
+            let flag = flag.clone();
+            async move {
+                let guard = Closed(flag);
+                let chunks = futures_util::stream::unfold((0u32, guard), |(i, g)| async move {
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if i >= 600 {
+                        return None;
+                    }
+                    let line = format!(
+                        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}},\"finish_reason\":null}}]}}\n\n"
+                    );
+                    Some((Ok::<_, std::convert::Infallible>(line), (i + 1, g)))
+                });
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .body(Body::from_stream(chunks))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bunko.toml"), config(&upstream)).unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &dir.path().join("data"),
+        &[],
+        &[("BUNKO__LOCAL__EMBEDDER", "none")],
+    );
+    let token = s.token();
+    let mut r = client()
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "model": "fast", "stream": true,
+            "messages": [{"role": "user", "content": "count"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: "));
+    assert!(!closed.load(Ordering::SeqCst));
+    drop(r);
+    let mut waited = 0;
+    while !closed.load(Ordering::SeqCst) && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert!(
+        closed.load(Ordering::SeqCst),
+        "the upstream stream was still open 5 s after the client left"
+    );
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"bunko_llm_requests_total{model="fast",outcome="cancelled",provider="lab"} 1"#
+        ),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("bunko_llm_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
