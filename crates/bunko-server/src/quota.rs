@@ -287,6 +287,7 @@ mod tests {
     fn requests_per_minute_reset_with_the_minute() {
         let mut r = rule(QuotaScope::User, "ada@example.org");
         r.requests_per_min = Some(2);
+        r.soft_ratio = 0.5;
         let q = Quotas::new(vec![r]);
         let t = Now { ms: 120_000 };
         assert!(q.admit(&who(), t).unwrap().is_empty());

@@ -179,7 +179,7 @@ fn bad_evaluation_input_is_a_usage_error() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = bunko(
         dir.path(),
-        &["eval", "retrieval", "--dataset", d, "--analyzer", "morph"],
+        &["eval", "retrieval", "--dataset", d, "--analyzer", "mecab"],
     );
     assert_eq!(out.status.code(), Some(2), "unknown analyzer");
     let out = bunko(
