@@ -266,7 +266,7 @@ impl Gateway {
         &self,
         a: &ModelAlias,
         attempts: &mut u32,
-        call: F,
+        call: &F,
     ) -> Result<(T, Arc<Slot>, OwnedSemaphorePermit), ProviderError>
     where
         F: Fn(Arc<Slot>, String) -> Fut,
@@ -316,12 +316,18 @@ impl Gateway {
         }
     }
 
-    /// A whole answer from the alias or one of its fallbacks.
-    pub async fn chat(
+    /// Tries the alias and then its fallbacks with `call` until one serves: the value, the
+    /// slot and permit it holds, and who served.
+    async fn serve<T, F, Fut>(
         &self,
         alias: &str,
         req: &ChatRequest,
-    ) -> Result<(ChatResponse, Served), GatewayError> {
+        call: F,
+    ) -> Result<(T, Arc<Slot>, OwnedSemaphorePermit, Served), GatewayError>
+    where
+        F: Fn(Arc<Slot>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
         let chain = self.chain(alias)?;
         Self::check_context(chain[0], req)?;
         let mut attempts = 0;
@@ -331,25 +337,16 @@ impl Gateway {
             if Self::check_context(a, req).is_err() {
                 continue;
             }
-            let r = self
-                .attempt(a, &mut attempts, |slot, model| {
-                    let req = req.clone();
-                    async move { slot.provider.chat(&model, &req).await }
-                })
-                .await;
-            match r {
-                Ok((resp, slot, _permit)) => {
-                    slot.record(Ok(()));
-                    return Ok((
-                        resp,
-                        Served {
-                            alias: a.clone(),
-                            provider: slot.provider.name().to_owned(),
-                            kind: slot.provider.config.kind,
-                            attempts,
-                            fell_back_from: failed,
-                        },
-                    ));
+            match self.attempt(a, &mut attempts, &call).await {
+                Ok((v, slot, permit)) => {
+                    let served = Served {
+                        alias: a.clone(),
+                        provider: slot.provider.name().to_owned(),
+                        kind: slot.provider.config.kind,
+                        attempts,
+                        fell_back_from: failed,
+                    };
+                    return Ok((v, slot, permit, served));
                 }
                 Err(e) => {
                     tracing::warn!(alias = %a.alias, provider = %e.provider, error = %e.message, "model failed");
@@ -371,6 +368,22 @@ impl Gateway {
         })))
     }
 
+    /// A whole answer from the alias or one of its fallbacks.
+    pub async fn chat(
+        &self,
+        alias: &str,
+        req: &ChatRequest,
+    ) -> Result<(ChatResponse, Served), GatewayError> {
+        let (resp, slot, _permit, served) = self
+            .serve(alias, req, |slot, model| {
+                let req = req.clone();
+                async move { slot.provider.chat(&model, &req).await }
+            })
+            .await?;
+        slot.record(Ok(()));
+        Ok((resp, served))
+    }
+
     /// A streamed answer from the alias or one of its fallbacks, committed once its first event
     /// arrived.
     pub async fn chat_stream(
@@ -378,77 +391,40 @@ impl Gateway {
         alias: &str,
         req: &ChatRequest,
     ) -> Result<(GatewayStream, Served), GatewayError> {
-        let chain = self.chain(alias)?;
-        Self::check_context(chain[0], req)?;
-        let mut attempts = 0;
-        let mut failed = Vec::new();
-        let mut last = None;
-        for a in chain {
-            if Self::check_context(a, req).is_err() {
-                continue;
-            }
-            let started = Instant::now();
-            let r = self
-                .attempt(a, &mut attempts, |slot, model| {
-                    let req = req.clone();
-                    async move {
-                        let mut s = slot.provider.chat_stream(&model, &req).await?;
-                        match s.next().await {
-                            Some(Ok(first)) => Ok((s, first)),
-                            Some(Err(e)) => Err(e),
-                            None => Err(ProviderError::new(
-                                ProviderErrorKind::BadResponse,
-                                slot.provider.name(),
-                                "empty stream",
-                            )),
-                        }
-                    }
-                })
-                .await;
-            match r {
-                Ok(((stream, first), slot, permit)) => {
-                    let total = Duration::from_millis(slot.provider.config.total_timeout_ms);
-                    let served = Served {
-                        alias: a.clone(),
-                        provider: slot.provider.name().to_owned(),
-                        kind: slot.provider.config.kind,
-                        attempts,
-                        fell_back_from: failed,
-                    };
-                    let finished = matches!(first, ChatEvent::Done { .. });
-                    if finished {
-                        slot.record(Ok(()));
-                    }
-                    return Ok((
-                        GatewayStream {
-                            first: Some(first),
-                            stream,
-                            slot,
-                            _permit: permit,
-                            total_deadline: started + total,
-                            finished,
-                        },
-                        served,
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(alias = %a.alias, provider = %e.provider, error = %e.message, "model failed");
-                    let stop = !e.allows_fallback();
-                    failed.push(a.alias.clone());
-                    last = Some(e);
-                    if stop {
-                        break;
+        let started = Instant::now();
+        let ((stream, first), slot, permit, served) = self
+            .serve(alias, req, |slot, model| {
+                let req = req.clone();
+                async move {
+                    let mut s = slot.provider.chat_stream(&model, &req).await?;
+                    match s.next().await {
+                        Some(Ok(first)) => Ok((s, first)),
+                        Some(Err(e)) => Err(e),
+                        None => Err(ProviderError::new(
+                            ProviderErrorKind::BadResponse,
+                            slot.provider.name(),
+                            "empty stream",
+                        )),
                     }
                 }
-            }
+            })
+            .await?;
+        let total = Duration::from_millis(slot.provider.config.total_timeout_ms);
+        let finished = matches!(first, ChatEvent::Done { .. });
+        if finished {
+            slot.record(Ok(()));
         }
-        Err(GatewayError::Provider(last.unwrap_or_else(|| {
-            ProviderError::new(
-                ProviderErrorKind::Unavailable,
-                alias,
-                "no model could serve",
-            )
-        })))
+        Ok((
+            GatewayStream {
+                first: Some(first),
+                stream,
+                slot,
+                _permit: permit,
+                total_deadline: started + total,
+                finished,
+            },
+            served,
+        ))
     }
 
     /// Embeddings through an upstream alias.
@@ -462,7 +438,7 @@ impl Gateway {
             .ok_or_else(|| GatewayError::UnknownModel(alias.to_owned()))?;
         let mut attempts = 0;
         let (out, slot, _permit) = self
-            .attempt(a, &mut attempts, |slot, model| {
+            .attempt(a, &mut attempts, &|slot: Arc<Slot>, model: String| {
                 let input = input.to_vec();
                 async move { slot.provider.embed(&model, &input).await }
             })

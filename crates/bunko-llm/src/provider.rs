@@ -164,6 +164,20 @@ impl Provider {
         }
     }
 
+    /// A JSON answer, checked for its content type, size and syntax.
+    async fn json_body(&self, res: reqwest::Response) -> Result<Value, ProviderError> {
+        self.expect_type(&res, &["application/json"])?;
+        let body = read_limited(res, MAX_BODY)
+            .await
+            .map_err(|e| self.err(e.0, e.1))?;
+        serde_json::from_slice(&body).map_err(|e| {
+            self.err(
+                ProviderErrorKind::BadResponse,
+                format!("malformed JSON from upstream: {e}"),
+            )
+        })
+    }
+
     /// A whole answer.
     pub async fn chat(
         &self,
@@ -177,16 +191,7 @@ impl Provider {
                 &wire::chat_body(kind, model, req, false),
             )
             .await?;
-        self.expect_type(&res, &["application/json"])?;
-        let body = read_limited(res, MAX_BODY)
-            .await
-            .map_err(|e| self.err(e.0, e.1))?;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            self.err(
-                ProviderErrorKind::BadResponse,
-                format!("malformed JSON from upstream: {e}"),
-            )
-        })?;
+        let v = self.json_body(res).await?;
         wire::parse_chat(kind, &v).map_err(|m| self.err(ProviderErrorKind::BadResponse, m))
     }
 
@@ -236,16 +241,7 @@ impl Provider {
         }
         let (path, body) = wire::embed_request(kind, model, input);
         let res = self.post(path, &body).await?;
-        self.expect_type(&res, &["application/json"])?;
-        let body = read_limited(res, MAX_BODY)
-            .await
-            .map_err(|e| self.err(e.0, e.1))?;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            self.err(
-                ProviderErrorKind::BadResponse,
-                format!("malformed JSON from upstream: {e}"),
-            )
-        })?;
+        let v = self.json_body(res).await?;
         wire::parse_embed(kind, &v).map_err(|m| self.err(ProviderErrorKind::BadResponse, m))
     }
 }

@@ -65,6 +65,30 @@ pub struct Call<'a> {
     pub first_token: Option<Instant>,
 }
 
+impl<'a> Call<'a> {
+    /// A call that failed before an answer (the base the other outcomes are made from).
+    pub fn failed(
+        principal: &'a Principal,
+        api: &'static str,
+        alias: &'a str,
+        prompt_chars: &'a str,
+        started: Instant,
+    ) -> Self {
+        Self {
+            principal,
+            api,
+            alias,
+            served: None,
+            usage: None,
+            prompt_chars,
+            answer: "",
+            outcome: Outcome::Error,
+            started,
+            first_token: None,
+        }
+    }
+}
+
 impl GatewayService {
     /// The router, and the ledger writer on `tasks` (it drains at shutdown). Quota budgets
     /// start from the ledger's totals for today and this month.

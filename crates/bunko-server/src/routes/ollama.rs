@@ -248,18 +248,7 @@ async fn answer(
         "ollama.chat"
     };
     let fail = |e| {
-        gw.account(Call {
-            principal: &principal,
-            api,
-            alias: &alias,
-            served: None,
-            usage: None,
-            prompt_chars: &prompt,
-            answer: "",
-            outcome: Outcome::Error,
-            started,
-            first_token: None,
-        });
+        gw.account(Call::failed(&principal, api, &alias, &prompt, started));
         GatewayService::error(e)
     };
     if body.stream {
@@ -285,16 +274,11 @@ async fn answer(
     }
     let (r, served): (ChatResponse, _) = gw.router.chat(&alias, &req).await.map_err(fail)?;
     gw.account(Call {
-        principal: &principal,
-        api,
-        alias: &alias,
         served: Some(&served),
         usage: r.usage,
-        prompt_chars: &prompt,
         answer: &r.text,
         outcome: Outcome::Ok,
-        started,
-        first_token: None,
+        ..Call::failed(&principal, api, &alias, &prompt, started)
     });
     let usage = r.usage.unwrap_or_else(|| estimate(&prompt, &r.text));
     Ok(axum::Json(final_object(

@@ -221,18 +221,7 @@ async fn chat_completions_inner(
         let (stream, served) = match gw.router.chat_stream(&alias, &req).await {
             Ok(s) => s,
             Err(e) => {
-                gw.account(Call {
-                    principal: &principal,
-                    api: "openai",
-                    alias: &alias,
-                    served: None,
-                    usage: None,
-                    prompt_chars: &prompt,
-                    answer: "",
-                    outcome: Outcome::Error,
-                    started,
-                    first_token: None,
-                });
+                gw.account(Call::failed(&principal, "openai", &alias, &prompt, started));
                 return Err(GatewayService::error(e));
             }
         };
@@ -253,16 +242,10 @@ async fn chat_completions_inner(
     let nc = no_cache(headers);
     if let Some(r) = gw.cached(&alias, &req, nc) {
         gw.account(Call {
-            principal: &principal,
-            api: "openai",
-            alias: &alias,
-            served: None,
             usage: r.usage,
-            prompt_chars: &prompt,
             answer: &r.text,
             outcome: Outcome::Cached,
-            started,
-            first_token: None,
+            ..Call::failed(&principal, "openai", &alias, &prompt, started)
         });
         return Ok(chat_json(
             &id,
@@ -280,34 +263,18 @@ async fn chat_completions_inner(
         Ok((r, served)) => {
             gw.remember(&alias, &req, nc, &r);
             gw.account(Call {
-                principal: &principal,
-                api: "openai",
-                alias: &alias,
                 served: Some(&served),
                 usage: r.usage,
-                prompt_chars: &prompt,
                 answer: &r.text,
                 outcome: Outcome::Ok,
-                started,
-                first_token: None,
+                ..Call::failed(&principal, "openai", &alias, &prompt, started)
             });
             let res = chat_json(&id, &alias, &r.text, r.finish_reason, r.usage, &prompt);
             gw.overhead(started.elapsed(), upstream);
             Ok(res)
         }
         Err(e) => {
-            gw.account(Call {
-                principal: &principal,
-                api: "openai",
-                alias: &alias,
-                served: None,
-                usage: None,
-                prompt_chars: &prompt,
-                answer: "",
-                outcome: Outcome::Error,
-                started,
-                first_token: None,
-            });
+            gw.account(Call::failed(&principal, "openai", &alias, &prompt, started));
             Err(GatewayService::error(e))
         }
     }

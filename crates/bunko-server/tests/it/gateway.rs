@@ -48,6 +48,19 @@ async fn stand_in() -> String {
     url
 }
 
+/// `bunko serve` in a fresh directory with `bunko.toml` = `cfg` (no embedder).
+fn serve(cfg: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bunko.toml"), cfg).unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        &dir.path().join("data"),
+        &[],
+        &[("BUNKO__LOCAL__EMBEDDER", "none")],
+    );
+    (s, dir)
+}
+
 fn config(upstream: &str) -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
@@ -132,14 +145,7 @@ async fn the_official_ollama_sdk_works_against_bunko() {
         return;
     }
     let upstream = stand_in().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bunko.toml"), config(&upstream)).unwrap();
-    let s = Server::start_in(
-        dir.path(),
-        &dir.path().join("data"),
-        &[],
-        &[("BUNKO__LOCAL__EMBEDDER", "none")],
-    );
+    let (s, _dir) = serve(&config(&upstream));
     run_sdk(&s, "ollama_client.py").await;
 }
 
@@ -149,14 +155,7 @@ async fn the_official_openai_sdk_works_against_bunko() {
         return;
     }
     let upstream = stand_in().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bunko.toml"), config(&upstream)).unwrap();
-    let s = Server::start_in(
-        dir.path(),
-        &dir.path().join("data"),
-        &[],
-        &[("BUNKO__LOCAL__EMBEDDER", "none")],
-    );
+    let (s, _dir) = serve(&config(&upstream));
     run_sdk(&s, "openai_client.py").await;
 
     // Metrics: requests, tokens and cost by alias; the upstream's key never in the logs.
@@ -189,14 +188,7 @@ async fn the_official_openai_sdk_works_against_bunko() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_paths_answer_errors_in_openai_shape() {
     let upstream = stand_in().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bunko.toml"), config(&upstream)).unwrap();
-    let s = Server::start_in(
-        dir.path(),
-        &dir.path().join("data"),
-        &[],
-        &[("BUNKO__LOCAL__EMBEDDER", "none")],
-    );
+    let (s, _dir) = serve(&config(&upstream));
     let c = client();
     let r = c.get(s.url("/v1/models")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -399,14 +391,7 @@ async fn a_client_disconnect_cancels_the_upstream_stream() {
     let upstream = format!("http://{}", listener.local_addr().unwrap());
     #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bunko.toml"), config(&upstream)).unwrap();
-    let s = Server::start_in(
-        dir.path(),
-        &dir.path().join("data"),
-        &[],
-        &[("BUNKO__LOCAL__EMBEDDER", "none")],
-    );
+    let (s, _dir) = serve(&config(&upstream));
     let token = s.token();
     let mut r = client()
         .post(s.url("/v1/chat/completions"))
