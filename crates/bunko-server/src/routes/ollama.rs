@@ -253,18 +253,7 @@ async fn answer(
     };
     if body.stream {
         let (stream, served) = gw.router.chat_stream(&alias, &req).await.map_err(fail)?;
-        let live = LiveStream {
-            state: state.clone(),
-            principal,
-            alias,
-            served,
-            prompt,
-            answer: String::new(),
-            started,
-            first_token: Some(Instant::now()),
-            usage: None,
-            done: false,
-        };
+        let live = LiveStream::new(state.clone(), principal, alias, served, prompt, started);
         let mut res = Response::new(ndjson(stream, live, generate));
         res.headers_mut().insert(
             header::CONTENT_TYPE,

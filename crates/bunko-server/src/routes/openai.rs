@@ -225,18 +225,7 @@ async fn chat_completions_inner(
                 return Err(GatewayService::error(e));
             }
         };
-        let live = LiveStream {
-            state: state.clone(),
-            principal,
-            alias,
-            served,
-            prompt,
-            answer: String::new(),
-            started,
-            first_token: Some(Instant::now()),
-            usage: None,
-            done: false,
-        };
+        let live = LiveStream::new(state.clone(), principal, alias, served, prompt, started);
         return Ok(sse_response(openai_sse(stream, live, id, include_usage)));
     }
     let nc = no_cache(headers);
@@ -324,6 +313,29 @@ pub struct LiveStream {
 }
 
 impl LiveStream {
+    /// A stream whose first token has just arrived.
+    pub fn new(
+        state: AppState,
+        principal: Principal,
+        alias: String,
+        served: Served,
+        prompt: String,
+        started: Instant,
+    ) -> Self {
+        Self {
+            state,
+            principal,
+            alias,
+            served,
+            prompt,
+            answer: String::new(),
+            started,
+            first_token: Some(Instant::now()),
+            usage: None,
+            done: false,
+        }
+    }
+
     pub fn finish(&mut self, outcome: Outcome) {
         if self.done {
             return;
