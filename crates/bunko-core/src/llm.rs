@@ -83,6 +83,16 @@ pub struct Usage {
     pub output_tokens: u64,
 }
 
+impl Usage {
+    /// Counts bunko makes itself when an upstream reports none ([`estimate_tokens`]).
+    pub fn estimate(prompt: &str, answer: &str) -> Self {
+        Self {
+            input_tokens: estimate_tokens(prompt),
+            output_tokens: estimate_tokens(answer),
+        }
+    }
+}
+
 /// One event of a streamed answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {

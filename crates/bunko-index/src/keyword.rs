@@ -334,8 +334,8 @@ impl KeywordIndex {
         Ok(())
     }
 
-    /// The query's terms, from the analyzer registered on this index (the one its documents
-    /// were indexed with).
+    /// The query's distinct terms (sorted), from the analyzer registered on this index under
+    /// `analyzer` (the one its documents were indexed with).
     fn query_terms(&self, analyzer: &str, query: &str) -> Vec<String> {
         let Some(mut analyzer) = self.index.tokenizers().get(analyzer) else {
             return Vec::new();
@@ -345,6 +345,8 @@ impl KeywordIndex {
         while stream.advance() {
             out.push(stream.token().text.clone());
         }
+        out.sort();
+        out.dedup();
         out
     }
 
@@ -384,17 +386,13 @@ impl KeywordIndex {
         if documents.is_some_and(<[&str]>::is_empty) {
             return Ok(Vec::new());
         }
-        let mut terms = self.query_terms(MULTI, query);
-        terms.sort();
-        terms.dedup();
+        let terms = self.query_terms(MULTI, query);
         // Japanese words, when the query has Japanese and the index a dictionary.
-        let mut words = if self.morph.is_some() && query.chars().any(is_cjk) {
+        let words = if self.morph.is_some() && query.chars().any(is_cjk) {
             self.query_terms(MORPH, query)
         } else {
             Vec::new()
         };
-        words.sort();
-        words.dedup();
         if (terms.is_empty() && words.is_empty()) || projects.is_empty() || k == 0 {
             return Ok(Vec::new());
         }

@@ -178,6 +178,21 @@ impl Provider {
         })
     }
 
+    /// Sends a chat request in the provider's format.
+    async fn post_chat(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+        stream: bool,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let kind = self.config.kind;
+        self.post(
+            wire::chat_path(kind),
+            &wire::chat_body(kind, model, req, stream),
+        )
+        .await
+    }
+
     /// A whole answer.
     pub async fn chat(
         &self,
@@ -185,12 +200,7 @@ impl Provider {
         req: &ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
         let kind = self.config.kind;
-        let res = self
-            .post(
-                wire::chat_path(kind),
-                &wire::chat_body(kind, model, req, false),
-            )
-            .await?;
+        let res = self.post_chat(model, req, false).await?;
         let v = self.json_body(res).await?;
         wire::parse_chat(kind, &v).map_err(|m| self.err(ProviderErrorKind::BadResponse, m))
     }
@@ -203,12 +213,7 @@ impl Provider {
         req: &ChatRequest,
     ) -> Result<ChatStream, ProviderError> {
         let kind = self.config.kind;
-        let res = self
-            .post(
-                wire::chat_path(kind),
-                &wire::chat_body(kind, model, req, true),
-            )
-            .await?;
+        let res = self.post_chat(model, req, true).await?;
         match kind {
             ProviderKind::Ollama => {
                 self.expect_type(&res, &["application/x-ndjson", "application/json"])?

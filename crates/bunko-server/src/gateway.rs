@@ -8,7 +8,7 @@ use bunko_core::Code;
 use bunko_core::config::Config;
 use bunko_core::config::QuotaScope;
 use bunko_core::identity::{Credential, Principal};
-use bunko_core::llm::{ChatRequest, ChatResponse, ProviderErrorKind, Usage, estimate_tokens};
+use bunko_core::llm::{ChatRequest, ChatResponse, ProviderErrorKind, Usage};
 use bunko_core::metrics::Metrics;
 use bunko_core::ports::{MetaStore, UsageGroup, UsageRecord};
 use bunko_core::tasks::Tasks;
@@ -221,10 +221,9 @@ impl GatewayService {
             (None, None) => "unknown".to_owned(),
         };
         let provider = c.served.map_or("none", |s| s.provider.as_str());
-        let usage = c.usage.unwrap_or(Usage {
-            input_tokens: estimate_tokens(c.prompt_chars),
-            output_tokens: estimate_tokens(c.answer),
-        });
+        let usage = c
+            .usage
+            .unwrap_or_else(|| Usage::estimate(c.prompt_chars, c.answer));
         let cost = c.served.map_or(0.0, |s| s.alias.cost(usage)).max(0.0);
         m.llm_requests
             .with_label_values(&[&model, provider, c.outcome.as_str()])

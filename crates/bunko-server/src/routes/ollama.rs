@@ -157,14 +157,7 @@ impl GenBody {
             });
             m
         } else {
-            to_messages(
-                self.messages
-                    .drain(..)
-                    .map(|m| (m.role, m.content))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(|(r, c)| (r.as_str(), c.clone())),
-            )?
+            to_messages(self.messages.drain(..).map(|m| (m.role, m.content)))?
         };
         let o = self.options.take().unwrap_or_default();
         Ok(ChatRequest {
@@ -209,13 +202,6 @@ fn final_object(
         v["message"] = json!({"role": "assistant", "content": text});
     }
     v
-}
-
-fn estimate(prompt: &str, answer: &str) -> Usage {
-    Usage {
-        input_tokens: bunko_core::llm::estimate_tokens(prompt),
-        output_tokens: bunko_core::llm::estimate_tokens(answer),
-    }
 }
 
 async fn generate_or_chat(
@@ -269,7 +255,7 @@ async fn answer(
         outcome: Outcome::Ok,
         ..Call::failed(&principal, api, &alias, &prompt, started)
     });
-    let usage = r.usage.unwrap_or_else(|| estimate(&prompt, &r.text));
+    let usage = r.usage.unwrap_or_else(|| Usage::estimate(&prompt, &r.text));
     Ok(axum::Json(final_object(
         &alias,
         generate,
@@ -315,7 +301,7 @@ fn ndjson(stream: GatewayStream, live: LiveStream, generate: bool) -> Body {
                 usage,
             })) => {
                 st.live.usage = usage;
-                let u = usage.unwrap_or_else(|| estimate(&st.live.prompt, &st.live.answer));
+                let u = usage.unwrap_or_else(|| Usage::estimate(&st.live.prompt, &st.live.answer));
                 let v = final_object(
                     &st.live.alias,
                     st.generate,

@@ -96,12 +96,12 @@ pub struct ChatBody {
 }
 
 /// Messages in any API's role names → the gateway's.
-pub fn to_messages<'a>(
-    items: impl Iterator<Item = (&'a str, String)>,
+pub fn to_messages(
+    items: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<Message>, ApiError> {
     let mut out = Vec::new();
-    for (i, (role, content)) in items.enumerate() {
-        let role = match role {
+    for (i, (role, content)) in items.into_iter().enumerate() {
+        let role = match role.as_str() {
             "system" | "developer" => Role::System,
             "user" => Role::User,
             "assistant" => Role::Assistant,
@@ -141,8 +141,7 @@ impl ChatBody {
             };
             (m.role, text)
         });
-        let roles: Vec<(String, String)> = items.collect();
-        let messages = to_messages(roles.iter().map(|(r, c)| (r.as_str(), c.clone())))?;
+        let messages = to_messages(items)?;
         if let Some(t) = self.temperature
             && !(0.0..=2.0).contains(&t)
         {
@@ -277,10 +276,7 @@ fn chat_json(
     usage: Option<Usage>,
     prompt: &str,
 ) -> Response {
-    let usage = usage.unwrap_or(Usage {
-        input_tokens: bunko_core::llm::estimate_tokens(prompt),
-        output_tokens: bunko_core::llm::estimate_tokens(text),
-    });
+    let usage = usage.unwrap_or_else(|| Usage::estimate(prompt, text));
     axum::Json(json!({
         "id": id,
         "object": "chat.completion",
@@ -426,10 +422,8 @@ fn openai_sse(stream: GatewayStream, live: LiveStream, id: String, include_usage
                 st.live.usage = usage;
                 out.push_str(&chunk(&st, json!({}), Some(finish_reason.as_str())));
                 if st.include_usage {
-                    let u = usage.unwrap_or(Usage {
-                        input_tokens: bunko_core::llm::estimate_tokens(&st.live.prompt),
-                        output_tokens: bunko_core::llm::estimate_tokens(&st.live.answer),
-                    });
+                    let u =
+                        usage.unwrap_or_else(|| Usage::estimate(&st.live.prompt, &st.live.answer));
                     let v = json!({
                         "id": st.id, "object": "chat.completion.chunk", "created": now_secs(),
                         "model": st.live.alias, "choices": [], "usage": usage_json(u),

@@ -159,14 +159,7 @@ async fn the_official_openai_sdk_works_against_bunko() {
     run_sdk(&s, "openai_client.py").await;
 
     // Metrics: requests, tokens and cost by alias; the upstream's key never in the logs.
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"bunko_llm_requests_total{model="fast",outcome="ok",provider="lab"}"#),
         "{metrics}"
@@ -417,14 +410,7 @@ async fn a_client_disconnect_cancels_the_upstream_stream() {
         closed.load(Ordering::SeqCst),
         "the upstream stream was still open 5 s after the client left"
     );
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(
             r#"bunko_llm_requests_total{model="fast",outcome="cancelled",provider="lab"} 1"#

@@ -328,14 +328,7 @@ async fn metrics_pass_promtool() {
     c.get(s.url("/nope")).send().await.unwrap();
     enqueue(&s, json!({"kind": "system.noop"})).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let body = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = s.metrics().await;
     for name in [
         "bunko_http_requests_total",
         "bunko_http_request_duration_seconds_bucket",
