@@ -110,6 +110,14 @@ pub struct LocalConfig {
     pub models_dir: PathBuf,
     /// The embedding model for the vector half of search (`bunko models list`), or `none`.
     pub embedder: String,
+    /// The embedded chat model behind the gateway's `local` provider, or `none`.
+    pub generator: String,
+    /// Threads the chat model computes with; 0: one per core.
+    pub generator_threads: usize,
+    /// Its context size in tokens (prompt + answer).
+    pub generator_context: u32,
+    /// Unloaded after this many seconds without a request (loaded again on the next one).
+    pub generator_idle_secs: u64,
 }
 
 impl Default for LocalConfig {
@@ -117,11 +125,31 @@ impl Default for LocalConfig {
         Self {
             models_dir: PathBuf::new(),
             embedder: "multilingual-e5-small".to_owned(),
+            generator: "gemma-3-270m".to_owned(),
+            generator_threads: 0,
+            generator_context: 4096,
+            generator_idle_secs: 300,
         }
     }
 }
 
 impl LocalConfig {
+    /// The models this configuration uses (what `bunko models pull` fetches by default).
+    pub fn configured_models(&self) -> Vec<&str> {
+        [self.embedder.as_str(), self.generator.as_str()]
+            .into_iter()
+            .filter(|m| *m != "none")
+            .collect()
+    }
+
+    /// Threads for the chat model: the configured number, else one per core.
+    pub fn generator_threads(&self) -> usize {
+        if self.generator_threads > 0 {
+            return self.generator_threads;
+        }
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+
     /// The directory models are read from and pulled into.
     pub fn resolved_models_dir(&self) -> PathBuf {
         if !self.models_dir.as_os_str().is_empty() {
@@ -846,15 +874,37 @@ impl Config {
                 "must be tesseract language names joined by `+` (e.g. jpn+eng)".into(),
             );
         }
-        if self.local.embedder != "none" && crate::models::find(&self.local.embedder).is_none() {
-            err(
+        for (key, name, kind) in [
+            (
                 "local.embedder",
-                format!(
-                    "unknown model `{}`; known: {}, or `none`",
-                    self.local.embedder,
-                    crate::models::names().join(", ")
-                ),
+                &self.local.embedder,
+                crate::models::Kind::Embedding,
+            ),
+            (
+                "local.generator",
+                &self.local.generator,
+                crate::models::Kind::Generation,
+            ),
+        ] {
+            if name != "none" && crate::models::find(name).is_none_or(|m| m.kind != kind) {
+                err(
+                    key,
+                    format!(
+                        "unknown {} model `{name}`; known: {}, or `none`",
+                        kind.as_str(),
+                        crate::models::names_of(kind).join(", ")
+                    ),
+                );
+            }
+        }
+        if !(256..=131_072).contains(&self.local.generator_context) {
+            err(
+                "local.generator_context",
+                "must be between 256 and 131072 tokens".into(),
             );
+        }
+        if self.local.generator_threads > 256 {
+            err("local.generator_threads", "must be at most 256".into());
         }
         self.validate_gateway(&mut err);
         if self.server.body_limit_bytes < 1024 {

@@ -4,6 +4,7 @@
 //! once its first event has arrived, so a provider that fails before its first token still
 //! falls back.
 
+use crate::local::LocalSettings;
 use crate::provider::{ChatStream, Provider};
 use bunko_core::config::Config;
 use bunko_core::llm::{
@@ -158,16 +159,30 @@ impl GatewayStream {
     }
 }
 
-fn local_alias() -> ModelAlias {
+fn local_alias(config: &Config) -> ModelAlias {
     ModelAlias {
         alias: LOCAL.to_owned(),
         provider: LOCAL.to_owned(),
-        model: "gemma-3-270m".to_owned(),
-        context_window: 2048,
+        model: config.local.generator.clone(),
+        context_window: config.local.generator_context,
         input_price_per_mtok: 0.0,
         output_price_per_mtok: 0.0,
         fallbacks: Vec::new(),
     }
+}
+
+/// How the configured embedded chat model runs (`None`: `local.generator = "none"`).
+fn local_settings(config: &Config, max_concurrent: usize) -> Option<LocalSettings> {
+    let spec = bunko_core::models::find(&config.local.generator)?;
+    let dir = config.local.resolved_models_dir();
+    Some(LocalSettings {
+        path: spec.path(&dir),
+        install_hint: format!("run `bunko models pull {}`", spec.name),
+        threads: config.local.generator_threads(),
+        context: config.local.generator_context,
+        idle: Duration::from_secs(config.local.generator_idle_secs.max(1)),
+        queue: max_concurrent.max(1),
+    })
 }
 
 impl Gateway {
@@ -183,10 +198,13 @@ impl Gateway {
         let mut slots = HashMap::new();
         for p in providers {
             let permits = Arc::new(Semaphore::new(p.max_concurrent));
+            let local = (p.kind == ProviderKind::Local)
+                .then(|| local_settings(config, p.max_concurrent))
+                .flatten();
             slots.insert(
                 p.name.clone(),
                 Arc::new(Slot {
-                    provider: Provider::new(p)?,
+                    provider: Provider::new(p, local)?,
                     permits,
                     breaker: Mutex::new(Breaker::default()),
                 }),
@@ -194,7 +212,7 @@ impl Gateway {
         }
         let mut aliases = config.models.clone();
         if !aliases.iter().any(|a| a.alias == LOCAL) {
-            aliases.push(local_alias());
+            aliases.push(local_alias(config));
         }
         Ok(Self { slots, aliases })
     }

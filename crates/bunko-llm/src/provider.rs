@@ -2,6 +2,7 @@
 //! to a [`ProviderError`] the gateway can act on.
 
 use crate::lines::{LineError, Lines, Sse};
+use crate::local::{LocalModel, LocalSettings};
 use crate::wire;
 use bunko_core::llm::{
     ChatEvent, ChatRequest, ChatResponse, ProviderConfig, ProviderError, ProviderErrorKind,
@@ -16,6 +17,8 @@ pub struct Provider {
     pub config: ProviderConfig,
     http: reqwest::Client,
     api_key: Option<String>,
+    /// The embedded model, for a `local` provider (`None`: none configured).
+    local: Option<LocalModel>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -33,7 +36,7 @@ const MAX_BODY: usize = 32 << 20;
 impl Provider {
     /// Reads the API key file (if any) and builds the HTTP client; the key never leaves this
     /// struct except in the upstream's auth header.
-    pub fn new(config: ProviderConfig) -> Result<Self, String> {
+    pub fn new(config: ProviderConfig, local: Option<LocalSettings>) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let api_key = match (&config.api_key, &config.api_key_file) {
             (Some(k), _) => Some(k.expose().to_owned()),
@@ -58,10 +61,15 @@ impl Provider {
             .no_proxy()
             .build()
             .map_err(|e| format!("provider {}: {e}", config.name))?;
+        let local = match config.kind {
+            ProviderKind::Local => local.map(|s| LocalModel::new(&config.name, s)),
+            _ => None,
+        };
         Ok(Self {
             config,
             http,
             api_key,
+            local,
         })
     }
 
@@ -94,11 +102,26 @@ impl Provider {
         h
     }
 
+    /// The embedded model of a `local` provider.
+    pub fn local_model(&self) -> Option<&LocalModel> {
+        self.local.as_ref()
+    }
+
+    /// The embedded model, or why there is none.
+    fn local(&self) -> Result<&LocalModel, ProviderError> {
+        self.local.as_ref().ok_or_else(|| {
+            self.err(
+                ProviderErrorKind::Unavailable,
+                "no embedded chat model is configured (local.generator = \"none\")",
+            )
+        })
+    }
+
     async fn post(&self, path: &str, body: &Value) -> Result<reqwest::Response, ProviderError> {
         if self.config.kind == ProviderKind::Local {
             return Err(self.err(
-                ProviderErrorKind::Unavailable,
-                "the embedded chat model is not part of this build yet; configure an upstream provider",
+                ProviderErrorKind::Rejected,
+                "the embedded chat model serves chat only",
             ));
         }
         let url = format!("{}{path}", self.config.base_url());
@@ -200,6 +223,10 @@ impl Provider {
         req: &ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
         let kind = self.config.kind;
+        if kind == ProviderKind::Local {
+            let mut s = self.chat_stream(model, req).await?;
+            return s.collect().await;
+        }
         let res = self.post_chat(model, req, false).await?;
         let v = self.json_body(res).await?;
         wire::parse_chat(kind, &v).map_err(|m| self.err(ProviderErrorKind::BadResponse, m))
@@ -213,6 +240,18 @@ impl Provider {
         req: &ChatRequest,
     ) -> Result<ChatStream, ProviderError> {
         let kind = self.config.kind;
+        if kind == ProviderKind::Local {
+            return Ok(ChatStream {
+                provider: self.config.name.clone(),
+                kind,
+                res: None,
+                local: Some(self.local()?.generate(req)?),
+                lines: Lines::default(),
+                sse: Sse::default(),
+                state: wire::StreamState::default(),
+                pending: VecDeque::new(),
+            });
+        }
         let res = self.post_chat(model, req, true).await?;
         match kind {
             ProviderKind::Ollama => {
@@ -224,6 +263,7 @@ impl Provider {
             provider: self.config.name.clone(),
             kind,
             res: Some(res),
+            local: None,
             lines: Lines::default(),
             sse: Sse::default(),
             state: wire::StreamState::default(),
@@ -291,6 +331,8 @@ pub struct ChatStream {
     provider: String,
     kind: ProviderKind,
     res: Option<reqwest::Response>,
+    /// The embedded model's events, for a `local` provider.
+    local: Option<tokio::sync::mpsc::Receiver<Result<ChatEvent, ProviderError>>>,
     lines: Lines,
     sse: Sse,
     state: wire::StreamState,
@@ -320,8 +362,45 @@ impl ChatStream {
         Ok(())
     }
 
+    /// The whole answer the events add up to.
+    pub async fn collect(&mut self) -> Result<ChatResponse, ProviderError> {
+        let mut text = String::new();
+        while let Some(e) = self.next().await {
+            match e? {
+                ChatEvent::Delta(d) => text.push_str(&d),
+                ChatEvent::Done {
+                    finish_reason,
+                    usage,
+                } => {
+                    return Ok(ChatResponse {
+                        text,
+                        finish_reason,
+                        usage,
+                    });
+                }
+            }
+        }
+        Err(self.err(
+            ProviderErrorKind::BadResponse,
+            "the answer ended without an end",
+        ))
+    }
+
     /// The next event; `None` after `Done` (or after an error).
     pub async fn next(&mut self) -> Option<Result<ChatEvent, ProviderError>> {
+        if let Some(rx) = self.local.as_mut() {
+            let got = rx.recv().await;
+            if !matches!(got, Some(Ok(ChatEvent::Delta(_)))) {
+                self.local = None;
+                self.state.done = true;
+            }
+            return got.or_else(|| {
+                Some(Err(self.err(
+                    ProviderErrorKind::Unavailable,
+                    "the embedded model stopped without finishing",
+                )))
+            });
+        }
         loop {
             if let Some(e) = self.pending.pop_front() {
                 if matches!(e, ChatEvent::Done { .. }) {

@@ -525,13 +525,13 @@ async fn the_breaker_opens_and_the_bound_refuses() {
 }
 
 #[tokio::test]
-async fn the_local_alias_always_exists_and_says_it_is_not_built() {
-    let g = Gateway::new(&Config::default()).unwrap();
+async fn the_local_alias_always_exists_and_says_when_no_model_is_configured() {
+    let g = Gateway::new(&config("[local]\ngenerator = \"none\"\n")).unwrap();
     assert!(g.alias("local").is_some());
     match g.chat("local", &ask("hi")).await {
         Err(GatewayError::Provider(e)) => {
             assert_eq!(e.kind, ProviderErrorKind::Unavailable);
-            assert!(e.message.contains("not part of this build"));
+            assert!(e.message.contains("no embedded chat model"), "{e}");
         }
         other => panic!("{:?}", other.map(|r| r.0)),
     }

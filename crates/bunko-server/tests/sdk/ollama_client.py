@@ -41,6 +41,13 @@ check("generate", g.response.startswith("Hello"), g.response)
 text = "".join(p.response for p in client.generate(model="fast", prompt="hi", stream=True))
 check("generate streamed", text == "Hello 世界", repr(text))
 
+if os.environ.get("BUNKO_LOCAL_MODEL") == "1":
+    parts = list(client.generate(model="local", prompt="The library opens at", stream=True,
+                                 options={"num_predict": 8, "temperature": 0}))
+    text = "".join(p.response for p in parts)
+    check("generate streamed by the embedded model", text.strip() != "" and parts[-1].done
+          and 1 <= parts[-1].eval_count <= 8, (text, parts[-1]))
+
 e = client.embed(model="fast", input=["a", "b"])
 check("embed", len(e.embeddings) == 2 and list(e.embeddings[1]) == [0.5, -0.25, 0.125],
       e.embeddings)

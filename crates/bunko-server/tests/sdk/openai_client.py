@@ -47,6 +47,26 @@ r = client.chat.completions.create(
     model="down", messages=[{"role": "user", "content": "hi"}])
 check("fallback from a dead provider", r.choices[0].message.content.startswith("Hello"))
 
+if os.environ.get("BUNKO_LOCAL_MODEL") == "1":
+    chunks = client.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": "Write a sentence about books."}],
+        max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True})
+    text, usage, n = "", None, 0
+    for c in chunks:
+        if c.choices:
+            text += c.choices[0].delta.content or ""
+            n += 1
+        if c.usage:
+            usage = c.usage
+    check("chat streamed by the embedded model", text.strip() != "" and n > 2, repr(text))
+    check("the embedded model counts its tokens",
+          usage is not None and 1 <= usage.completion_tokens <= 12 and usage.prompt_tokens > 5, usage)
+    r = client.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": "Write a sentence about books."}],
+        max_tokens=12, temperature=0)
+    check("the embedded model answers whole, the same greedy text", r.choices[0].message.content == text,
+          (r.choices[0].message.content, text))
+
 e = client.embeddings.create(model="fast", input=["a", "b"])
 check("embeddings through an alias", len(e.data) == 2 and e.data[1].embedding == [0.5, -0.25, 0.125],
       [d.embedding for d in e.data])
