@@ -186,6 +186,11 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
                 "              bunko search \"文書の取り込み\" --project {}",
                 crate::sample::PROJECT
             );
+            if state.config.local.generator != "none" {
+                println!(
+                    "  Chat with the embedded model (OpenAI API):  curl -s {scheme}://{local}/v1/chat/completions -H 'authorization: Bearer TOKEN' \\\n              -H 'content-type: application/json' -d '{{\"model\":\"local\",\"messages\":[{{\"role\":\"user\",\"content\":\"What is a library?\"}}]}}'"
+                );
+            }
             println!();
         }
     }
