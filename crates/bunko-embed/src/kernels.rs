@@ -9,7 +9,9 @@
 //! compiler to vectorise; on x86-64 the hot ones also exist as AVX2 code chosen at run time
 //! when the CPU has it (the only `unsafe` in bunko: the dispatch and two unaligned loads).
 
-use crate::format::{QK, f16_to_f32};
+use crate::format::QK;
+/// IEEE 754 half → f32 (exact), beside [`f32_to_f16`].
+pub use crate::format::f16_to_f32;
 use rayon::prelude::*;
 
 /// A `rows × cols` matrix of 4-bit weights (row-major, rows = outputs), one byte per weight
@@ -415,6 +417,83 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dot(a, b)
 }
 
+/// AVX2 + FMA + F16C (hardware half-precision conversion).
+fn has_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2() && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// f32 → IEEE 754 half precision (binary16) bits, rounding to nearest even; overflow gives
+/// infinity, values below the smallest subnormal give zero. The vector index stores vectors
+/// this way, at half the memory.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    let round = |v: u32, rem: u32, halfway: u32| {
+        if rem > halfway || (rem == halfway && v & 1 == 1) {
+            v + 1
+        } else {
+            v
+        }
+    };
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let v = round(m >> shift, m & ((1 << shift) - 1), 1 << (shift - 1));
+        return sign | v as u16;
+    }
+    // A carry out of the mantissa correctly steps the exponent (up to infinity).
+    let v = round(((e as u32) << 10) | (man >> 13), man & 0x1fff, 0x1000);
+    sign | v as u16
+}
+
+/// Dot product of an f32 vector and a half-precision one (the vector index's distance).
+pub fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_f16c() {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+        return unsafe { avx2::dot_f16(a, b) };
+    }
+    dot_f16_generic(a, b)
+}
+
+#[inline(always)]
+fn dot_f16_generic(a: &[f32], b: &[u16]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * f16_to_f32(*y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * f16_to_f32(y[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Dot product in eight independent lanes, so that it vectorises (a single running sum
 /// would force strictly sequential floating-point additions).
 #[inline(always)]
@@ -513,6 +592,43 @@ mod avx2 {
         }
         let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
         hsum(_mm256_add_ps(s0, s1)) + tail
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
+        let n = a.len().min(b.len());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: `i + 16 <= n`; `a` holds `n` floats and `b` `n` halves (16 bytes per 8).
+            unsafe {
+                let h0 = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
+                let h1 = _mm_loadu_si128(b.as_ptr().add(i + 8).cast::<__m128i>());
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_cvtph_ps(h0), s0);
+                s1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                    _mm256_cvtph_ps(h1),
+                    s1,
+                );
+            }
+            i += 16;
+        }
+        let tail: f32 = a[i..n]
+            .iter()
+            .zip(&b[i..n])
+            .map(|(x, y)| x * super::f16_to_f32(*y))
+            .sum();
+        hsum(_mm256_add_ps(s0, s1)) + tail
+    }
+
+    /// Hardware conversions, for the tests of the portable ones.
+    #[cfg(test)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn f16_hw(x: f32) -> (u16, f32) {
+        let h = _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set1_ps(x)))
+            as u16;
+        let back = _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h as i16)));
+        (h, back)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -1056,6 +1172,62 @@ mod tests {
                 .map(|(x, y)| f64::from(*x) * f64::from(*y))
                 .sum();
             assert!((f64::from(dot_f32(&a, &b)) - want).abs() < 1e-4, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn half_precision_conversions_are_exact_and_round_to_nearest_even() {
+        // Every half converts to the f32 it denotes and back to itself (NaNs stay NaN).
+        for h in 0..=u16::MAX {
+            let f = f16_to_f32(h);
+            if f.is_nan() {
+                assert!(f16_to_f32(f32_to_f16(f)).is_nan());
+                continue;
+            }
+            assert_eq!(f32_to_f16(f), h, "{h:#06x} -> {f}");
+        }
+        // Known values: 1, the largest half, the smallest subnormal, ties to even.
+        assert_eq!(f32_to_f16(1.0), 0x3c00);
+        assert_eq!(f32_to_f16(65504.0), 0x7bff);
+        assert_eq!(f32_to_f16(70000.0), 0x7c00);
+        assert_eq!(f32_to_f16(5.960_464_5e-8), 0x0001);
+        assert_eq!(f32_to_f16(1.0 + 1.0 / 2048.0), 0x3c00); // tie: stays even
+        assert_eq!(f32_to_f16(1.0 + 3.0 / 2048.0), 0x3c02); // tie: rounds up to even
+        // The hardware agrees on many values across the whole range.
+        #[cfg(target_arch = "x86_64")]
+        if has_f16c() {
+            let mut x = 0x1234_5678u32;
+            for _ in 0..200_000 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let f = f32::from_bits(x);
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has F16C (checked above).
+                let (h, back) = unsafe { avx2::f16_hw(f) };
+                if f.is_nan() {
+                    continue;
+                }
+                assert_eq!(f32_to_f16(f), h, "{f:e}");
+                assert_eq!(f16_to_f32(h).to_bits(), back.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn half_precision_dot_matches_the_plain_sum() {
+        for n in [0usize, 1, 15, 16, 17, 384, 1000] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<u16> = (0..n)
+                .map(|i| f32_to_f16((i as f32 * 0.11).cos()))
+                .collect();
+            let want: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(*x) * f64::from(f16_to_f32(*y)))
+                .sum();
+            assert!((f64::from(dot_f16(&a, &b)) - want).abs() < 1e-4, "n = {n}");
+            assert!((f64::from(dot_f16_generic(&a, &b)) - want).abs() < 1e-4);
         }
     }
 

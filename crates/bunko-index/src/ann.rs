@@ -1,5 +1,6 @@
 //! The embedded approximate-nearest-neighbour index: HNSW (Malkov & Yashunin) over
-//! L2-normalised f32 vectors with cosine similarity, tombstone deletes, updates by key,
+//! L2-normalised vectors stored in half precision (f16: half the memory of f32; queries stay
+//! f32, and the cosine error, ~1e-4, is far below the gaps that order real results), tombstone deletes, updates by key,
 //! filtered search (a predicate applied during the search, so a project filter never
 //! starves or leaks results), compaction, and a versioned binary file in the data dir.
 
@@ -7,7 +8,9 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"BKANN001";
+/// The file format: `BKANN002` stores f16 vectors; `BKANN001` (f32) is still read.
+const MAGIC: &[u8; 8] = b"BKANN002";
+const MAGIC_F32: &[u8; 8] = b"BKANN001";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnnError {
@@ -62,7 +65,8 @@ impl Ord for Scored {
 pub struct Hnsw {
     dim: usize,
     p: HnswParams,
-    vectors: Vec<f32>,
+    /// f16 bits, `dim` per node.
+    vectors: Vec<u16>,
     keys: Vec<String>,
     /// neighbours[node][layer]
     links: Vec<Vec<Vec<u32>>>,
@@ -72,11 +76,11 @@ pub struct Hnsw {
     rng: u64,
 }
 
-/// Cosine of normalised vectors: the embedder crate's SIMD dot product (AVX2 + FMA when the
-/// CPU has it).
+/// Cosine of a normalised f32 query and a stored f16 vector: the embedder crate's SIMD dot
+/// product (AVX2 + FMA + F16C when the CPU has them).
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    bunko_embed::kernels::dot_f32(a, b)
+fn dot(a: &[f32], b: &[u16]) -> f32 {
+    bunko_embed::kernels::dot_f16(a, b)
 }
 
 /// Node ids are dense small integers: a multiplicative hash beats SipHash for the visited set.
@@ -139,8 +143,18 @@ impl Hnsw {
         self.by_key.is_empty()
     }
 
-    fn vec(&self, i: u32) -> &[f32] {
+    fn vec(&self, i: u32) -> &[u16] {
         &self.vectors[i as usize * self.dim..(i as usize + 1) * self.dim]
+    }
+
+    /// A stored vector as f32, into `out`.
+    fn vec_f32(&self, i: u32, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(
+            self.vec(i)
+                .iter()
+                .map(|h| bunko_embed::kernels::f16_to_f32(*h)),
+        );
     }
 
     fn sim(&self, q: &[f32], i: u32) -> f32 {
@@ -198,14 +212,16 @@ impl Hnsw {
 
     /// The paper's neighbour heuristic: keep a candidate only if it is closer to the new node
     /// than to every neighbour already kept (spreads links across directions).
+    /// The result has room for one more link, so adding the next one does not reallocate.
     fn select(&self, candidates: &[Scored], m: usize) -> Vec<u32> {
-        let mut kept: Vec<u32> = Vec::with_capacity(m);
+        let mut kept: Vec<u32> = Vec::with_capacity(m + 1);
+        let mut v = Vec::with_capacity(self.dim);
         for c in candidates {
             if kept.len() >= m {
                 break;
             }
-            let v = self.vec(c.1);
-            if kept.iter().all(|&k| self.sim(v, k) < c.0) {
+            self.vec_f32(c.1, &mut v);
+            if kept.iter().all(|&k| self.sim(&v, k) < c.0) {
                 kept.push(c.1);
             }
         }
@@ -233,7 +249,8 @@ impl Hnsw {
         self.delete(key);
         let id = self.keys.len() as u32;
         let level = self.random_level().min(16);
-        self.vectors.extend_from_slice(&v);
+        self.vectors
+            .extend(v.iter().map(|x| bunko_embed::kernels::f32_to_f16(*x)));
         self.keys.push(key.to_owned());
         self.links.push(vec![Vec::new(); level + 1]);
         self.deleted.push(false);
@@ -251,12 +268,14 @@ impl Hnsw {
             let found = self.search_layer(&v, &eps, self.p.ef_construction, layer);
             let m = if layer == 0 { 2 * self.p.m } else { self.p.m };
             let chosen = self.select(&found, m);
-            self.links[id as usize][layer] = chosen.clone();
-            for &n in &chosen {
+            let ids = chosen.clone();
+            self.links[id as usize][layer] = chosen;
+            for &n in &ids {
                 let nl = &mut self.links[n as usize][layer];
                 nl.push(id);
                 if nl.len() > m {
-                    let nv = self.vec(n).to_vec();
+                    let mut nv = Vec::with_capacity(self.dim);
+                    self.vec_f32(n, &mut nv);
                     let mut cands: Vec<Scored> = self.links[n as usize][layer]
                         .iter()
                         .map(|&x| Scored(self.sim(&nv, x), x))
@@ -298,8 +317,9 @@ impl Hnsw {
         let mut fresh = Hnsw::new(self.dim, self.p);
         let mut live: Vec<(&String, u32)> = self.by_key.iter().map(|(k, v)| (k, *v)).collect();
         live.sort_by_key(|(_, id)| *id);
+        let mut v = Vec::with_capacity(self.dim);
         for (k, id) in live {
-            let v = self.vec(id).to_vec();
+            self.vec_f32(id, &mut v);
             // Vectors are already normalised and of the right size.
             let _ = fresh.insert(k, &v);
         }
@@ -401,16 +421,18 @@ impl Hnsw {
         let mut r = &bytes[..];
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic).map_err(|_| bad("truncated"))?;
-        if &magic != MAGIC {
-            return Err(bad("not a bunko vector index (or a newer format)"));
-        }
+        let half = match &magic {
+            m if m == MAGIC => true,
+            m if m == MAGIC_F32 => false,
+            _ => return Err(bad("not a bunko vector index (or a newer format)")),
+        };
         let mut u = || -> Result<usize, AnnError> {
             let mut b = [0u8; 4];
             r.read_exact(&mut b).map_err(|_| bad("truncated"))?;
             Ok(u32::from_le_bytes(b) as usize)
         };
         let (dim, m, efc, efs, n, entry) = (u()?, u()?, u()?, u()?, u()?, u()?);
-        if dim == 0 || dim > 65_536 || n > (bytes.len() / (dim * 4)).max(1) {
+        if dim == 0 || dim > 65_536 || n > (bytes.len() / (dim * 2)).max(1) {
             return Err(bad("corrupt header"));
         }
         let mut h = Hnsw::new(
@@ -427,8 +449,22 @@ impl Hnsw {
             r.read_exact(&mut b).map_err(|_| bad("truncated"))?;
             Ok(u32::from_le_bytes(b))
         };
-        for _ in 0..n * dim {
-            h.vectors.push(f32::from_bits(read_u32(&mut r)?));
+        if half {
+            let len = n * dim * 2;
+            if r.len() < len {
+                return Err(bad("truncated"));
+            }
+            h.vectors = r[..len]
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            r = &r[len..];
+        } else {
+            h.vectors.reserve_exact(n * dim);
+            for _ in 0..n * dim {
+                let x = f32::from_bits(read_u32(&mut r)?);
+                h.vectors.push(bunko_embed::kernels::f32_to_f16(x));
+            }
         }
         for i in 0..n {
             let len = read_u32(&mut r)? as usize;
@@ -586,6 +622,23 @@ mod tests {
         let back = Hnsw::load(&path).unwrap();
         assert_eq!(back.len(), 199);
         let q = [0.3, -0.2, 0.9, 0.1];
+        assert_eq!(
+            back.search(&q, 5, &|_| true).unwrap(),
+            h.search(&q, 5, &|_| true).unwrap()
+        );
+        // A file of the earlier format (f32 vectors) still loads, to the same answers.
+        let bytes = std::fs::read(&path).unwrap();
+        let n = 200 * 4;
+        let mut old = b"BKANN001".to_vec();
+        old.extend_from_slice(&bytes[8..32]);
+        for h in bytes[32..32 + 2 * n].chunks_exact(2) {
+            let x = bunko_embed::kernels::f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+            old.extend_from_slice(&x.to_le_bytes());
+        }
+        old.extend_from_slice(&bytes[32 + 2 * n..]);
+        let old_path = dir.path().join("old.ann");
+        std::fs::write(&old_path, &old).unwrap();
+        let back = Hnsw::load(&old_path).unwrap();
         assert_eq!(
             back.search(&q, 5, &|_| true).unwrap(),
             h.search(&q, 5, &|_| true).unwrap()
