@@ -277,14 +277,36 @@ fn run(dir: &Path) -> anyhow::Result<()> {
             }
         }
     })?;
-    let mut recall = 0.0;
-    for ((_, q), top) in queries.iter().zip(&exact) {
-        let want: std::collections::HashSet<String> =
-            top.iter().map(|(_, i)| format!("c{i}")).collect();
-        let got = vx.search(&projects, q, 10)?;
-        recall += got.iter().filter(|h| want.contains(&h.1)).count() as f64 / 10.0;
+    let recall_at = |ef: usize| -> anyhow::Result<(f64, f64, f64)> {
+        vx.set_ef_search(ef);
+        let (mut recall, mut ms) = (0.0, Vec::new());
+        for ((_, q), top) in queries.iter().zip(&exact) {
+            let want: std::collections::HashSet<String> =
+                top.iter().map(|(_, i)| format!("c{i}")).collect();
+            let t = Instant::now();
+            let got = vx.search(&projects, q, 10)?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            recall += got.iter().filter(|h| want.contains(&h.1)).count() as f64 / 10.0;
+        }
+        Ok((
+            recall / queries.len() as f64,
+            pct(&mut ms, 0.5),
+            pct(&mut ms, 0.99),
+        ))
+    };
+    // Recall against latency at other beam widths (BENCH_EF=128,256,512), then the default.
+    let mut sweep = Vec::new();
+    if let Ok(list) = std::env::var("BENCH_EF") {
+        for ef in list
+            .split(',')
+            .filter_map(|e| e.trim().parse::<usize>().ok())
+        {
+            let (r, p50, p99) = recall_at(ef)?;
+            eprintln!("ef_search {ef}: recall@10 {r:.3}, p50 {p50:.2} ms, p99 {p99:.2} ms");
+            sweep.push(serde_json::json!({"ef_search": ef, "recall_at_10": r, "p50_ms": p50, "p99_ms": p99}));
+        }
     }
-    let recall = recall / queries.len() as f64;
+    let recall = recall_at(bunko_index::ann::HnswParams::default().ef_search)?.0;
     let (mut tk, mut tv, mut th, mut hits) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
     for _round in 0..3 {
         for (text, vec) in &queries {
@@ -329,7 +351,7 @@ fn run(dir: &Path) -> anyhow::Result<()> {
             "vector_p50_ms": pct(&mut tv, 0.5), "vector_p99_ms": pct(&mut tv, 0.99),
             "hybrid_p50_ms": pct(&mut th, 0.5), "hybrid_p99_ms": pct(&mut th, 0.99),
             "peak_rss_mib": peak_rss_mib(), "rss_after_indexing_mib": rss_indexed,
-            "vector_recall_at_10": recall, "analyzer": analyzer,
+            "vector_recall_at_10": recall, "analyzer": analyzer, "ef_sweep": sweep,
         })
     );
     Ok(())

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod cache;
 pub mod chunk;
 pub mod config;
 pub mod documents;

@@ -106,7 +106,7 @@ pub enum ChatEvent {
 }
 
 /// A whole (non-streamed) answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     pub text: String,
     pub finish_reason: FinishReason,

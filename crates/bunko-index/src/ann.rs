@@ -125,6 +125,11 @@ impl Hnsw {
         self.dim
     }
 
+    /// Candidates explored per search (at least k): recall against latency.
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.p.ef_search = ef.max(1);
+    }
+
     /// Live (not deleted) vectors.
     pub fn len(&self) -> usize {
         self.by_key.len()

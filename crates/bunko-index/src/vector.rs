@@ -47,6 +47,14 @@ fn key(project: &str, id: &str) -> String {
 }
 
 impl VectorIndex {
+    /// Candidates explored per search (see [`Hnsw::set_ef_search`]).
+    pub fn set_ef_search(&self, ef: usize) {
+        self.graph
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_ef_search(ef);
+    }
+
     pub fn in_memory(dim: usize, fingerprint: &str) -> Self {
         Self {
             graph: RwLock::new(Hnsw::new(dim, HnswParams::default())),

@@ -431,9 +431,18 @@ impl Runtime {
         });
         start_vector_half(&config, &vector);
         let gateway = Arc::new(
-            crate::gateway::GatewayService::start(&config, metrics.clone(), store.clone(), &tasks)
-                .await
-                .map_err(|e| CliError::failure(format!("gateway: {e}")))?,
+            crate::gateway::GatewayService::start(
+                &config,
+                metrics.clone(),
+                store.clone(),
+                // In-process; replicas would share a Redis-backed one.
+                Arc::new(bunko_core::cache::MemoryCache::new(
+                    config.gateway.cache_entries,
+                )),
+                &tasks,
+            )
+            .await
+            .map_err(|e| CliError::failure(format!("gateway: {e}")))?,
         );
         let state = AppState(Arc::new(Inner {
             config,

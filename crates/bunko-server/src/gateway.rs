@@ -5,6 +5,7 @@
 use crate::http::ApiError;
 use crate::quota::{Now, Quotas, Subjects};
 use bunko_core::Code;
+use bunko_core::cache::Cache;
 use bunko_core::config::Config;
 use bunko_core::config::QuotaScope;
 use bunko_core::identity::{Credential, Principal};
@@ -14,14 +15,15 @@ use bunko_core::ports::{MetaStore, UsageGroup, UsageRecord};
 use bunko_core::tasks::Tasks;
 use bunko_llm::gateway::{Gateway, GatewayError, Served};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct GatewayService {
     pub router: Gateway,
     metrics: Arc<Metrics>,
-    cache: ResponseCache,
+    /// Exact-match answers (the `Cache` port: in-process, or shared by replicas).
+    cache: Arc<dyn Cache>,
+    cache_ttl: Duration,
     pub quotas: Quotas,
     /// To the ledger writer (bounded: a full queue drops the row with a warning, it never
     /// blocks a request).
@@ -96,10 +98,11 @@ impl GatewayService {
         config: &Config,
         metrics: Arc<Metrics>,
         store: Arc<dyn MetaStore>,
+        cache: Arc<dyn Cache>,
         tasks: &Tasks,
     ) -> Result<Self, String> {
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
-        let service = Self::new(config, metrics, tx)?;
+        let service = Self::new(config, metrics, cache, tx)?;
         if !service.quotas.is_empty() {
             let now = Now::current();
             for (scope, group) in [
@@ -137,6 +140,7 @@ impl GatewayService {
     fn new(
         config: &Config,
         metrics: Arc<Metrics>,
+        cache: Arc<dyn Cache>,
         ledger: tokio::sync::mpsc::Sender<UsageRecord>,
     ) -> Result<Self, String> {
         let router = Gateway::new(config)?;
@@ -149,10 +153,8 @@ impl GatewayService {
         Ok(Self {
             router,
             metrics,
-            cache: ResponseCache::new(
-                config.gateway.cache_entries,
-                Duration::from_secs(config.gateway.cache_ttl_secs),
-            ),
+            cache,
+            cache_ttl: Duration::from_secs(config.gateway.cache_ttl_secs),
             embedder: config.local.embedder.clone(),
             quotas: Quotas::new(config.gateway.quotas.clone()),
             ledger,
@@ -326,7 +328,11 @@ impl GatewayService {
         } else if req.temperature != Some(0.0) {
             return None;
         } else {
-            match self.cache.get(&cache_key(alias, req)) {
+            match self
+                .cache
+                .get(&cache_key(alias, req))
+                .and_then(|b| serde_json::from_slice::<ChatResponse>(&b).ok())
+            {
                 Some(r) => {
                     self.metrics.llm_cache.with_label_values(&["hit"]).inc();
                     return Some(r);
@@ -339,69 +345,25 @@ impl GatewayService {
     }
 
     pub fn remember(&self, alias: &str, req: &ChatRequest, no_cache: bool, r: &ChatResponse) {
-        if !no_cache && req.temperature == Some(0.0) {
-            self.cache.put(cache_key(alias, req), r.clone());
+        if !no_cache
+            && req.temperature == Some(0.0)
+            && let Ok(bytes) = serde_json::to_vec(r)
+        {
+            self.cache
+                .put(&cache_key(alias, req), bytes, self.cache_ttl);
         }
     }
 }
 
+/// The normalised request (the parsed form, whatever the API and JSON layout it came in) and
+/// the alias, hashed.
 fn cache_key(alias: &str, req: &ChatRequest) -> String {
     let mut h = Sha256::new();
+    h.update(b"gateway-answer\0");
     h.update(alias.as_bytes());
     h.update([0]);
     h.update(serde_json::to_vec(req).unwrap_or_default());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Exact-match answers, bounded in entries and age (the oldest entry goes first).
-struct ResponseCache {
-    capacity: usize,
-    ttl: Duration,
-    map: Mutex<HashMap<String, (Instant, ChatResponse)>>,
-}
-
-impl ResponseCache {
-    fn new(capacity: usize, ttl: Duration) -> Self {
-        Self {
-            capacity,
-            ttl,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<ChatResponse> {
-        if self.ttl.is_zero() || self.capacity == 0 {
-            return None;
-        }
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        match m.get(key) {
-            Some((at, r)) if at.elapsed() < self.ttl => Some(r.clone()),
-            Some(_) => {
-                m.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn put(&self, key: String, r: ChatResponse) {
-        if self.ttl.is_zero() || self.capacity == 0 {
-            return;
-        }
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= self.capacity {
-            m.retain(|_, (at, _)| at.elapsed() < self.ttl);
-            if m.len() >= self.capacity
-                && let Some(oldest) = m
-                    .iter()
-                    .min_by_key(|(_, (at, _))| *at)
-                    .map(|(k, _)| k.clone())
-            {
-                m.remove(&oldest);
-            }
-        }
-        m.insert(key, (Instant::now(), r));
-    }
 }
 
 /// Writes the ledger in batches: every `flush`, or at 1,000 rows, and what is left at shutdown.

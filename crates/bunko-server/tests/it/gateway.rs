@@ -8,6 +8,8 @@ use axum::body::Body;
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::post;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -20,6 +22,13 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// An OpenAI-compatible upstream answering every chat with the recorded JSON or SSE fixture.
 async fn stand_in() -> String {
+    stand_in_counting().await.0
+}
+
+/// [`stand_in`], and the number of chat requests it has had.
+async fn stand_in_counting() -> (String, Arc<AtomicUsize>) {
+    let chats = Arc::new(AtomicUsize::new(0));
+    let counter = chats.clone();
     async fn chat(body: axum::body::Bytes) -> Response {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let (ct, body) = if v["stream"] == true {
@@ -39,13 +48,19 @@ async fn stand_in() -> String {
             .unwrap()
     }
     let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
+        .route(
+            "/v1/chat/completions",
+            post(move |b: axum::body::Bytes| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                chat(b)
+            }),
+        )
         .route("/v1/embeddings", post(embeddings));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    (url, chats)
 }
 
 /// `bunko serve` in a fresh directory with `bunko.toml` = `cfg` (no embedder).
@@ -245,6 +260,68 @@ async fn openai_paths_answer_errors_in_openai_shape() {
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+}
+
+/// The exact-match cache: a repeated temperature-0 answer comes from the cache (the upstream
+/// sees one request), `cache-control: no-cache` and other temperatures go upstream, streams
+/// are never cached; the metric counts hits, misses and bypasses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temperature_zero_answers_are_cached_unless_opted_out() {
+    let (upstream, chats) = stand_in_counting().await;
+    let (s, _dir) = serve(&config(&upstream));
+    let c = client();
+    let token = s.token();
+    let ask = |temperature: f64, stream: bool, no_cache: bool| {
+        let mut r = c
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "model": "fast", "stream": stream, "temperature": temperature,
+                "messages": [{"role": "user", "content": "Say hello"}],
+            }));
+        if no_cache {
+            r = r.header(header::CACHE_CONTROL, "no-cache");
+        }
+        r.send()
+    };
+    let first: serde_json::Value = ask(0.0, false, false).await.unwrap().json().await.unwrap();
+    assert_eq!(chats.load(Ordering::SeqCst), 1);
+    let again: serde_json::Value = ask(0.0, false, false).await.unwrap().json().await.unwrap();
+    assert_eq!(chats.load(Ordering::SeqCst), 1, "served from the cache");
+    assert_eq!(
+        again["choices"][0]["message"]["content"],
+        first["choices"][0]["message"]["content"]
+    );
+    assert_eq!(again["usage"], first["usage"]);
+    // The same request with different whitespace in its JSON is the same request.
+    let r = c
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(r#"{ "messages" : [ {"content":"Say hello","role":"user"} ], "temperature":0, "model":"fast" }"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(chats.load(Ordering::SeqCst), 1, "normalised key");
+    assert_eq!(ask(0.0, false, true).await.unwrap().status(), 200);
+    assert_eq!(chats.load(Ordering::SeqCst), 2, "no-cache goes upstream");
+    assert_eq!(ask(0.7, false, false).await.unwrap().status(), 200);
+    assert_eq!(
+        chats.load(Ordering::SeqCst),
+        3,
+        "only temperature 0 is cached"
+    );
+    for _ in 0..2 {
+        let body = ask(0.0, true, false).await.unwrap().text().await.unwrap();
+        assert!(body.trim_end().ends_with("data: [DONE]"));
+    }
+    assert_eq!(chats.load(Ordering::SeqCst), 5, "streams are not cached");
+    let m = s.metrics().await;
+    for (result, n) in [("hit", 2), ("miss", 1), ("bypass", 1)] {
+        let line = format!("bunko_llm_cache_requests_total{{result=\"{result}\"}} {n}");
+        assert!(m.contains(&line), "{line} in\n{m}");
+    }
 }
 
 /// Quotas: a soft limit warns in a header, a used-up budget refuses with 429 `quota_exceeded`
