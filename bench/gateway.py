@@ -132,10 +132,16 @@ output_price_per_mtok = 0.60
         if (data / "initial-admin-password").exists():
             break
         time.sleep(0.1)
-    pw = (data / "initial-admin-password").read_text().strip()
+    pw = next(line.split(":", 1)[1].strip()
+              for line in (data / "initial-admin-password").read_text().splitlines()
+              if line.startswith("password:"))
     tok = post(url + "/api/v1/auth/login", {"email": "admin@bunko.local", "password": pw})["access_token"]
     key = post(url + "/api/v1/keys", {"name": "bench", "scopes": ["gateway"]}, tok)["secret"]
     return p, url, key
+
+
+# LiteLLM refuses to start without a master key (auth on, as bunko's API key is).
+LITELLM_KEY = "sk-" + "5b1c" * 16
 
 
 def start_litellm(tmp, mock_url):
@@ -150,6 +156,8 @@ model_list:
       api_key: sk-bench
 litellm_settings:
   telemetry: false
+general_settings:
+  master_key: {LITELLM_KEY}
 """)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
            "NO_DOCS": "True"}
@@ -174,7 +182,7 @@ def overhead(tmp):
     litellm = None
     if LITELLM.exists():
         litellm, litellm_url = start_litellm(tmp, mock_url)
-        targets.append(("litellm", litellm_url, "sk-bench"))
+        targets.append(("litellm", litellm_url, LITELLM_KEY))
     else:
         print(f"LiteLLM not installed at {LITELLM}: measuring bunko alone", file=sys.stderr)
     # Warm-up: connections, caches, JIT-free but page-faulted.

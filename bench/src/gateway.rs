@@ -109,6 +109,7 @@ fn request(
 }
 
 fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
         .tcp_nodelay(true)

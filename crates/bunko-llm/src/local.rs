@@ -444,9 +444,8 @@ impl TextOut {
             self.held.clear();
             return (out, true);
         }
-        // Keep trailing whitespace, and the longest tail that is a proper prefix of a stop
-        // sequence.
-        let space = self.held.len() - self.held.trim_end().len();
+        // Keep the longest tail that is a proper prefix of a stop sequence, and the
+        // whitespace before it (or at the end): it goes out only once text follows.
         let keep = stops
             .iter()
             .flat_map(|s| {
@@ -455,8 +454,10 @@ impl TextOut {
                     .filter(|n| s.is_char_boundary(*n))
                     .find(|n| self.held.ends_with(&s[..*n]))
             })
-            .fold(space, usize::max);
+            .max()
+            .unwrap_or(0);
         let cut = self.held.len() - keep;
+        let cut = self.held[..cut].trim_end().len();
         let tail = self.held.split_off(cut);
         (std::mem::replace(&mut self.held, tail), false)
     }
@@ -492,6 +493,12 @@ mod tests {
         assert_eq!(t.push(b" ", &stops), (String::new(), false));
         assert_eq!(t.push(b"b", &stops), (" b".to_owned(), false));
         assert_eq!(t.push(b"!\n\nUser: more", &stops), ("!".to_owned(), true));
+        // Whitespace before what may be a stop sequence is held with it.
+        let mut t = TextOut::default();
+        assert_eq!(t.push(b"ok.\n\n", &stops), ("ok.".to_owned(), false));
+        assert_eq!(t.push(b"\n", &stops), (String::new(), false));
+        assert_eq!(t.push(b"User", &stops), (String::new(), false));
+        assert_eq!(t.push(b":", &stops), (String::new(), true));
         assert_eq!(t.finish(), "");
         let mut t = TextOut::default();
         assert_eq!(t.push(b"end\n", &stops), ("end".to_owned(), false));

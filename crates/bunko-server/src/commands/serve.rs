@@ -137,6 +137,11 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
             })
         }
         None => {
+            // No Nagle delay: a streamed answer's small SSE events go out as they are made
+            // (with Nagle + delayed ACKs each could wait ~40 ms).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let server = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
