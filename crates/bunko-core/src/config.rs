@@ -45,6 +45,8 @@ pub struct Config {
     /// `[[models]]`: the aliases callers use (`local`, the embedded model, always exists).
     pub models: Vec<crate::llm::ModelAlias>,
     pub gateway: GatewayConfig,
+    /// `[rag]`: answering questions over the documents.
+    pub rag: RagConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             providers: Vec::new(),
             models: Vec::new(),
             gateway: GatewayConfig::default(),
+            rag: RagConfig::default(),
         }
     }
 }
@@ -164,6 +167,39 @@ impl LocalConfig {
         match std::env::var_os("HOME") {
             Some(h) => PathBuf::from(h).join(".cache/bunko/models"),
             None => PathBuf::from("./bunko-models"),
+        }
+    }
+}
+
+/// `[rag]`: `POST /api/v1/ask`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RagConfig {
+    /// The model alias answers come from when the request names none.
+    pub model: String,
+    /// Passages retrieved per question when the request gives no `k` (1–20).
+    pub k: u32,
+    /// Tokens kept free for the answer when passages are fitted to the context window.
+    pub answer_tokens: u32,
+    /// A citation is kept when its passage holds at least this share of the citing
+    /// sentence's content terms (0–1).
+    pub support_floor: f32,
+    /// Passages sharing less than this share of the question's content terms do not count
+    /// as an answer; with none left, the reply says the documents do not contain one.
+    pub relevance_floor: f32,
+    /// Ask the model even when no passage is relevant (it is told to say so itself).
+    pub call_model_without_sources: bool,
+}
+
+impl Default for RagConfig {
+    fn default() -> Self {
+        Self {
+            model: crate::llm::LOCAL.to_owned(),
+            k: 5,
+            answer_tokens: 512,
+            support_floor: 0.3,
+            relevance_floor: 0.3,
+            call_model_without_sources: false,
         }
     }
 }
@@ -907,6 +943,31 @@ impl Config {
             err("local.generator_threads", "must be at most 256".into());
         }
         self.validate_gateway(&mut err);
+        if !(1..=20).contains(&self.rag.k) {
+            err("rag.k", "must be between 1 and 20".into());
+        }
+        if !(32..=8192).contains(&self.rag.answer_tokens) {
+            err("rag.answer_tokens", "must be between 32 and 8192".into());
+        }
+        for (key, v) in [
+            ("rag.support_floor", self.rag.support_floor),
+            ("rag.relevance_floor", self.rag.relevance_floor),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                err(key, "must be between 0 and 1".into());
+            }
+        }
+        if self.rag.model != crate::llm::LOCAL
+            && !self.models.iter().any(|m| m.alias == self.rag.model)
+        {
+            err(
+                "rag.model",
+                format!(
+                    "`{}` is not a [[models]] alias (nor `local`)",
+                    self.rag.model
+                ),
+            );
+        }
         if self.server.body_limit_bytes < 1024 {
             err("server.body_limit_bytes", "must be at least 1024".into());
         }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod models;
 pub mod ports;
 pub mod projects;
+pub mod rag;
 pub mod search;
 pub mod secret;
 pub mod tasks;

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub gateway_overhead: prometheus::Histogram,
     pub llm_breaker: IntGaugeVec,
     pub llm_quota: IntCounterVec,
+    pub rag_citations: IntCounterVec,
+    pub rag_answers: IntCounterVec,
 }
 
 /// Gateway overhead buckets: 10 µs to 50 ms.
@@ -186,6 +188,22 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
+        let rag_citations = IntCounterVec::new(
+            Opts::new(
+                "bunko_rag_citations_total",
+                "Citations in answers, by outcome (supported/unsupported/invalid).",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let rag_answers = IntCounterVec::new(
+            Opts::new(
+                "bunko_rag_answers_total",
+                "Answers to /api/v1/ask, by kind (generated/extractive/not_found/failed).",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
         let gateway_overhead = prometheus::Histogram::with_opts(
             HistogramOpts::new(
                 "bunko_gateway_overhead_seconds",
@@ -240,6 +258,8 @@ impl Metrics {
             Box::new(gateway_overhead.clone()),
             Box::new(llm_breaker.clone()),
             Box::new(llm_quota.clone()),
+            Box::new(rag_citations.clone()),
+            Box::new(rag_answers.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -267,6 +287,8 @@ impl Metrics {
             gateway_overhead,
             llm_breaker,
             llm_quota,
+            rag_citations,
+            rag_answers,
         }
     }
 

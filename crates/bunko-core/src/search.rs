@@ -249,25 +249,36 @@ pub async fn searchable_projects(
     p: &Principal,
     project: Option<&str>,
 ) -> Result<Vec<Project>, Error> {
+    projects_for(store, p, project, Scope::Search).await
+}
+
+/// The projects the caller may use with `scope`: the one named (404 when invisible, 403 when
+/// visible but not allowed), else every project where it is allowed.
+pub async fn projects_for(
+    store: &dyn MetaStore,
+    p: &Principal,
+    project: Option<&str>,
+    scope: Scope,
+) -> Result<Vec<Project>, Error> {
     if let Some(key) = project {
         let proj = store
             .get_project(key)
             .await?
             .ok_or_else(|| Error::not_found("project", key))?;
         let role = store.member_role(proj.id, p.user_id).await?;
-        return match p.allows(Scope::Search, proj.id, role) {
+        return match p.allows(scope, proj.id, role) {
             Access::Allowed => Ok(vec![proj]),
             Access::Invisible => Err(Error::not_found("project", key)),
             Access::Denied => Err(Error::new(
                 Code::Forbidden,
-                format!("this needs `search` in project `{}`", proj.slug),
+                format!("this needs `{}` in project `{}`", scope.as_str(), proj.slug),
             )),
         };
     }
-    if !p.has_scope(Scope::Search) {
+    if !p.has_scope(scope) {
         return Err(Error::new(
             Code::Forbidden,
-            "this credential lacks the `search` scope",
+            format!("this credential lacks the `{}` scope", scope.as_str()),
         ));
     }
     let page = PageRequest {
@@ -286,7 +297,7 @@ pub async fn searchable_projects(
     let mut out = Vec::with_capacity(candidates.len());
     for proj in candidates {
         let role = store.member_role(proj.id, p.user_id).await?;
-        if p.allows(Scope::Search, proj.id, role) == Access::Allowed {
+        if p.allows(scope, proj.id, role) == Access::Allowed {
             out.push(proj);
         }
     }

@@ -225,6 +225,12 @@ impl Gateway {
         self.aliases.iter().find(|a| a.alias == name)
     }
 
+    /// The kind of provider that serves an alias (its first choice, before fallbacks).
+    pub fn provider_kind(&self, alias: &str) -> Option<ProviderKind> {
+        let a = self.alias(alias)?;
+        self.slots.get(&a.provider).map(|s| s.provider.config.kind)
+    }
+
     pub fn slots(&self) -> impl Iterator<Item = (&str, &Arc<Slot>)> {
         self.slots.iter().map(|(k, v)| (k.as_str(), v))
     }

@@ -133,7 +133,7 @@ macro_rules! scopes {
         impl NeedScope for $t { const SCOPE: Scope = Scope::$s; }
     )+};
 }
-scopes!(ReadScope => Read, SearchScope => Search, IngestScope => Ingest, GatewayScope => Gateway, OwnerScope => Admin);
+scopes!(ReadScope => Read, SearchScope => Search, AskScope => Ask, IngestScope => Ingest, GatewayScope => Gateway, OwnerScope => Admin);
 
 /// Anyone signed in whose credential carries scope `S` (project checks come later, per project).
 pub struct Scoped<S: NeedScope>(pub Principal, pub PhantomData<S>);

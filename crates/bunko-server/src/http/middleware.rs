@@ -204,7 +204,7 @@ fn is_upload(req: &Request) -> bool {
 fn is_generation(req: &Request) -> bool {
     matches!(
         req.uri().path(),
-        "/v1/chat/completions" | "/api/chat" | "/api/generate"
+        "/v1/chat/completions" | "/api/chat" | "/api/generate" | "/api/v1/ask"
     )
 }
 

@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
         super::audit::list, super::search::get, super::search::post,
         super::documents::upload, super::documents::list, super::documents::show,
         super::documents::page, super::documents::original, super::documents::delete,
-        super::documents::reprocess, super::usage::report,
+        super::documents::reprocess, super::usage::report, super::ask::ask,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -36,6 +36,7 @@ use utoipa::{Modify, OpenApi};
         (name = "documents", description = "Upload, extraction (PDF text layer, OCR), pages, originals"),
         (name = "gateway", description = "The LLM gateway's usage ledger (the OpenAI- and Ollama-compatible APIs are under /v1 and /api)"),
         (name = "search", description = "Hybrid search: BM25 keyword half + embedding vector half, fused by reciprocal rank"),
+        (name = "ask", description = "Answers over your documents with numbered, checked citations"),
     )
 )]
 pub struct ApiDoc;

@@ -1,6 +1,7 @@
 //! Paths mapped to handlers — nothing else. Every route is behind the auth layer except the
 //! ones in [`PUBLIC_ROUTES`].
 
+mod ask;
 mod audit;
 mod auth;
 mod docs;
@@ -99,6 +100,7 @@ fn table() -> Table {
         .add(M::GET, "/api/v1/audit", audit::list)
         .add(M::GET, "/api/v1/search", search::get)
         .add(M::POST, "/api/v1/search", search::post)
+        .add(M::POST, "/api/v1/ask", ask::ask)
         .add(
             M::POST,
             "/api/v1/projects/{project}/documents",

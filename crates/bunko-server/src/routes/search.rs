@@ -77,6 +77,11 @@ impl SearchHit {
         &self.id
     }
 
+    /// The title of the chunk's document.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
     /// Adds where the chunk comes from, from the store's record of it.
     pub fn locate(&mut self, c: &bunko_core::documents::ChunkRecord) {
         self.document_id = Some(c.document_id);

@@ -129,6 +129,13 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
             Who::Key(s) if s != Scope::Search => S(403),
             _ => S(if method == Method::GET { 400 } else { 422 }),
         },
+        // Ask: the `ask` scope; the body sent has an unknown field, so allowed callers reach
+        // validation.
+        ("POST", "/api/v1/ask") => match w {
+            Who::Anon => S(401),
+            Who::Key(s) if s != Scope::Ask => S(403),
+            _ => S(422),
+        },
         // The gateway: the `gateway` scope, any project. An invalid body reaches validation.
         ("GET", "/api/v1/usage") => authed(200),
         ("GET", "/v1/models") => gateway(200),

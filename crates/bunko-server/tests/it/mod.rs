@@ -1,3 +1,4 @@
+mod ask;
 mod authz;
 mod cli;
 mod crash;

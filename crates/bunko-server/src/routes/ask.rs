@@ -1,0 +1,714 @@
+//! `POST /api/v1/ask`: hybrid retrieval over the projects the caller may ask in → numbered
+//! passages fitted to the model's context → an answer through the gateway (metered, quota'd
+//! and in the usage ledger like any other call) → citation markers filtered as they stream and
+//! every citation scored against its passage. With no relevant passage the model is not
+//! called; with the embedded base model an answer that cites nothing becomes an extractive one.
+//!
+//! Streaming is Server-Sent Events, in this order: `sources`, `delta`…, `citations`, `done`
+//! (an `error` event before `done` when the model fails mid-answer).
+
+use crate::app::AppState;
+use crate::gateway::{Call, GatewayService, Outcome};
+use crate::http::auth::{AskScope, Scoped};
+use crate::http::extract::Json;
+use crate::http::{ApiError, ApiResult};
+use crate::routes::openai::{LiveStream, sse_response, with_warning};
+use crate::routes::search::{Engines, search_blocking};
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bunko_core::identity::{Principal, Scope};
+use bunko_core::llm::{ChatEvent, ChatRequest, ProviderKind, Usage};
+use bunko_core::rag::{self, Lang, MarkerFilter, Passage, Template};
+use bunko_core::search::{Mode, parse_filters, projects_for};
+use bunko_core::{Code, Error};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The longest question accepted, in characters.
+pub const MAX_QUESTION_CHARS: usize = 8_000;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskBody {
+    /// The question, Japanese, English or mixed.
+    question: String,
+    /// Project ids or slugs; default: every project you may ask in.
+    projects: Option<Vec<String>>,
+    /// Only these documents (of those projects).
+    documents: Option<Vec<Uuid>>,
+    /// Passages to retrieve, 1–20 (default `rag.k`).
+    k: Option<u32>,
+    /// A model alias (default `rag.model`).
+    model: Option<String>,
+    /// Server-Sent Events instead of one JSON object.
+    #[serde(default)]
+    stream: bool,
+    /// The same filters as `POST /api/v1/search`.
+    #[schema(value_type = Option<crate::routes::search::SearchFilters>)]
+    filters: Option<Value>,
+    /// `ja` or `en`; default: the question's language.
+    language: Option<String>,
+    /// Tokens the answer may take (default `rag.answer_tokens`).
+    max_tokens: Option<u32>,
+}
+
+/// A numbered passage the answer may cite.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct Source {
+    n: usize,
+    document_id: Uuid,
+    title: String,
+    /// 1-based first page.
+    page: u32,
+    page_end: u32,
+    section: String,
+    /// Character span in the document's normalised text.
+    span: [u32; 2],
+    text: String,
+    chunk_id: String,
+}
+
+/// One cited source after the check.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct Citation {
+    n: usize,
+    /// False for a marker with no such source (removed from the answer) or a passage that does
+    /// not support the sentences citing it.
+    kept: bool,
+    /// Best share of a citing sentence's content terms found in the passage (0–1).
+    support: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AskUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AskTimings {
+    retrieval_ms: f64,
+    /// To the first answer text (0 when no model was called).
+    first_token_ms: f64,
+    total_ms: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AskResponse {
+    answer: String,
+    /// The answer is made of the passages' own sentences (the model cited nothing).
+    extractive: bool,
+    /// The documents hold no answer; no model was called.
+    not_found: bool,
+    /// The model failed part-way; `answer` is what arrived.
+    incomplete: bool,
+    language: String,
+    sources: Vec<Source>,
+    citations: Vec<Citation>,
+    usage: AskUsage,
+    /// The model alias that answered (empty when none was called).
+    model: String,
+    timings: AskTimings,
+    warnings: Vec<String>,
+}
+
+/// What retrieval produced for one question.
+struct Prepared {
+    question: String,
+    lang: Lang,
+    alias: String,
+    template: Template,
+    passages: Vec<Passage>,
+    relevant: bool,
+    max_tokens: u32,
+    retrieval: Duration,
+    warnings: Vec<String>,
+}
+
+fn source(p: &Passage) -> Source {
+    Source {
+        n: p.n,
+        document_id: p.document_id,
+        title: p.title.clone(),
+        page: p.page_start,
+        page_end: p.page_end,
+        section: p.section.clone(),
+        span: [p.span.0, p.span.1],
+        text: p.text.clone(),
+        chunk_id: p.chunk_id.clone(),
+    }
+}
+
+fn citations(checks: &[rag::CitationCheck]) -> Vec<Citation> {
+    checks
+        .iter()
+        .map(|c| Citation {
+            n: c.n,
+            kept: c.kept,
+            support: (c.support * 1000.0).round() / 1000.0,
+            reason: c.reason.clone(),
+        })
+        .collect()
+}
+
+/// Ask a question over your documents; the answer cites numbered passages.
+#[utoipa::path(post, path = "/api/v1/ask", tag = "ask", request_body = AskBody,
+    responses((status = 200, body = AskResponse, description = "JSON, or `text/event-stream` with `stream: true`"),
+              (status = 400, description = "query_empty, invalid_input, invalid_filter"),
+              (status = 404, description = "not_found (a project you cannot see), model_not_found"),
+              (status = 429, description = "quota_exceeded")),
+    security(("bearer" = [])))]
+pub async fn ask(
+    Scoped(principal, _): Scoped<AskScope>,
+    State(state): State<AppState>,
+    Json(body): Json<AskBody>,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let prepared = prepare(&state, &principal, body.clone_parts()).await?;
+    let stream = body.stream;
+    if !prepared.relevant && !state.config.rag.call_model_without_sources {
+        state
+            .metrics
+            .rag_answers
+            .with_label_values(&["not_found"])
+            .inc();
+        let res = not_found(&prepared, started);
+        return Ok(if stream {
+            sse_response(Body::from(not_found_events(&res)))
+        } else {
+            axum::Json(res).into_response()
+        });
+    }
+    let warning = state.gateway.admit(&principal)?;
+    let res = if stream {
+        stream_answer(state, principal, prepared, started).await?
+    } else {
+        whole_answer(&state, &principal, prepared, started)
+            .await?
+            .into_response()
+    };
+    Ok(with_warning(res, warning))
+}
+
+/// The fields `prepare` needs (the body's `stream` flag stays with the handler).
+struct Parts {
+    question: String,
+    projects: Option<Vec<String>>,
+    documents: Option<Vec<Uuid>>,
+    k: Option<u32>,
+    model: Option<String>,
+    filters: Option<Value>,
+    language: Option<String>,
+    max_tokens: Option<u32>,
+}
+
+impl AskBody {
+    fn clone_parts(&self) -> Parts {
+        Parts {
+            question: self.question.clone(),
+            projects: self.projects.clone(),
+            documents: self.documents.clone(),
+            k: self.k,
+            model: self.model.clone(),
+            filters: self.filters.clone(),
+            language: self.language.clone(),
+            max_tokens: self.max_tokens,
+        }
+    }
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError(Error::new(Code::InvalidInput, detail))
+}
+
+/// Checks the request, retrieves and fits the passages.
+async fn prepare(state: &AppState, p: &Principal, b: Parts) -> Result<Prepared, ApiError> {
+    let cfg = &state.config.rag;
+    let question = b.question.trim().to_owned();
+    if question.is_empty() {
+        return Err(ApiError(Error::new(
+            Code::QueryEmpty,
+            "the question is empty",
+        )));
+    }
+    let chars = question.chars().count();
+    if chars > MAX_QUESTION_CHARS {
+        return Err(invalid(format!(
+            "the question is {chars} characters; at most {MAX_QUESTION_CHARS}"
+        )));
+    }
+    let k = b.k.unwrap_or(cfg.k);
+    if !(1..=20).contains(&k) {
+        return Err(invalid("k must be between 1 and 20"));
+    }
+    if let Some(l) = b.language.as_deref()
+        && !matches!(l, "ja" | "en")
+    {
+        return Err(invalid("language must be `ja` or `en`"));
+    }
+    let lang = Lang::of(&question, b.language.as_deref());
+    let alias = b.model.unwrap_or_else(|| cfg.model.clone());
+    let Some(model) = state.gateway.router.alias(&alias).cloned() else {
+        return Err(GatewayService::error(
+            bunko_llm::gateway::GatewayError::UnknownModel(alias),
+        ));
+    };
+    let max_tokens = b.max_tokens.unwrap_or(cfg.answer_tokens);
+    if !(1..=8192).contains(&max_tokens) {
+        return Err(invalid("max_tokens must be between 1 and 8192"));
+    }
+    let template = match state.gateway.router.provider_kind(&alias) {
+        Some(ProviderKind::Local) => Template::Completion,
+        _ => Template::Chat,
+    };
+    let mut filters = parse_filters(b.filters.as_ref().unwrap_or(&Value::Null))?;
+    if let Some(docs) = b.documents {
+        if docs.is_empty() || docs.len() > 1000 {
+            return Err(invalid("documents must list 1 to 1000 ids"));
+        }
+        filters.document_ids.extend(docs);
+    }
+    // Every project named must be visible and allow `ask` (404 / 403 otherwise); none named:
+    // every project the caller may ask in.
+    let mut projects = Vec::new();
+    match b.projects {
+        Some(list) if list.is_empty() || list.len() > 100 => {
+            return Err(invalid("projects must list 1 to 100 projects"));
+        }
+        Some(list) => {
+            for key in list {
+                for pr in projects_for(state.store.as_ref(), p, Some(&key), Scope::Ask).await? {
+                    if !projects
+                        .iter()
+                        .any(|x: &bunko_core::ports::Project| x.id == pr.id)
+                    {
+                        projects.push(pr);
+                    }
+                }
+            }
+        }
+        None => projects = projects_for(state.store.as_ref(), p, None, Scope::Ask).await?,
+    }
+    let retrieval_started = Instant::now();
+    let documents: Option<HashSet<String>> = if filters.is_empty() {
+        None
+    } else {
+        let pids: Vec<Uuid> = projects.iter().map(|p| p.id).collect();
+        Some(
+            state
+                .store
+                .filter_documents(&pids, &filters)
+                .await?
+                .into_iter()
+                .map(|d| d.to_string())
+                .collect(),
+        )
+    };
+    let mut found = Vec::new();
+    let mut warnings = Vec::new();
+    let nothing_to_search =
+        projects.is_empty() || documents.as_ref().is_some_and(HashSet::is_empty);
+    if !nothing_to_search {
+        let Ok(_permit) = state.search_permits.clone().try_acquire_owned() else {
+            return Err(ApiError(
+                Error::unavailable("search is at capacity; retry shortly")
+                    .with_retry_after(Duration::from_secs(1)),
+            ));
+        };
+        let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
+        let (st, text) = (state.clone(), question.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            let engines = Engines {
+                keyword: &st.keyword,
+                vector: &st.vector,
+                config: &st.config.search,
+            };
+            search_blocking(
+                &engines,
+                &ids,
+                documents.as_ref(),
+                &text,
+                k as usize,
+                Mode::Hybrid,
+            )
+        })
+        .await
+        .map_err(Error::internal)??;
+        warnings.extend(out.warnings);
+        let ids: Vec<String> = out
+            .results
+            .iter()
+            .map(|h| h.chunk_id().to_owned())
+            .collect();
+        let titles: HashMap<String, String> = out
+            .results
+            .iter()
+            .map(|h| (h.chunk_id().to_owned(), h.title().to_owned()))
+            .collect();
+        let chunks = state.store.chunks_by_id(&ids).await?;
+        let by_id: HashMap<&str, &bunko_core::documents::ChunkRecord> =
+            chunks.iter().map(|c| (c.id.as_str(), c)).collect();
+        for id in &ids {
+            // Chunks indexed without a stored record (none in normal operation) are skipped:
+            // a source must point at a page.
+            if let Some(c) = by_id.get(id.as_str()) {
+                found.push(Passage {
+                    n: 0,
+                    chunk_id: c.id.clone(),
+                    document_id: c.document_id,
+                    title: titles.get(id).cloned().unwrap_or_default(),
+                    page_start: c.page_start,
+                    page_end: c.page_end,
+                    section: c.section_path.clone(),
+                    span: (c.char_start, c.char_end),
+                    text: c.text.clone(),
+                    language: c.language.clone(),
+                });
+            }
+        }
+    }
+    let budget = u64::from(model.context_window)
+        .saturating_sub(u64::from(max_tokens))
+        .saturating_sub(rag::prompt_overhead(&question));
+    let passages = rag::fit_passages(found, budget);
+    let relevant = rag::relevant(&question, &passages, state.config.rag.relevance_floor);
+    Ok(Prepared {
+        question,
+        lang,
+        alias,
+        template,
+        passages,
+        relevant,
+        max_tokens,
+        retrieval: retrieval_started.elapsed(),
+        warnings,
+    })
+}
+
+fn not_found(p: &Prepared, started: Instant) -> AskResponse {
+    AskResponse {
+        answer: p.lang.not_found().to_owned(),
+        extractive: false,
+        not_found: true,
+        incomplete: false,
+        language: p.lang.as_str().to_owned(),
+        sources: Vec::new(),
+        citations: Vec::new(),
+        usage: AskUsage {
+            input_tokens: 0,
+            output_tokens: 0,
+        },
+        model: String::new(),
+        timings: AskTimings {
+            retrieval_ms: p.retrieval.as_secs_f64() * 1000.0,
+            first_token_ms: 0.0,
+            total_ms: started.elapsed().as_secs_f64() * 1000.0,
+        },
+        warnings: p.warnings.clone(),
+    }
+}
+
+fn request(p: &Prepared) -> ChatRequest {
+    ChatRequest {
+        messages: rag::prompt(&p.question, &p.passages, p.lang, p.template),
+        max_tokens: Some(p.max_tokens),
+        temperature: Some(0.0),
+        top_p: None,
+        stop: Vec::new(),
+        seed: None,
+    }
+}
+
+/// The checked answer: invalid markers gone, citations scored, and — when the model cited
+/// nothing valid and is the embedded base model, or answered nothing — the passages' own
+/// sentences instead.
+struct Final {
+    answer: String,
+    extractive: bool,
+    checks: Vec<rag::CitationCheck>,
+}
+
+fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -> Final {
+    let floor = state.config.rag.support_floor;
+    let checks = rag::check_citations(&filtered, &p.passages, removed, floor);
+    let no_valid = !checks.iter().any(|c| c.n >= 1 && c.n <= p.passages.len());
+    let (answer, extractive, checks) =
+        if (no_valid && p.template == Template::Completion) || filtered.trim().is_empty() {
+            let e = rag::extractive(&p.question, &p.passages, 3);
+            let mut c = rag::check_citations(&e, &p.passages, &[], floor);
+            // The invalid markers the model wrote are still reported.
+            c.extend(
+                checks
+                    .into_iter()
+                    .filter(|c| c.n > p.passages.len() || c.n == 0),
+            );
+            (e, true, c)
+        } else {
+            (filtered, false, checks)
+        };
+    let m = &state.metrics.rag_citations;
+    for c in &checks {
+        let outcome = if c.n == 0 || c.n > p.passages.len() {
+            "invalid"
+        } else if c.kept {
+            "supported"
+        } else {
+            "unsupported"
+        };
+        m.with_label_values(&[outcome]).inc();
+    }
+    Final {
+        answer,
+        extractive,
+        checks,
+    }
+}
+
+fn prompt_text(req: &ChatRequest) -> String {
+    req.messages.iter().map(|m| m.content.as_str()).collect()
+}
+
+async fn whole_answer(
+    state: &AppState,
+    principal: &Principal,
+    p: Prepared,
+    started: Instant,
+) -> ApiResult<axum::Json<AskResponse>> {
+    let gw = &state.gateway;
+    let req = request(&p);
+    let prompt = prompt_text(&req);
+    let (r, served) = match gw.router.chat(&p.alias, &req).await {
+        Ok(x) => x,
+        Err(e) => {
+            gw.account(Call::failed(principal, "ask", &p.alias, &prompt, started));
+            state
+                .metrics
+                .rag_answers
+                .with_label_values(&["failed"])
+                .inc();
+            return Err(GatewayService::error(e));
+        }
+    };
+    let first_token = Instant::now();
+    gw.account(Call {
+        served: Some(&served),
+        usage: r.usage,
+        answer: &r.text,
+        outcome: Outcome::Ok,
+        first_token: Some(first_token),
+        ..Call::failed(principal, "ask", &p.alias, &prompt, started)
+    });
+    let usage = r.usage.unwrap_or_else(|| Usage::estimate(&prompt, &r.text));
+    let (filtered, f) = MarkerFilter::whole(p.passages.len(), &r.text);
+    let fin = finish(state, &p, filtered, &f.removed);
+    state
+        .metrics
+        .rag_answers
+        .with_label_values(&[if fin.extractive {
+            "extractive"
+        } else {
+            "generated"
+        }])
+        .inc();
+    Ok(axum::Json(AskResponse {
+        answer: fin.answer,
+        extractive: fin.extractive,
+        not_found: false,
+        incomplete: false,
+        language: p.lang.as_str().to_owned(),
+        sources: p.passages.iter().map(source).collect(),
+        citations: citations(&fin.checks),
+        usage: AskUsage {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+        },
+        model: served.alias.alias.clone(),
+        timings: AskTimings {
+            retrieval_ms: p.retrieval.as_secs_f64() * 1000.0,
+            first_token_ms: first_token.duration_since(started).as_secs_f64() * 1000.0,
+            total_ms: started.elapsed().as_secs_f64() * 1000.0,
+        },
+        warnings: p.warnings,
+    }))
+}
+
+fn event(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+fn not_found_events(r: &AskResponse) -> String {
+    let mut s = event("sources", &json!({"sources": [], "not_found": true}));
+    s.push_str(&event("delta", &json!({"text": r.answer})));
+    s.push_str(&event("citations", &json!({"citations": []})));
+    s.push_str(&event(
+        "done",
+        &json!({"not_found": true, "extractive": false, "incomplete": false, "model": "",
+                "language": r.language, "usage": {"input_tokens": 0, "output_tokens": 0},
+                "timings": {"retrieval_ms": r.timings.retrieval_ms, "first_token_ms": 0.0, "total_ms": r.timings.total_ms}}),
+    ));
+    s
+}
+
+async fn stream_answer(
+    state: AppState,
+    principal: Principal,
+    p: Prepared,
+    started: Instant,
+) -> ApiResult<Response> {
+    let gw = state.gateway.clone();
+    let req = request(&p);
+    let prompt = prompt_text(&req);
+    let (stream, served) = match gw.router.chat_stream(&p.alias, &req).await {
+        Ok(s) => s,
+        Err(e) => {
+            gw.account(Call::failed(&principal, "ask", &p.alias, &prompt, started));
+            state
+                .metrics
+                .rag_answers
+                .with_label_values(&["failed"])
+                .inc();
+            return Err(GatewayService::error(e));
+        }
+    };
+    let alias = served.alias.alias.clone();
+    let live = LiveStream::new(
+        state.clone(),
+        principal,
+        p.alias.clone(),
+        served,
+        prompt,
+        started,
+    );
+    struct St {
+        state: AppState,
+        stream: bunko_llm::gateway::GatewayStream,
+        live: LiveStream,
+        p: Prepared,
+        alias: String,
+        filter: MarkerFilter,
+        shown: String,
+        sent_sources: bool,
+        over: bool,
+    }
+    let filter = MarkerFilter::new(p.passages.len());
+    let st = St {
+        state,
+        stream,
+        live,
+        p,
+        alias,
+        filter,
+        shown: String::new(),
+        sent_sources: false,
+        over: false,
+    };
+    let s = futures_util::stream::unfold(st, |mut st| async move {
+        if st.over {
+            return None;
+        }
+        let mut out = String::new();
+        if !st.sent_sources {
+            st.sent_sources = true;
+            let sources: Vec<Source> = st.p.passages.iter().map(source).collect();
+            out.push_str(&event(
+                "sources",
+                &json!({"sources": sources, "not_found": false}),
+            ));
+        }
+        let end = |st: &mut St, out: &mut String, incomplete: Option<String>| {
+            let rest = st.filter.finish();
+            st.shown.push_str(&rest);
+            let fin = finish(
+                &st.state,
+                &st.p,
+                std::mem::take(&mut st.shown),
+                &st.filter.removed,
+            );
+            if fin.extractive {
+                // The answer is replaced: say so, then send it whole.
+                out.push_str(&event(
+                    "replace",
+                    &json!({"text": fin.answer, "extractive": true}),
+                ));
+            } else if !rest.is_empty() {
+                out.push_str(&event("delta", &json!({"text": rest})));
+            }
+            out.push_str(&event(
+                "citations",
+                &json!({"citations": citations(&fin.checks)}),
+            ));
+            if let Some(why) = &incomplete {
+                out.push_str(&event(
+                    "error",
+                    &json!({"message": why, "code": "upstream_unavailable"}),
+                ));
+            }
+            let usage = st
+                .live
+                .usage
+                .unwrap_or_else(|| Usage::estimate(&st.live.prompt, &st.live.answer));
+            let kind = match (&incomplete, fin.extractive) {
+                (Some(_), _) => "failed",
+                (None, true) => "extractive",
+                (None, false) => "generated",
+            };
+            st.state
+                .metrics
+                .rag_answers
+                .with_label_values(&[kind])
+                .inc();
+            out.push_str(&event(
+                "done",
+                &json!({
+                    "not_found": false, "extractive": fin.extractive,
+                    "incomplete": incomplete.is_some(), "model": st.alias,
+                    "language": st.p.lang.as_str(),
+                    "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+                    "timings": {
+                        "retrieval_ms": st.p.retrieval.as_secs_f64() * 1000.0,
+                        "first_token_ms": st.live.first_token.map_or(0.0, |t| t.duration_since(st.live.started).as_secs_f64() * 1000.0),
+                        "total_ms": st.live.started.elapsed().as_secs_f64() * 1000.0,
+                    },
+                    "warnings": st.p.warnings,
+                }),
+            ));
+            st.over = true;
+        };
+        match st.stream.next().await {
+            Some(Ok(ChatEvent::Delta(t))) => {
+                st.live.answer.push_str(&t);
+                let shown = st.filter.push(&t);
+                if !shown.is_empty() {
+                    st.shown.push_str(&shown);
+                    out.push_str(&event("delta", &json!({"text": shown})));
+                }
+            }
+            Some(Ok(ChatEvent::Done { usage, .. })) => {
+                st.live.usage = usage;
+                st.live.finish(Outcome::Ok);
+                end(&mut st, &mut out, None);
+            }
+            Some(Err(e)) => {
+                st.live.finish(Outcome::Error);
+                end(&mut st, &mut out, Some(e.to_string()));
+            }
+            None => {
+                st.live.finish(Outcome::Error);
+                end(
+                    &mut st,
+                    &mut out,
+                    Some("the model's stream ended early".into()),
+                );
+            }
+        }
+        Some((Ok::<_, std::convert::Infallible>(out), st))
+    });
+    Ok(sse_response(Body::from_stream(s)))
+}
