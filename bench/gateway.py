@@ -169,6 +169,25 @@ general_settings:
     return p, url
 
 
+def overhead_histogram(url):
+    """bunko's own measure of the time it spends on a call, excluding the upstream
+    (`bunko_gateway_overhead_seconds`, every call of the run): the bucket bounds under which
+    50 %, 99 % and 99.9 % of calls fall."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("bunko_gateway_overhead_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    total = buckets[-1][1] if buckets else 0
+    out = {"calls": int(total)}
+    for q in (0.5, 0.99, 0.999):
+        bound = next((le for le, c in buckets if total and c >= q * total), None)
+        out[f"p{q * 100:g}_le_ms"] = bound * 1000 if bound not in (None, float("inf")) else None
+    return out
+
+
 def load(url, token, rps, secs, mode):
     out = subprocess.run([str(TARGET / "bench-gateway"), "load", url, token, "fast", str(rps),
                           str(secs), mode], capture_output=True, text=True, check=True)
@@ -202,7 +221,7 @@ def overhead(tmp):
                     row[f"{name}_added_p50_ms"] = row[name]["p50_ms"] - row["mock"]["p50_ms"]
                     row[f"{name}_added_p99_ms"] = row[name]["p99_ms"] - row["mock"]["p99_ms"]
             rows.append(row)
-    rss = {"bunko_rss_mib": rss_mib(bunko.pid)}
+    rss = {"bunko_rss_mib": rss_mib(bunko.pid), "bunko_overhead": overhead_histogram(bunko_url)}
     if litellm:
         rss["litellm_rss_mib"] = rss_mib(litellm.pid)
     for p in (bunko, litellm, mock):

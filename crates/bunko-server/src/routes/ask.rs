@@ -471,6 +471,26 @@ fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -
     }
 }
 
+/// A model call that failed before any answer: accounted, counted, and the caller's error.
+fn failed(
+    state: &AppState,
+    principal: &Principal,
+    alias: &str,
+    prompt: &str,
+    started: Instant,
+    e: bunko_llm::gateway::GatewayError,
+) -> ApiError {
+    state
+        .gateway
+        .account(Call::failed(principal, "ask", alias, prompt, started));
+    state
+        .metrics
+        .rag_answers
+        .with_label_values(&["failed"])
+        .inc();
+    GatewayService::error(e)
+}
+
 fn prompt_text(req: &ChatRequest) -> String {
     req.messages.iter().map(|m| m.content.as_str()).collect()
 }
@@ -484,18 +504,11 @@ async fn whole_answer(
     let gw = &state.gateway;
     let req = request(&p);
     let prompt = prompt_text(&req);
-    let (r, served) = match gw.router.chat(&p.alias, &req).await {
-        Ok(x) => x,
-        Err(e) => {
-            gw.account(Call::failed(principal, "ask", &p.alias, &prompt, started));
-            state
-                .metrics
-                .rag_answers
-                .with_label_values(&["failed"])
-                .inc();
-            return Err(GatewayService::error(e));
-        }
-    };
+    let (r, served) = gw
+        .router
+        .chat(&p.alias, &req)
+        .await
+        .map_err(|e| failed(state, principal, &p.alias, &prompt, started, e))?;
     let first_token = Instant::now();
     gw.account(Call {
         served: Some(&served),
@@ -565,18 +578,11 @@ async fn stream_answer(
     let gw = state.gateway.clone();
     let req = request(&p);
     let prompt = prompt_text(&req);
-    let (stream, served) = match gw.router.chat_stream(&p.alias, &req).await {
-        Ok(s) => s,
-        Err(e) => {
-            gw.account(Call::failed(&principal, "ask", &p.alias, &prompt, started));
-            state
-                .metrics
-                .rag_answers
-                .with_label_values(&["failed"])
-                .inc();
-            return Err(GatewayService::error(e));
-        }
-    };
+    let (stream, served) = gw
+        .router
+        .chat_stream(&p.alias, &req)
+        .await
+        .map_err(|e| failed(&state, &principal, &p.alias, &prompt, started, e))?;
     let alias = served.alias.alias.clone();
     let live = LiveStream::new(
         state.clone(),

@@ -125,6 +125,8 @@ async fn stand_in(script: Script) -> (String, Arc<AtomicUsize>) {
     (url, calls)
 }
 
+const ASK: &str = r#"{"question": "Which program reads scanned pages?"}"#;
+const ASK_STREAMED: &str = r#"{"question": "Which program reads scanned pages?", "stream": true}"#;
 const OCR: &str =
     "# OCR\n\nScanned pages are read by tesseract, which recognises Japanese and English text.\n";
 const HOURS: &str = "# Opening hours\n\nThe reading room opens at nine and closes at five. Scanned pages can be requested at the desk.\n";
@@ -172,12 +174,7 @@ fn citation(v: &Value, n: u64) -> &Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_cite_numbered_passages_and_the_check_flags_bad_citations() {
     let (d, calls, docs) = setup(Script::Mixed).await;
-    let r = d
-        .post_json(
-            "/api/v1/ask",
-            r#"{"question": "Which program reads scanned pages?"}"#,
-        )
-        .await;
+    let r = d.post_json("/api/v1/ask", ASK).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -248,19 +245,8 @@ fn events(body: &[u8]) -> Vec<(String, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_answer_sends_sources_deltas_citations_and_done_in_order() {
     let (d, _calls, _) = setup(Script::Mixed).await;
-    let whole = d
-        .post_json(
-            "/api/v1/ask",
-            r#"{"question": "Which program reads scanned pages?"}"#,
-        )
-        .await
-        .json();
-    let r = d
-        .post_json(
-            "/api/v1/ask",
-            r#"{"question": "Which program reads scanned pages?", "stream": true}"#,
-        )
-        .await;
+    let whole = d.post_json("/api/v1/ask", ASK).await.json();
+    let r = d.post_json("/api/v1/ask", ASK_STREAMED).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers[header::CONTENT_TYPE], "text/event-stream");
     let ev = events(&r.body);
@@ -290,12 +276,7 @@ async fn a_streamed_answer_sends_sources_deltas_citations_and_done_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_failing_mid_stream_marks_the_answer_incomplete() {
     let (d, _calls, _) = setup(Script::CutMidStream).await;
-    let r = d
-        .post_json(
-            "/api/v1/ask",
-            r#"{"question": "Which program reads scanned pages?", "stream": true}"#,
-        )
-        .await;
+    let r = d.post_json("/api/v1/ask", ASK_STREAMED).await;
     assert_eq!(r.status, 200);
     let ev = events(&r.body);
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
