@@ -9,8 +9,9 @@ For each rate (100, 500, 1000 requests/s) and each mode (JSON, stream) an open-l
 (bench-gateway load: requests start on schedule, latency from the scheduled start) runs for
 SECS against each target in turn. Added latency = target percentile - mock percentile.
 Then the usage ledger grown to LEDGER_ROWS (10M) rows, and bunko at the highest rate again:
-its p99 beside the empty-ledger figure. Then 256 concurrent streams for STREAM_SECS through
-bunko (the mock sends a chunk every 50 ms): stalled streams and bunko's RSS at start and end.
+its p99 beside the empty-ledger figure. Then 256 concurrent streams through bunko (the mock
+sends a chunk every 50 ms): a WARMUP_SECS (60) warm-up, then STREAM_SECS measured: stalled
+streams and bunko's RSS sampled through the window.
 
   python3 -m venv ~/.cache/bunko-bench/litellm-venv
   ~/.cache/bunko-bench/litellm-venv/bin/pip install 'litellm[proxy]'
@@ -36,6 +37,7 @@ RATES = [int(r) for r in os.environ.get("BENCH_RATES", "100,500,1000").split(","
 LITELLM = Path(os.environ.get("LITELLM", Path.home() / ".cache/bunko-bench/litellm-venv/bin/litellm"))
 ONLY = os.environ.get("BENCH_ONLY", "")  # "overhead", "ledger" or "streams"
 LEDGER_ROWS = int(os.environ.get("BENCH_LEDGER_ROWS", "10000000"))
+WARMUP_SECS = float(os.environ.get("BENCH_WARMUP_SECS", "60"))
 
 
 def free_port():
@@ -283,8 +285,10 @@ def ledger(tmp):
 def streams(tmp):
     mock, mock_url = start_mock(50)
     bunko, bunko_url, key = start_bunko(tmp, mock_url)
-    subprocess.run([str(TARGET / "bench-gateway"), "streams", bunko_url, key, "fast", "256", "5"],
-                   capture_output=True, check=True)  # warm-up: 256 connections open once
+    # Warm-up: 256 clients streaming for a minute (connections, allocator arenas, SQLite's
+    # page cache and the ledger's first batches reach their working size).
+    subprocess.run([str(TARGET / "bench-gateway"), "streams", bunko_url, key, "fast", "256",
+                    str(WARMUP_SECS)], capture_output=True, check=True)
     rss_start = rss_mib(bunko.pid)
     samples = []
     p = subprocess.Popen([str(TARGET / "bench-gateway"), "streams", bunko_url, key, "fast", "256",
@@ -298,7 +302,8 @@ def streams(tmp):
     bunko.wait()
     mock.terminate()
     mock.wait()
-    return {**out, "secs": STREAM_SECS, "rss_start_mib": rss_start, "rss_end_mib": rss_end,
+    return {**out, "secs": STREAM_SECS, "warmup_secs": WARMUP_SECS, "rss_samples_mib": samples,
+            "rss_start_mib": rss_start, "rss_end_mib": rss_end,
             "rss_max_mib": max(samples + [rss_end]),
             "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 1)}
 
