@@ -160,7 +160,8 @@ fn citations(checks: &[rag::CitationCheck]) -> Vec<Citation> {
 
 /// Ask a question over your documents; the answer cites numbered passages.
 #[utoipa::path(post, path = "/api/v1/ask", tag = "ask", request_body = AskBody,
-    responses((status = 200, body = AskResponse, description = "JSON, or `text/event-stream` with `stream: true`"),
+    responses((status = 200, description = "The answer as JSON, or with `stream: true` as Server-Sent Events (`sources`, `delta`…, `citations`, `done`)",
+               content((AskResponse = "application/json"), (String = "text/event-stream"))),
               (status = 400, description = "query_empty, invalid_input, invalid_filter"),
               (status = 404, description = "not_found (a project you cannot see), model_not_found"),
               (status = 429, description = "quota_exceeded")),
