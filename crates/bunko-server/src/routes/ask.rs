@@ -158,10 +158,19 @@ fn citations(checks: &[rag::CitationCheck]) -> Vec<Citation> {
         .collect()
 }
 
+/// One Server-Sent Event of a streamed answer: `event` is `sources`, `delta`, `replace`,
+/// `citations`, `error` or `done`; `data` is its JSON object.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the shape of the stream written below
+pub struct AskEvent {
+    event: String,
+    data: String,
+}
+
 /// Ask a question over your documents; the answer cites numbered passages.
 #[utoipa::path(post, path = "/api/v1/ask", tag = "ask", request_body = AskBody,
     responses((status = 200, description = "The answer as JSON, or with `stream: true` as Server-Sent Events (`sources`, `delta`…, `citations`, `done`)",
-               content((AskResponse = "application/json"), (String = "text/event-stream"))),
+               content((AskResponse = "application/json"), (AskEvent = "text/event-stream"))),
               (status = 400, description = "query_empty, invalid_input, invalid_filter"),
               (status = 404, description = "not_found (a project you cannot see), model_not_found"),
               (status = 429, description = "quota_exceeded")),
