@@ -43,6 +43,12 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// The messages' text run together: what bunko counts tokens from when an upstream
+    /// reports no usage.
+    pub fn message_text(&self) -> String {
+        self.messages.iter().map(|m| m.content.as_str()).collect()
+    }
+
     /// The prompt as plain text, for a completion-style model and for counting tokens
     /// locally when an upstream reports none.
     pub fn as_prompt(&self) -> String {

@@ -181,8 +181,8 @@ pub async fn ask(
     Json(body): Json<AskBody>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
-    let prepared = prepare(&state, &principal, body.clone_parts()).await?;
     let stream = body.stream;
+    let prepared = prepare(&state, &principal, body).await?;
     if !prepared.relevant && !state.config.rag.call_model_without_sources {
         state
             .metrics
@@ -207,39 +207,12 @@ pub async fn ask(
     Ok(with_warning(res, warning))
 }
 
-/// The fields `prepare` needs (the body's `stream` flag stays with the handler).
-struct Parts {
-    question: String,
-    projects: Option<Vec<String>>,
-    documents: Option<Vec<Uuid>>,
-    k: Option<u32>,
-    model: Option<String>,
-    filters: Option<Value>,
-    language: Option<String>,
-    max_tokens: Option<u32>,
-}
-
-impl AskBody {
-    fn clone_parts(&self) -> Parts {
-        Parts {
-            question: self.question.clone(),
-            projects: self.projects.clone(),
-            documents: self.documents.clone(),
-            k: self.k,
-            model: self.model.clone(),
-            filters: self.filters.clone(),
-            language: self.language.clone(),
-            max_tokens: self.max_tokens,
-        }
-    }
-}
-
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError(Error::new(Code::InvalidInput, detail))
 }
 
 /// Checks the request, retrieves and fits the passages.
-async fn prepare(state: &AppState, p: &Principal, b: Parts) -> Result<Prepared, ApiError> {
+async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared, ApiError> {
     let cfg = &state.config.rag;
     let question = b.question.trim().to_owned();
     if question.is_empty() {
@@ -501,10 +474,6 @@ fn failed(
     GatewayService::error(e)
 }
 
-fn prompt_text(req: &ChatRequest) -> String {
-    req.messages.iter().map(|m| m.content.as_str()).collect()
-}
-
 async fn whole_answer(
     state: &AppState,
     principal: &Principal,
@@ -513,7 +482,7 @@ async fn whole_answer(
 ) -> ApiResult<axum::Json<AskResponse>> {
     let gw = &state.gateway;
     let req = request(&p);
-    let prompt = prompt_text(&req);
+    let prompt = req.message_text();
     let (r, served) = gw
         .router
         .chat(&p.alias, &req)
@@ -587,7 +556,7 @@ async fn stream_answer(
 ) -> ApiResult<Response> {
     let gw = state.gateway.clone();
     let req = request(&p);
-    let prompt = prompt_text(&req);
+    let prompt = req.message_text();
     let (stream, served) = gw
         .router
         .chat_stream(&p.alias, &req)

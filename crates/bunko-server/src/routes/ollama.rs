@@ -226,7 +226,7 @@ async fn answer(
     started: Instant,
 ) -> ApiResult<Response> {
     let alias = std::mem::take(&mut body.model);
-    let prompt: String = req.messages.iter().map(|m| m.content.as_str()).collect();
+    let prompt = req.message_text();
     let gw = &state.gateway;
     let api = if generate {
         "ollama.generate"

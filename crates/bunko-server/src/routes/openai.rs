@@ -212,7 +212,7 @@ async fn chat_completions_inner(
     started: Instant,
 ) -> ApiResult<Response> {
     let alias = std::mem::take(&mut body.model);
-    let prompt: String = req.messages.iter().map(|m| m.content.as_str()).collect();
+    let prompt = req.message_text();
     let gw = &state.gateway;
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     if body.stream {

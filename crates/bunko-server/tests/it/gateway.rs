@@ -330,18 +330,11 @@ async fn temperature_zero_answers_are_cached_unless_opted_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_warn_then_refuse_and_the_ledger_totals_every_call() {
     let upstream = stand_in().await;
-    let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "{}\n[gateway]\nledger_flush_ms = 50\n\n[[gateway.quotas]]\nscope = \"user\"\nid = \"*\"\ntokens_per_day = 20\nrequests_per_min = 100\nsoft_ratio = 0.5\n",
         config(&upstream)
     );
-    std::fs::write(dir.path().join("bunko.toml"), cfg).unwrap();
-    let s = Server::start_in(
-        dir.path(),
-        &dir.path().join("data"),
-        &[],
-        &[("BUNKO__LOCAL__EMBEDDER", "none")],
-    );
+    let (s, _dir) = serve(&cfg);
     let c = client();
     let token = s.token();
     let ask = |stream: bool| {
