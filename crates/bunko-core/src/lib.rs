@@ -4,6 +4,7 @@
 //! dependencies point inward, to here.
 
 pub mod accounts;
+pub mod answers;
 pub mod auth;
 pub mod cache;
 pub mod chunk;

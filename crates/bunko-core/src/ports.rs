@@ -191,6 +191,7 @@ pub trait MetaStore:
     + AuditQueries
     + crate::documents::DocumentQueries
     + UsageQueries
+    + crate::answers::AnswerQueries
 {
     /// A cheap round trip; used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

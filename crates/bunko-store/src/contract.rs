@@ -46,7 +46,9 @@ macro_rules! contract_tests {
             counts_by_queue_and_state, ping_works, users_are_unique_by_email_case_insensitively,
             memberships_scope_projects, refresh_tokens_rotate_and_reuse_revokes_the_session,
             api_keys_lookup_revoke_and_touch, audit_log_appends_filters_and_prunes_only_old_rows,
-            documents_dedupe_finish_atomically_and_cascade, usage_ledger_appends_and_totals);
+            documents_dedupe_finish_atomically_and_cascade, usage_ledger_appends_and_totals,
+            conversations_keep_turns_in_order, summaries_latest_wins_and_cascade,
+            notes_crud_filter_and_cascade);
     };
     (@each $make:expr; $($name:ident),+) => {
         $(
@@ -988,4 +990,168 @@ pub async fn usage_ledger_appends_and_totals(s: Store) {
         .await
         .unwrap();
     assert_eq!(by_user.len(), 2);
+}
+
+pub async fn conversations_keep_turns_in_order(s: Store) {
+    use bunko_core::answers::Turn;
+    let u = s.create_user(new_user("c@x")).await.unwrap();
+    let c = s.create_conversation(u.id).await.unwrap();
+    assert_eq!(s.conversation_owner(c).await.unwrap(), Some(u.id));
+    assert_eq!(
+        s.conversation_owner(uuid::Uuid::now_v7()).await.unwrap(),
+        None
+    );
+    for i in 0..5 {
+        s.append_turn(
+            c,
+            &Turn {
+                question: format!("q{i}"),
+                answer: format!("a{i}"),
+                at_ms: i,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let last = s.conversation_turns(c, 3).await.unwrap();
+    let qs: Vec<&str> = last.iter().map(|t| t.question.as_str()).collect();
+    assert_eq!(qs, ["q2", "q3", "q4"], "the last turns, oldest first");
+    let gone = s
+        .append_turn(
+            uuid::Uuid::now_v7(),
+            &Turn {
+                question: "q".into(),
+                answer: "a".into(),
+                at_ms: 0,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, StoreError::NotFound(_)), "{gone:?}");
+    assert!(
+        s.create_conversation(uuid::Uuid::now_v7()).await.is_err(),
+        "an unknown user has no conversations"
+    );
+}
+
+async fn one_document(s: &Store, slug: &str) -> (uuid::Uuid, uuid::Uuid) {
+    use bunko_core::documents::*;
+    let p = s
+        .create_project(NewProject {
+            name: slug.into(),
+            slug: slug.into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let (d, _) = s
+        .create_document(NewDocument {
+            project_id: p.id,
+            title: "Paper".into(),
+            filename: "paper.pdf".into(),
+            doc_type: DocType::Pdf,
+            sha256: "ab".into(),
+            size_bytes: 1,
+            source: "upload".into(),
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    (p.id, d.id)
+}
+
+pub async fn summaries_latest_wins_and_cascade(s: Store) {
+    use bunko_core::answers::{PageRef, Summary};
+    let (_, doc) = one_document(&s, "sum").await;
+    assert!(s.latest_summary(doc).await.unwrap().is_none());
+    let mk = |text: &str, at: i64| Summary {
+        id: uuid::Uuid::now_v7(),
+        document_id: doc,
+        language: "en".into(),
+        model: "local".into(),
+        text: text.into(),
+        parts: vec![],
+        citations: vec![PageRef {
+            n: 1,
+            document_id: doc,
+            title: "Paper".into(),
+            page: 3,
+            page_end: 4,
+            section: "Intro".into(),
+        }],
+        extractive_parts: 0,
+        input_tokens: 1,
+        output_tokens: 2,
+        job_id: None,
+        created_at_ms: at,
+    };
+    s.put_summary(&mk("first", 1)).await.unwrap();
+    let second = mk("second", 2);
+    s.put_summary(&second).await.unwrap();
+    assert_eq!(s.latest_summary(doc).await.unwrap(), Some(second));
+    let mut orphan = mk("x", 3);
+    orphan.document_id = uuid::Uuid::now_v7();
+    assert!(matches!(
+        s.put_summary(&orphan).await.unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    s.delete_document(doc).await.unwrap();
+    assert!(s.latest_summary(doc).await.unwrap().is_none());
+}
+
+pub async fn notes_crud_filter_and_cascade(s: Store) {
+    use bunko_core::answers::{NewNote, NotePatch};
+    let (project, _) = one_document(&s, "notes").await;
+    let u = s.create_user(new_user("n@x")).await.unwrap();
+    let mk = |title: &str, tags: &[&str]| NewNote {
+        project_id: project,
+        title: title.into(),
+        body: format!("# {title}"),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        author_id: Some(u.id),
+        citations: vec![],
+    };
+    let a = s.create_note(mk("A", &["law", "x"])).await.unwrap();
+    let b = s.create_note(mk("B", &["paper"])).await.unwrap();
+    assert_eq!(s.get_note(a.id).await.unwrap().unwrap(), a);
+    assert_eq!(a.author_id, Some(u.id));
+    let all = s.list_notes(project, None, page(1)).await.unwrap();
+    assert_eq!(all.items[0].id, b.id, "newest first");
+    assert!(all.next_cursor.is_some());
+    let tagged = s.list_notes(project, Some("law"), page(10)).await.unwrap();
+    assert_eq!(tagged.items.len(), 1);
+    assert_eq!(tagged.items[0].id, a.id);
+    let edited = s
+        .update_note(
+            a.id,
+            NotePatch {
+                body: Some("new body".into()),
+                tags: Some(vec![]),
+                ..NotePatch::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (edited.title.as_str(), edited.body.as_str()),
+        ("A", "new body")
+    );
+    assert!(edited.tags.is_empty());
+    assert!(
+        s.update_note(uuid::Uuid::now_v7(), NotePatch::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut orphan = mk("C", &[]);
+    orphan.project_id = uuid::Uuid::now_v7();
+    assert!(matches!(
+        s.create_note(orphan).await.unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    assert!(s.delete_note(b.id).await.unwrap());
+    assert!(!s.delete_note(b.id).await.unwrap());
+    s.delete_project(project).await.unwrap();
+    assert!(s.get_note(a.id).await.unwrap().is_none());
 }

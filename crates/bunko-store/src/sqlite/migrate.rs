@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "usage",
         include_str!("../../migrations/sqlite/0004_usage.sql"),
     ),
+    (
+        5,
+        "answers",
+        include_str!("../../migrations/sqlite/0005_answers.sql"),
+    ),
 ];
 
 /// Must equal [`APPLICATION_ID`] (checked by a test).

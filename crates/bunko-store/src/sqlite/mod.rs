@@ -2,6 +2,7 @@
 //! single connection makes that explicit and avoids lock upgrades), a small reader pool, and
 //! a busy timeout so a CLI command and a server can share the file.
 
+mod answers;
 mod documents;
 mod identity;
 mod jobs;

@@ -1,0 +1,228 @@
+use super::{SqliteStore, constraint_err, db_err, to_page};
+use async_trait::async_trait;
+use bunko_core::answers::{AnswerQueries, NewNote, Note, NotePatch, PageRef, Summary, Turn};
+use bunko_core::ids::{new_id, now_ms};
+use bunko_core::ports::{Page, PageRequest, StoreError, StoreResult};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+fn uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn unjson<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn row_to_note(r: &SqliteRow) -> StoreResult<Note> {
+    let id: String = r.try_get("id").map_err(db_err)?;
+    let project: String = r.try_get("project_id").map_err(db_err)?;
+    let author: Option<String> = r.try_get("author_id").map_err(db_err)?;
+    let tags: String = r.try_get("tags").map_err(db_err)?;
+    let citations: String = r.try_get("citations").map_err(db_err)?;
+    Ok(Note {
+        id: uuid(&id)?,
+        project_id: uuid(&project)?,
+        title: r.try_get("title").map_err(db_err)?,
+        body: r.try_get("body").map_err(db_err)?,
+        tags: unjson(&tags)?,
+        author_id: author.as_deref().map(uuid).transpose()?,
+        citations: unjson::<Vec<PageRef>>(&citations)?,
+        created_at_ms: r.try_get("created_at").map_err(db_err)?,
+        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
+    })
+}
+
+#[async_trait]
+impl AnswerQueries for SqliteStore {
+    async fn create_conversation(&self, user: Uuid) -> StoreResult<Uuid> {
+        let id = new_id();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO conversations (id, user_id, created_at, updated_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(user.to_string())
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| constraint_err(e, String::new, "user"))?;
+        Ok(id)
+    }
+
+    async fn conversation_owner(&self, id: Uuid) -> StoreResult<Option<Uuid>> {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM conversations WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_err)?;
+        owner.as_deref().map(uuid).transpose()
+    }
+
+    async fn conversation_turns(&self, id: Uuid, limit: u32) -> StoreResult<Vec<Turn>> {
+        let rows = sqlx::query(
+            "SELECT question, answer, at FROM conversation_turns WHERE conversation_id = ?
+             ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut turns = rows
+            .iter()
+            .map(|r| {
+                Ok(Turn {
+                    question: r.try_get("question").map_err(db_err)?,
+                    answer: r.try_get("answer").map_err(db_err)?,
+                    at_ms: r.try_get("at").map_err(db_err)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        turns.reverse();
+        Ok(turns)
+    }
+
+    async fn append_turn(&self, id: Uuid, turn: &Turn) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let r = sqlx::query("UPDATE conversations SET updated_at = ? WHERE id = ?")
+            .bind(turn.at_ms)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound("conversation".into()));
+        }
+        sqlx::query(
+            "INSERT INTO conversation_turns (conversation_id, seq, question, answer, at)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM conversation_turns
+                          WHERE conversation_id = ?1), ?2, ?3, ?4)",
+        )
+        .bind(id.to_string())
+        .bind(&turn.question)
+        .bind(&turn.answer)
+        .bind(turn.at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn put_summary(&self, s: &Summary) -> StoreResult<()> {
+        sqlx::query("INSERT INTO summaries (id, document_id, created_at, body) VALUES (?, ?, ?, ?)")
+            .bind(s.id.to_string())
+            .bind(s.document_id.to_string())
+            .bind(s.created_at_ms)
+            .bind(json(s)?)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| constraint_err(e, || "summary exists".into(), "document"))?;
+        Ok(())
+    }
+
+    async fn latest_summary(&self, document: Uuid) -> StoreResult<Option<Summary>> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM summaries WHERE document_id = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(document.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?;
+        body.as_deref().map(unjson).transpose()
+    }
+
+    async fn create_note(&self, n: NewNote) -> StoreResult<Note> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO notes (id, project_id, title, body, tags, author_id, citations, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(new_id().to_string())
+        .bind(n.project_id.to_string())
+        .bind(&n.title)
+        .bind(&n.body)
+        .bind(json(&n.tags)?)
+        .bind(n.author_id.map(|a| a.to_string()))
+        .bind(json(&n.citations)?)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| constraint_err(e, String::new, "project"))?;
+        row_to_note(&row)
+    }
+
+    async fn get_note(&self, id: Uuid) -> StoreResult<Option<Note>> {
+        sqlx::query("SELECT * FROM notes WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .as_ref()
+            .map(row_to_note)
+            .transpose()
+    }
+
+    async fn list_notes(
+        &self,
+        project: Uuid,
+        tag: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<Note>> {
+        let before = page.before.map(|u| u.to_string());
+        let rows = sqlx::query(
+            "SELECT * FROM notes WHERE project_id = ? AND (? IS NULL OR id < ?)
+               AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(notes.tags) WHERE value = ?))
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(project.to_string())
+        .bind(&before)
+        .bind(&before)
+        .bind(tag)
+        .bind(tag)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        to_page(&rows, page.limit, row_to_note, |n| n.id)
+    }
+
+    async fn update_note(&self, id: Uuid, patch: NotePatch) -> StoreResult<Option<Note>> {
+        let tags = patch.tags.as_ref().map(json).transpose()?;
+        let citations = patch.citations.as_ref().map(json).transpose()?;
+        sqlx::query(
+            "UPDATE notes SET title = COALESCE(?, title), body = COALESCE(?, body),
+                tags = COALESCE(?, tags), citations = COALESCE(?, citations), updated_at = ?
+             WHERE id = ? RETURNING *",
+        )
+        .bind(patch.title)
+        .bind(patch.body)
+        .bind(tags)
+        .bind(citations)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(row_to_note)
+        .transpose()
+    }
+
+    async fn delete_note(&self, id: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM notes WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+}
