@@ -5,6 +5,7 @@
 //! extractive answer from the passages when a model cites nothing. Pure functions: the server
 //! wires retrieval and the gateway around them.
 
+use crate::answers::Turn;
 use crate::llm::{Message, Role, estimate_tokens};
 use std::collections::HashSet;
 use uuid::Uuid;
@@ -135,9 +136,52 @@ fn header(p: &Passage, lang: Lang) -> String {
     h
 }
 
-/// The instructions, the numbered passages and the question, as messages for the gateway.
+/// The most recent turns of a conversation that fit `budget` tokens (oldest first), with
+/// their answers' citation markers taken out: the numbers pointed at the sources of their own
+/// turn, not this one's.
+pub fn fit_history(turns: &[Turn], budget: u64) -> Vec<Turn> {
+    let mut out = Vec::new();
+    let mut used = 0u64;
+    for t in turns.iter().rev() {
+        let (answer, _) = MarkerFilter::whole(0, &t.answer);
+        let answer = answer.split_whitespace().collect::<Vec<_>>().join(" ");
+        let cost = estimate_tokens(&t.question) + estimate_tokens(&answer) + 8;
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        out.push(Turn {
+            question: t.question.clone(),
+            answer,
+            at_ms: t.at_ms,
+        });
+    }
+    out.reverse();
+    out
+}
+
+/// Tokens the kept turns take in the prompt.
+pub fn history_tokens(turns: &[Turn]) -> u64 {
+    turns
+        .iter()
+        .map(|t| estimate_tokens(&t.question) + estimate_tokens(&t.answer) + 8)
+        .sum()
+}
+
+/// The text retrieval searches for: a follow-up question with the question before it, so
+/// that "and its limitations?" finds passages about what the conversation is about.
+pub fn retrieval_text(question: &str, history: &[Turn]) -> String {
+    match history.last() {
+        Some(t) => format!("{} {question}", t.question),
+        None => question.to_owned(),
+    }
+}
+
+/// The instructions, the earlier turns, the numbered passages and the question, as messages
+/// for the gateway.
 pub fn prompt(
     question: &str,
+    history: &[Turn],
     passages: &[Passage],
     lang: Lang,
     template: Template,
@@ -170,26 +214,45 @@ pub fn prompt(
                 Lang::Ja => format!("資料:\n\n{sources}質問: {question}"),
                 Lang::En => format!("Sources:\n\n{sources}Question: {question}"),
             };
-            vec![
-                Message {
-                    role: Role::System,
-                    content: system.to_owned(),
-                },
-                Message {
+            let mut messages = vec![Message {
+                role: Role::System,
+                content: system.to_owned(),
+            }];
+            for t in history {
+                messages.push(Message {
                     role: Role::User,
-                    content: user,
-                },
-            ]
+                    content: t.question.clone(),
+                });
+                messages.push(Message {
+                    role: Role::Assistant,
+                    content: t.answer.clone(),
+                });
+            }
+            messages.push(Message {
+                role: Role::User,
+                content: user,
+            });
+            messages
         }
         Template::Completion => {
+            let mut earlier = String::new();
+            for t in history {
+                earlier.push_str(&match lang {
+                    Lang::Ja => format!("以前の質問: {}\n以前の回答: {}\n\n", t.question, t.answer),
+                    Lang::En => format!(
+                        "Earlier question: {}\nEarlier answer: {}\n\n",
+                        t.question, t.answer
+                    ),
+                });
+            }
             let text = match lang {
                 Lang::Ja => format!(
                     "以下の資料に基づく回答。各文の末尾に根拠の資料番号を [1] のように示す。\n\n\
-                     {sources}質問: {question}\n回答（資料番号つき）:"
+                     {earlier}{sources}質問: {question}\n回答（資料番号つき）:"
                 ),
                 Lang::En => format!(
                     "An answer based on the sources below. Each sentence ends with the number \
-                     of its source, like [1].\n\n{sources}Question: {question}\nAnswer, citing \
+                     of its source, like [1].\n\n{earlier}{sources}Question: {question}\nAnswer, citing \
                      the sources:"
                 ),
             };
@@ -694,11 +757,12 @@ mod tests {
             e,
             "Scanned pages go through tesseract. [1]\nSearch is hybrid: keyword and vector halves are fused. [2]"
         );
-        let chat = prompt("Why?", &ps, Lang::En, Template::Chat);
+        let chat = prompt("Why?", &[], &ps, Lang::En, Template::Chat);
         assert_eq!(chat.len(), 2);
         assert!(chat[1].content.contains("[2] Doc (p. 1)\nSearch is hybrid"));
         let comp = prompt(
             "なぜ？",
+            &[],
             &ps,
             Lang::of("なぜ？", None),
             Template::Completion,
@@ -706,5 +770,49 @@ mod tests {
         assert_eq!(comp.len(), 1);
         assert!(comp[0].content.ends_with("回答（資料番号つき）:"));
         assert_eq!(Lang::of("What?", Some("ja")), Lang::Ja);
+    }
+
+    #[test]
+    fn history_keeps_the_latest_turns_that_fit_without_their_markers() {
+        let turn = |q: &str, a: &str| Turn {
+            question: q.into(),
+            answer: a.into(),
+            at_ms: 0,
+        };
+        let turns = vec![
+            turn("What is bunko? ".repeat(200).as_str(), "A library [1]."),
+            turn("Does it run OCR?", "Yes, with tesseract [2][9]."),
+            turn("Which languages?", "Japanese and English [1]."),
+        ];
+        let kept = fit_history(&turns, 60);
+        assert_eq!(kept.len(), 2, "the long first turn does not fit");
+        assert_eq!(kept[0].answer, "Yes, with tesseract .");
+        assert_eq!(kept[1].question, "Which languages?");
+        assert!(history_tokens(&kept) <= 60);
+        assert!(fit_history(&turns, 0).is_empty());
+        assert_eq!(
+            retrieval_text("And scans?", &kept),
+            "Which languages? And scans?"
+        );
+        let ps = vec![passage(1, "OCR uses tesseract.")];
+        let chat = prompt("And scans?", &kept, &ps, Lang::En, Template::Chat);
+        let roles: Vec<Role> = chat.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::User,
+                Role::Assistant,
+                Role::User
+            ]
+        );
+        let comp = prompt("And scans?", &kept, &ps, Lang::En, Template::Completion);
+        assert!(
+            comp[0].content.contains(
+                "Earlier question: Does it run OCR?\nEarlier answer: Yes, with tesseract ."
+            )
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::routes::search::{Engines, search_blocking};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use bunko_core::answers::Turn;
 use bunko_core::identity::{Principal, Scope};
 use bunko_core::llm::{ChatEvent, ChatRequest, ProviderKind, Usage};
 use bunko_core::rag::{self, Lang, MarkerFilter, Passage, Template};
@@ -55,6 +56,28 @@ pub struct AskBody {
     language: Option<String>,
     /// Tokens the answer may take (default `rag.answer_tokens`).
     max_tokens: Option<u32>,
+    /// Continue this conversation (every answer returns its `conversation_id`): the earlier
+    /// turns that fit the model's context go with the question, and the question before this
+    /// one helps retrieval.
+    conversation_id: Option<Uuid>,
+}
+
+impl AskBody {
+    /// A one-off, non-streamed question (notes are generated this way).
+    pub fn question(question: String, projects: Vec<String>, documents: Option<Vec<Uuid>>) -> Self {
+        Self {
+            question,
+            projects: Some(projects),
+            documents,
+            k: None,
+            model: None,
+            stream: false,
+            filters: None,
+            language: None,
+            max_tokens: None,
+            conversation_id: None,
+        }
+    }
 }
 
 /// A numbered passage the answer may cite.
@@ -117,6 +140,8 @@ pub struct AskResponse {
     model: String,
     timings: AskTimings,
     warnings: Vec<String>,
+    /// Pass it back as `conversation_id` to ask a follow-up.
+    conversation_id: Uuid,
 }
 
 /// What retrieval produced for one question.
@@ -130,6 +155,8 @@ struct Prepared {
     max_tokens: u32,
     retrieval: Duration,
     warnings: Vec<String>,
+    conversation_id: Uuid,
+    history: Vec<Turn>,
 }
 
 fn source(p: &Passage) -> Source {
@@ -180,6 +207,11 @@ pub async fn ask(
     State(state): State<AppState>,
     Json(body): Json<AskBody>,
 ) -> ApiResult<Response> {
+    answer(state, principal, body).await
+}
+
+/// The whole of `POST /api/v1/ask` after authentication (the CLI calls it in-process).
+pub async fn answer(state: AppState, principal: Principal, body: AskBody) -> ApiResult<Response> {
     let started = Instant::now();
     let stream = body.stream;
     let prepared = prepare(&state, &principal, body).await?;
@@ -190,6 +222,7 @@ pub async fn ask(
             .with_label_values(&["not_found"])
             .inc();
         let res = not_found(&prepared, started);
+        remember(&state, &prepared, &res.answer).await;
         return Ok(if stream {
             sse_response(Body::from(not_found_events(&res)))
         } else {
@@ -237,6 +270,22 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
         return Err(invalid("language must be `ja` or `en`"));
     }
     let lang = Lang::of(&question, b.language.as_deref());
+    let (conversation_id, turns) = match b.conversation_id {
+        Some(id) => {
+            // Someone else's conversation is as unknown as one that never existed.
+            if state.store.conversation_owner(id).await? != Some(p.user_id) {
+                return Err(ApiError(Error::new(
+                    Code::NotFound,
+                    format!("conversation {id} does not exist"),
+                )));
+            }
+            (id, state.store.conversation_turns(id, HISTORY_TURNS).await?)
+        }
+        None => (
+            state.store.create_conversation(p.user_id).await?,
+            Vec::new(),
+        ),
+    };
     let alias = b.model.unwrap_or_else(|| cfg.model.clone());
     let Some(model) = state.gateway.router.alias(&alias).cloned() else {
         return Err(GatewayService::error(
@@ -252,9 +301,21 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
         _ => Template::Chat,
     };
     let mut filters = parse_filters(b.filters.as_ref().unwrap_or(&Value::Null))?;
+    let mut warnings = Vec::new();
     if let Some(docs) = b.documents {
         if docs.is_empty() || docs.len() > 1000 {
             return Err(invalid("documents must list 1 to 1000 ids"));
+        }
+        // A document named but not ready is said so, not silently missing from the sources.
+        for id in &docs {
+            if let Some(d) = state.store.get_document(*id).await?
+                && d.status != bunko_core::documents::DocStatus::Ready
+            {
+                warnings.push(format!(
+                    "document {id} is {}: its text is not searched yet",
+                    d.status.as_str()
+                ));
+            }
         }
         filters.document_ids.extend(docs);
     }
@@ -295,7 +356,6 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
         )
     };
     let mut found = Vec::new();
-    let mut warnings = Vec::new();
     let nothing_to_search =
         projects.is_empty() || documents.as_ref().is_some_and(HashSet::is_empty);
     if !nothing_to_search {
@@ -306,7 +366,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
             ));
         };
         let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
-        let (st, text) = (state.clone(), question.clone());
+        let (st, text) = (state.clone(), rag::retrieval_text(&question, &turns));
         let out = tokio::task::spawn_blocking(move || {
             let engines = Engines {
                 keyword: &st.keyword,
@@ -360,6 +420,9 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
     let budget = u64::from(model.context_window)
         .saturating_sub(u64::from(max_tokens))
         .saturating_sub(rag::prompt_overhead(&question));
+    // Earlier turns take at most a quarter of the room; the passages get the rest.
+    let history = rag::fit_history(&turns, budget / 4);
+    let budget = budget.saturating_sub(rag::history_tokens(&history));
     let passages = rag::fit_passages(found, budget);
     let relevant = rag::relevant(&question, &passages, state.config.rag.relevance_floor);
     Ok(Prepared {
@@ -372,7 +435,25 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
         max_tokens,
         retrieval: retrieval_started.elapsed(),
         warnings,
+        conversation_id,
+        history,
     })
+}
+
+/// Earlier turns read for a follow-up (those that fit the budget are used).
+const HISTORY_TURNS: u32 = 20;
+
+/// Adds the turn to its conversation; a failure costs the follow-up its context, not the
+/// answer, so it is logged rather than returned.
+async fn remember(state: &AppState, p: &Prepared, answer: &str) {
+    let turn = Turn {
+        question: p.question.clone(),
+        answer: answer.to_owned(),
+        at_ms: bunko_core::ids::now_ms(),
+    };
+    if let Err(e) = state.store.append_turn(p.conversation_id, &turn).await {
+        tracing::warn!(error = %e, conversation = %p.conversation_id, "the turn was not kept");
+    }
 }
 
 fn not_found(p: &Prepared, started: Instant) -> AskResponse {
@@ -395,12 +476,13 @@ fn not_found(p: &Prepared, started: Instant) -> AskResponse {
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
         warnings: p.warnings.clone(),
+        conversation_id: p.conversation_id,
     }
 }
 
 fn request(p: &Prepared) -> ChatRequest {
     ChatRequest {
-        messages: rag::prompt(&p.question, &p.passages, p.lang, p.template),
+        messages: rag::prompt(&p.question, &p.history, &p.passages, p.lang, p.template),
         max_tokens: Some(p.max_tokens),
         temperature: Some(0.0),
         top_p: None,
@@ -500,6 +582,7 @@ async fn whole_answer(
     let usage = r.usage.unwrap_or_else(|| Usage::estimate(&prompt, &r.text));
     let (filtered, f) = MarkerFilter::whole(p.passages.len(), &r.text);
     let fin = finish(state, &p, filtered, &f.removed);
+    remember(state, &p, &fin.answer).await;
     state
         .metrics
         .rag_answers
@@ -528,6 +611,7 @@ async fn whole_answer(
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
         warnings: p.warnings,
+        conversation_id: p.conversation_id,
     }))
 }
 
@@ -536,14 +620,18 @@ fn event(name: &str, data: &Value) -> String {
 }
 
 fn not_found_events(r: &AskResponse) -> String {
-    let mut s = event("sources", &json!({"sources": [], "not_found": true}));
+    let mut s = event(
+        "sources",
+        &json!({"sources": [], "not_found": true, "conversation_id": r.conversation_id}),
+    );
     s.push_str(&event("delta", &json!({"text": r.answer})));
     s.push_str(&event("citations", &json!({"citations": []})));
     s.push_str(&event(
         "done",
         &json!({"not_found": true, "extractive": false, "incomplete": false, "model": "",
                 "language": r.language, "usage": {"input_tokens": 0, "output_tokens": 0},
-                "timings": {"retrieval_ms": r.timings.retrieval_ms, "first_token_ms": 0.0, "total_ms": r.timings.total_ms}}),
+                "timings": {"retrieval_ms": r.timings.retrieval_ms, "first_token_ms": 0.0, "total_ms": r.timings.total_ms},
+                "conversation_id": r.conversation_id}),
     ));
     s
 }
@@ -604,10 +692,11 @@ async fn stream_answer(
             let sources: Vec<Source> = st.p.passages.iter().map(source).collect();
             out.push_str(&event(
                 "sources",
-                &json!({"sources": sources, "not_found": false}),
+                &json!({"sources": sources, "not_found": false, "conversation_id": st.p.conversation_id}),
             ));
         }
-        let end = |st: &mut St, out: &mut String, incomplete: Option<String>| {
+        // Sends the closing events; returns the answer as the reader finally sees it.
+        let end = |st: &mut St, out: &mut String, incomplete: Option<String>| -> String {
             let rest = st.filter.finish();
             st.shown.push_str(&rest);
             let fin = finish(
@@ -662,9 +751,11 @@ async fn stream_answer(
                         "total_ms": st.live.started.elapsed().as_secs_f64() * 1000.0,
                     },
                     "warnings": st.p.warnings,
+                    "conversation_id": st.p.conversation_id,
                 }),
             ));
             st.over = true;
+            fin.answer
         };
         match st.stream.next().await {
             Some(Ok(ChatEvent::Delta(t))) => {
@@ -678,19 +769,22 @@ async fn stream_answer(
             Some(Ok(ChatEvent::Done { usage, .. })) => {
                 st.live.usage = usage;
                 st.live.finish(Outcome::Ok);
-                end(&mut st, &mut out, None);
+                let answer = end(&mut st, &mut out, None);
+                remember(&st.state, &st.p, &answer).await;
             }
             Some(Err(e)) => {
                 st.live.finish(Outcome::Error);
-                end(&mut st, &mut out, Some(e.to_string()));
+                let answer = end(&mut st, &mut out, Some(e.to_string()));
+                remember(&st.state, &st.p, &answer).await;
             }
             None => {
                 st.live.finish(Outcome::Error);
-                end(
+                let answer = end(
                     &mut st,
                     &mut out,
                     Some("the model's stream ended early".into()),
                 );
+                remember(&st.state, &st.p, &answer).await;
             }
         }
         Some((Ok::<_, std::convert::Infallible>(out), st))

@@ -47,6 +47,9 @@ fn numbers(prompt: &str, needle: &str) -> (Vec<usize>, Vec<usize>) {
     )
 }
 
+/// Every request the stand-in received (nextest runs each test in its own process).
+static REQUESTS: std::sync::Mutex<Vec<Value>> = std::sync::Mutex::new(Vec::new());
+
 async fn stand_in(script: Script) -> (String, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -54,6 +57,7 @@ async fn stand_in(script: Script) -> (String, Arc<AtomicUsize>) {
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
             let v: Value = serde_json::from_slice(&body).unwrap();
+            REQUESTS.lock().unwrap().push(v.clone());
             let prompt: String = v["messages"]
                 .as_array()
                 .unwrap()
@@ -424,4 +428,188 @@ async fn the_embedded_model_answers_with_checked_or_extractive_citations() {
         assert!(!f.cited.is_empty(), "a generated answer cites: {answer}");
     }
     assert!(v["usage"]["output_tokens"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_carries_the_conversation_and_only_its_owner_may_continue_it() {
+    let (d, calls, _) = setup(Script::Mixed).await;
+    let first = d.post_json("/api/v1/ask", ASK).await.json();
+    let id = first["conversation_id"].as_str().unwrap().to_owned();
+    let first_answer = first["answer"].as_str().unwrap();
+    let follow = format!(
+        r#"{{"question": "And which languages does it recognise?", "conversation_id": "{id}", "stream": true}}"#
+    );
+    let r = d.post_json("/api/v1/ask", &follow).await;
+    assert_eq!(r.status, 200);
+    let ev = events(&r.body);
+    assert_eq!(ev[0].1["conversation_id"], id.as_str());
+    assert_eq!(ev.last().unwrap().1["conversation_id"], id.as_str());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The model saw the earlier turn: the question, then the answer without its markers.
+    let sent = REQUESTS.lock().unwrap().last().cloned().unwrap();
+    let messages = sent["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"], "{sent}");
+    assert_eq!(messages[1]["content"], "Which program reads scanned pages?");
+    let earlier = messages[2]["content"].as_str().unwrap();
+    assert!(
+        earlier.starts_with("Scanned pages are read by tesseract"),
+        "{earlier}"
+    );
+    assert!(
+        !earlier.contains('['),
+        "old markers are taken out: {earlier}"
+    );
+    assert!(first_answer.contains('['));
+    // A new question starts a new conversation.
+    let other = d.post_json("/api/v1/ask", ASK).await.json();
+    assert_ne!(other["conversation_id"], id.as_str());
+    let turns = d
+        .state
+        .store
+        .conversation_turns(uuid::Uuid::parse_str(&id).unwrap(), 10)
+        .await
+        .unwrap();
+    assert_eq!(turns.len(), 2);
+    assert_eq!(turns[1].question, "And which languages does it recognise?");
+    // Someone else's conversation, or one that never was: 404, and no model call.
+    let papers = d.state.store.get_project("papers").await.unwrap().unwrap();
+    let tok = d
+        .member(
+            "m@x.org",
+            Some((papers.id, bunko_core::identity::ProjectRole::Viewer)),
+        )
+        .await;
+    let r = d.json_as(&tok, "POST", "/api/v1/ask", &follow).await;
+    assert_eq!(r.code(404), "not_found");
+    let r = d
+        .post_json(
+            "/api/v1/ask",
+            &format!(
+                r#"{{"question": "x", "conversation_id": "{}"}}"#,
+                uuid::Uuid::now_v7()
+            ),
+        )
+        .await;
+    assert_eq!(r.code(404), "not_found");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// A caller without access to a project named in the request gets 404 and nothing is
+/// retrieved from it; with no project of their own, nothing is searched at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_the_caller_cannot_see_is_not_found_and_not_searched() {
+    let (d, calls, _) = setup(Script::Mixed).await;
+    let tok = d.member("outsider@x.org", None).await;
+    let r = d
+        .json_as(
+            &tok,
+            "POST",
+            "/api/v1/ask",
+            r#"{"question": "Which program reads scanned pages?", "projects": ["papers"]}"#,
+        )
+        .await;
+    assert_eq!(r.code(404), "not_found");
+    let r = d.json_as(&tok, "POST", "/api/v1/ask", ASK).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["not_found"], true, "{v}");
+    assert!(v["sources"].as_array().unwrap().is_empty());
+    // A project with no documents, and a document still being processed: no answer to find,
+    // and the latter is named in a warning.
+    bunko_core::projects::create(d.state.store.as_ref(), "Empty", None)
+        .await
+        .unwrap();
+    let r = d
+        .post_json(
+            "/api/v1/ask",
+            r#"{"question": "Which program reads scanned pages?", "projects": ["empty"]}"#,
+        )
+        .await;
+    assert_eq!(r.json()["not_found"], true);
+    let papers = d.state.store.get_project("papers").await.unwrap().unwrap();
+    let (pending, _) = d
+        .state
+        .store
+        .create_document(bunko_core::documents::NewDocument {
+            project_id: papers.id,
+            title: "Pending".into(),
+            filename: "pending.md".into(),
+            doc_type: bunko_core::documents::DocType::Markdown,
+            sha256: "00".repeat(32),
+            size_bytes: 1,
+            source: "upload".into(),
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    let r = d
+        .post_json(
+            "/api/v1/ask",
+            &format!(
+                r#"{{"question": "Which program reads scanned pages?", "documents": ["{}"]}}"#,
+                pending.id
+            ),
+        )
+        .await;
+    let v = r.json();
+    assert_eq!(v["not_found"], true, "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("not searched yet"),
+        "{v}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// A used-up token budget refuses the next question with 429 `quota_exceeded`, after the
+/// first answer was recorded in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_quota_refuses_the_next_question() {
+    let (url, calls) = stand_in(Script::Mixed).await;
+    let d =
+        start(|c| {
+            c.providers = vec![serde_json::from_value(json!({
+            "name": "stand-in", "type": "openai", "base_url": format!("{url}/v1"), "retries": 0,
+        }))
+        .unwrap()];
+            c.models = vec![serde_json::from_value(json!({
+            "alias": "scripted", "provider": "stand-in", "model": "m", "context_window": 8000,
+        }))
+        .unwrap()];
+            c.rag.model = "scripted".into();
+            c.gateway.ledger_flush_ms = 50;
+            c.gateway.quotas = vec![
+                serde_json::from_value(json!({
+                    "scope": "user", "id": "*", "tokens_per_day": 100,
+                }))
+                .unwrap(),
+            ];
+        })
+        .await;
+    let up = d.upload(&[file("ocr.md", OCR.as_bytes().to_vec())]).await;
+    d.settle(&ids(&up.json()), Duration::from_secs(60)).await;
+    let r = d.post_json("/api/v1/ask", ASK).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = d.post_json("/api/v1/ask", ASK_STREAMED).await;
+    assert_eq!(r.code(429), "quota_exceeded");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the model was not called again"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let totals = d
+        .state
+        .store
+        .usage_totals(bunko_core::ports::UsageGroup::Model, 0, i64::MAX, None)
+        .await
+        .unwrap();
+    assert_eq!(totals.len(), 1);
+    assert_eq!((totals[0].input_tokens, totals[0].output_tokens), (120, 30));
 }

@@ -178,14 +178,47 @@ impl Docs {
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> Res {
+        self.json_as(&self.token, "POST", path, body).await
+    }
+
+    /// A JSON request with another caller's token.
+    pub async fn json_as(&self, token: &str, method: &str, path: &str, body: &str) -> Res {
         self.send(
-            Request::post(path)
-                .header("authorization", format!("Bearer {}", self.token))
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("Bearer {token}"))
                 .header("content-type", "application/json")
                 .body(Body::from(body.to_owned()))
                 .unwrap(),
         )
         .await
+    }
+
+    /// A member with `role` in `project` (none: no project), logged in; returns the token.
+    pub async fn member(
+        &self,
+        email: &str,
+        project: Option<(uuid::Uuid, bunko_core::identity::ProjectRole)>,
+    ) -> String {
+        let acc = &self.state.accounts;
+        let c = Default::default();
+        let password = "a long enough password 123";
+        let (u, _) = acc
+            .create_user(
+                None,
+                email,
+                "member",
+                bunko_core::identity::GlobalRole::Member,
+                Some(password),
+                &c,
+            )
+            .await
+            .unwrap();
+        if let Some((p, role)) = project {
+            acc.put_member(None, p, &u, role, &c).await.unwrap();
+        }
+        acc.login(email, password, &c).await.unwrap().access_token
     }
 
     pub async fn upload(&self, parts: &[Part<'_>]) -> Res {

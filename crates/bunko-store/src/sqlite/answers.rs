@@ -117,14 +117,16 @@ impl AnswerQueries for SqliteStore {
     }
 
     async fn put_summary(&self, s: &Summary) -> StoreResult<()> {
-        sqlx::query("INSERT INTO summaries (id, document_id, created_at, body) VALUES (?, ?, ?, ?)")
-            .bind(s.id.to_string())
-            .bind(s.document_id.to_string())
-            .bind(s.created_at_ms)
-            .bind(json(s)?)
-            .execute(&self.writer)
-            .await
-            .map_err(|e| constraint_err(e, || "summary exists".into(), "document"))?;
+        sqlx::query(
+            "INSERT INTO summaries (id, document_id, created_at, body) VALUES (?, ?, ?, ?)",
+        )
+        .bind(s.id.to_string())
+        .bind(s.document_id.to_string())
+        .bind(s.created_at_ms)
+        .bind(json(s)?)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| constraint_err(e, || "summary exists".into(), "document"))?;
         Ok(())
     }
 
