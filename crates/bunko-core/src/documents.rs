@@ -236,6 +236,89 @@ pub struct DocMeta {
     /// As the file states it (ISO 8601 where the format allows).
     pub created: Option<String>,
     pub modified: Option<String>,
+    /// A DOI found on the first pages (`10.18637/jss.v067.i01`), for citations and BibTeX.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doi: Option<String>,
+    /// An arXiv identifier (`2101.00001` or `hep-th/9901001`), with its version if stated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arxiv_id: Option<String>,
+}
+
+/// The first DOI in `text`: `10.` + registrant digits + `/` + a suffix up to white space,
+/// trailing punctuation dropped.
+pub fn find_doi(text: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("10.") {
+        let start = from + i;
+        from = start + 3;
+        // Not the middle of a longer number (e.g. 110.5).
+        if text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '.')
+        {
+            continue;
+        }
+        let rest = &text[start + 3..];
+        let reg = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if !(4..=9).contains(&reg) || rest.as_bytes().get(reg) != Some(&b'/') {
+            continue;
+        }
+        let suffix: String = rest[reg + 1..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '<' | '>' | '{' | '}'))
+            .collect();
+        let suffix = suffix.trim_end_matches(['.', ',', ';', ':', ')', ']']);
+        if suffix.is_empty() {
+            continue;
+        }
+        return Some(format!("10.{}/{}", &rest[..reg], suffix));
+    }
+    None
+}
+
+/// The first arXiv identifier in `text` written as `arXiv:2101.00001v2` or
+/// `arxiv.org/abs/…` (new style NNNN.NNNNN, or old style archive/NNNNNNN).
+pub fn find_arxiv_id(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    for marker in ["arxiv:", "arxiv.org/abs/", "arxiv.org/pdf/"] {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(marker) {
+            let start = from + i + marker.len();
+            from = start;
+            let cand: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-'))
+                .collect();
+            let cand = cand.trim_end_matches('.');
+            if is_arxiv_id(cand) {
+                return Some(cand.to_owned());
+            }
+        }
+    }
+    None
+}
+
+fn is_arxiv_id(s: &str) -> bool {
+    let base = match s.rfind('v') {
+        Some(i) if i > 0 && s[i + 1..].bytes().all(|b| b.is_ascii_digit()) && i + 1 < s.len() => {
+            &s[..i]
+        }
+        _ => s,
+    };
+    if let Some((yymm, num)) = base.split_once('.') {
+        return yymm.len() == 4
+            && yymm.bytes().all(|b| b.is_ascii_digit())
+            && (4..=5).contains(&num.len())
+            && num.bytes().all(|b| b.is_ascii_digit());
+    }
+    if let Some((archive, num)) = base.split_once('/') {
+        return !archive.is_empty()
+            && archive.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            && num.len() == 7
+            && num.bytes().all(|b| b.is_ascii_digit());
+    }
+    false
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -476,6 +559,29 @@ mod tests {
             DocType::sniff(&[b'a', 0, b'b', 0, b'c', 0, b'd', 0], "a.txt"),
             Some(DocType::Text)
         );
+    }
+
+    #[test]
+    fn identifiers_are_found_in_page_text() {
+        assert_eq!(
+            find_doi("Journal of Statistical Software. DOI 10.18637/jss.v067.i01, October")
+                .as_deref(),
+            Some("10.18637/jss.v067.i01")
+        );
+        assert_eq!(
+            find_doi("see https://doi.org/10.1145/3292500.3330701.").as_deref(),
+            Some("10.1145/3292500.3330701")
+        );
+        assert_eq!(find_doi("a ratio of 110.5/2 and 10.5 units"), None);
+        assert_eq!(
+            find_arxiv_id("Preprint arXiv:2101.00001v2 [cs.CL] 4 Jan").as_deref(),
+            Some("2101.00001v2")
+        );
+        assert_eq!(
+            find_arxiv_id("http://arxiv.org/abs/hep-th/9901001.").as_deref(),
+            Some("hep-th/9901001")
+        );
+        assert_eq!(find_arxiv_id("arXiv: not an id, arxiv:12.3"), None);
     }
 
     #[test]

@@ -105,6 +105,10 @@ error_codes! {
     LeaseExpired => (500, "lease_expired", "Job lease expired"),
     /// No handler is registered for a job kind.
     UnknownJobKind => (422, "unknown_job_kind", "Unknown job kind"),
+    /// The documents hold no answer to the question, so nothing was written from it.
+    NoAnswer => (422, "no_answer", "The documents hold no answer"),
+    /// The document is still queued or being processed (or failed): it has no text yet.
+    DocumentNotReady => (409, "document_not_ready", "Document not ready"),
 }
 
 impl fmt::Display for Code {

@@ -76,6 +76,7 @@ pub fn info(path: &Path, password: Option<&str>) -> Result<Info, ExtractError> {
             .unwrap_or_default(),
         created: field("CreationDate"),
         modified: field("ModDate"),
+        ..Default::default()
     };
     if meta.title.is_none() || meta.authors.is_empty() {
         xmp(path, password, &mut meta);

@@ -852,8 +852,17 @@ fn build(
             "no text was left after normalisation",
         )));
     }
-    let title = extracted
-        .meta
+    let mut meta = extracted.meta;
+    // Identifiers printed on the first pages (a paper's DOI or arXiv id), unless the file's
+    // metadata (or a crawler) already gave them.
+    let front: String = pages.iter().take(2).map(|p| p.text.as_str()).collect();
+    if meta.doi.is_none() {
+        meta.doi = bunko_core::documents::find_doi(&front);
+    }
+    if meta.arxiv_id.is_none() {
+        meta.arxiv_id = bunko_core::documents::find_arxiv_id(&front);
+    }
+    let title = meta
         .title
         .clone()
         .filter(|t| !t.trim().is_empty())
@@ -893,7 +902,7 @@ fn build(
     Ok((
         Processed {
             title: Some(title),
-            meta: extracted.meta,
+            meta,
             language,
             pages,
             chunks: records,

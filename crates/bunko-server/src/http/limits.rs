@@ -20,7 +20,7 @@ pub fn route_class(route: &str) -> Option<&'static str> {
         }
         "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/auth/password" => Some("auth"),
         "/api/v1/search" => Some("search"),
-        "/api/v1/ask" => Some("ask"),
+        "/api/v1/ask" | "/api/v1/projects/{project}/notes:generate" => Some("ask"),
         "/v1/chat/completions"
         | "/v1/embeddings"
         | "/v1/models"

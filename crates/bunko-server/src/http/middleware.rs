@@ -202,10 +202,11 @@ fn is_upload(req: &Request) -> bool {
 
 /// Whether a request asks a model for an answer (the provider's own timeouts govern it).
 fn is_generation(req: &Request) -> bool {
+    let path = req.uri().path();
     matches!(
-        req.uri().path(),
+        path,
         "/v1/chat/completions" | "/api/chat" | "/api/generate" | "/api/v1/ask"
-    )
+    ) || (path.starts_with("/api/v1/projects/") && path.ends_with("/notes:generate"))
 }
 
 /// Body size and time limits: `server.body_limit_bytes` and `server.request_timeout_secs` for

@@ -64,13 +64,18 @@ pub struct AskBody {
 
 impl AskBody {
     /// A one-off, non-streamed question (notes are generated this way).
-    pub fn question(question: String, projects: Vec<String>, documents: Option<Vec<Uuid>>) -> Self {
+    pub fn question(
+        question: String,
+        projects: Vec<String>,
+        documents: Option<Vec<Uuid>>,
+        model: Option<String>,
+    ) -> Self {
         Self {
             question,
             projects: Some(projects),
             documents,
             k: None,
-            model: None,
+            model,
             stream: false,
             filters: None,
             language: None,
@@ -83,36 +88,36 @@ impl AskBody {
 /// A numbered passage the answer may cite.
 #[derive(Serialize, ToSchema, Clone)]
 pub struct Source {
-    n: usize,
-    document_id: Uuid,
-    title: String,
+    pub(crate) n: usize,
+    pub(crate) document_id: Uuid,
+    pub(crate) title: String,
     /// 1-based first page.
-    page: u32,
-    page_end: u32,
-    section: String,
+    pub(crate) page: u32,
+    pub(crate) page_end: u32,
+    pub(crate) section: String,
     /// Character span in the document's normalised text.
-    span: [u32; 2],
-    text: String,
-    chunk_id: String,
+    pub(crate) span: [u32; 2],
+    pub(crate) text: String,
+    pub(crate) chunk_id: String,
 }
 
 /// One cited source after the check.
 #[derive(Serialize, ToSchema, Clone)]
 pub struct Citation {
-    n: usize,
+    pub(crate) n: usize,
     /// False for a marker with no such source (removed from the answer) or a passage that does
     /// not support the sentences citing it.
-    kept: bool,
+    pub(crate) kept: bool,
     /// Best share of a citing sentence's content terms found in the passage (0–1).
-    support: f32,
+    pub(crate) support: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct AskUsage {
-    input_tokens: u64,
-    output_tokens: u64,
+    pub(crate) input_tokens: u64,
+    pub(crate) output_tokens: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -125,23 +130,23 @@ pub struct AskTimings {
 
 #[derive(Serialize, ToSchema)]
 pub struct AskResponse {
-    answer: String,
+    pub(crate) answer: String,
     /// The answer is made of the passages' own sentences (the model cited nothing).
-    extractive: bool,
+    pub(crate) extractive: bool,
     /// The documents hold no answer; no model was called.
-    not_found: bool,
+    pub(crate) not_found: bool,
     /// The model failed part-way; `answer` is what arrived.
-    incomplete: bool,
-    language: String,
-    sources: Vec<Source>,
-    citations: Vec<Citation>,
-    usage: AskUsage,
+    pub(crate) incomplete: bool,
+    pub(crate) language: String,
+    pub(crate) sources: Vec<Source>,
+    pub(crate) citations: Vec<Citation>,
+    pub(crate) usage: AskUsage,
     /// The model alias that answered (empty when none was called).
-    model: String,
-    timings: AskTimings,
-    warnings: Vec<String>,
+    pub(crate) model: String,
+    pub(crate) timings: AskTimings,
+    pub(crate) warnings: Vec<String>,
     /// Pass it back as `conversation_id` to ask a follow-up.
-    conversation_id: Uuid,
+    pub(crate) conversation_id: Uuid,
 }
 
 /// What retrieval produced for one question.
@@ -214,7 +219,45 @@ pub async fn ask(
 pub async fn answer(state: AppState, principal: Principal, body: AskBody) -> ApiResult<Response> {
     let started = Instant::now();
     let stream = body.stream;
-    let prepared = prepare(&state, &principal, body).await?;
+    Ok(match begin(&state, &principal, body).await? {
+        Begun::NotFound(res) if stream => sse_response(Body::from(not_found_events(&res))),
+        Begun::NotFound(res) => axum::Json(res).into_response(),
+        Begun::Model(prepared, warning) => with_warning(
+            if stream {
+                stream_answer(state, principal, prepared, started).await?
+            } else {
+                whole_answer(&state, &principal, prepared, started)
+                    .await?
+                    .into_response()
+            },
+            warning,
+        ),
+    })
+}
+
+/// A whole (not streamed) answer as a value: notes are generated this way.
+pub async fn answer_value(
+    state: &AppState,
+    principal: &Principal,
+    body: AskBody,
+) -> Result<AskResponse, ApiError> {
+    let started = Instant::now();
+    match begin(state, principal, body).await? {
+        Begun::NotFound(res) => Ok(res),
+        Begun::Model(prepared, _) => Ok(whole_answer(state, principal, prepared, started).await?.0),
+    }
+}
+
+enum Begun {
+    /// Nothing relevant was found: the answer says so and no model is called.
+    NotFound(AskResponse),
+    /// The passages are ready and the caller's quota admits a model call (with its warning).
+    Model(Prepared, Option<String>),
+}
+
+async fn begin(state: &AppState, principal: &Principal, body: AskBody) -> Result<Begun, ApiError> {
+    let started = Instant::now();
+    let prepared = prepare(state, principal, body).await?;
     if !prepared.relevant && !state.config.rag.call_model_without_sources {
         state
             .metrics
@@ -222,22 +265,11 @@ pub async fn answer(state: AppState, principal: Principal, body: AskBody) -> Api
             .with_label_values(&["not_found"])
             .inc();
         let res = not_found(&prepared, started);
-        remember(&state, &prepared, &res.answer).await;
-        return Ok(if stream {
-            sse_response(Body::from(not_found_events(&res)))
-        } else {
-            axum::Json(res).into_response()
-        });
+        remember(state, &prepared, &res.answer).await;
+        return Ok(Begun::NotFound(res));
     }
-    let warning = state.gateway.admit(&principal)?;
-    let res = if stream {
-        stream_answer(state, principal, prepared, started).await?
-    } else {
-        whole_answer(&state, &principal, prepared, started)
-            .await?
-            .into_response()
-    };
-    Ok(with_warning(res, warning))
+    let warning = state.gateway.admit(principal)?;
+    Ok(Begun::Model(prepared, warning))
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {

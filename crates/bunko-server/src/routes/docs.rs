@@ -22,6 +22,8 @@ use utoipa::{Modify, OpenApi};
         super::documents::upload, super::documents::list, super::documents::show,
         super::documents::page, super::documents::original, super::documents::delete,
         super::documents::reprocess, super::usage::report, super::ask::ask,
+        super::notes::list, super::notes::create, super::notes::show, super::notes::update,
+        super::notes::delete, super::notes::markdown, super::notes::bibtex, super::notes::generate,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -37,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         (name = "gateway", description = "The LLM gateway's usage ledger (the OpenAI- and Ollama-compatible APIs are under /v1 and /api)"),
         (name = "search", description = "Hybrid search: BM25 keyword half + embedding vector half, fused by reciprocal rank"),
         (name = "ask", description = "Answers over your documents with numbered, checked citations"),
+        (name = "notes", description = "Project notes in Markdown with citations linked to pages; Markdown and BibTeX export"),
     )
 )]
 pub struct ApiDoc;

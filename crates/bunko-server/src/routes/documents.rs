@@ -57,6 +57,12 @@ pub struct DocumentView {
     authors: Vec<String>,
     created: Option<String>,
     modified: Option<String>,
+    /// A DOI printed on the first pages (or given by the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doi: Option<String>,
+    /// An arXiv identifier printed on the first pages (or given by the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arxiv_id: Option<String>,
     source: String,
     tags: Vec<String>,
     job_id: Option<Uuid>,
@@ -87,6 +93,8 @@ impl From<Document> for DocumentView {
             authors: d.meta.authors,
             created: d.meta.created,
             modified: d.meta.modified,
+            doi: d.meta.doi,
+            arxiv_id: d.meta.arxiv_id,
             source: d.source,
             tags: d.tags,
             job_id: d.job_id,

@@ -9,6 +9,7 @@ mod documents;
 mod health;
 mod jobs;
 mod keys;
+mod notes;
 mod ollama;
 mod openai;
 mod projects;
@@ -157,6 +158,38 @@ fn table() -> Table {
             M::DELETE,
             "/api/v1/projects/{project}/members/{user}",
             projects::remove_member,
+        )
+        .add(M::GET, "/api/v1/projects/{project}/notes", notes::list)
+        .add(M::POST, "/api/v1/projects/{project}/notes", notes::create)
+        .add(
+            M::POST,
+            "/api/v1/projects/{project}/notes:generate",
+            notes::generate,
+        )
+        .add(
+            M::GET,
+            "/api/v1/projects/{project}/notes.bib",
+            notes::bibtex,
+        )
+        .add(
+            M::GET,
+            "/api/v1/projects/{project}/notes/{note}",
+            notes::show,
+        )
+        .add(
+            M::PATCH,
+            "/api/v1/projects/{project}/notes/{note}",
+            notes::update,
+        )
+        .add(
+            M::DELETE,
+            "/api/v1/projects/{project}/notes/{note}",
+            notes::delete,
+        )
+        .add(
+            M::GET,
+            "/api/v1/projects/{project}/notes/{note}/markdown",
+            notes::markdown,
         )
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// How the stand-in answers.
 #[derive(Clone, Copy, PartialEq)]
-enum Script {
+pub enum Script {
     /// Cites the passage about tesseract correctly, another one for a sentence it does not
     /// support, and [0] and [999]; streamed three characters per event.
     Mixed,
@@ -131,12 +131,12 @@ async fn stand_in(script: Script) -> (String, Arc<AtomicUsize>) {
 
 const ASK: &str = r#"{"question": "Which program reads scanned pages?"}"#;
 const ASK_STREAMED: &str = r#"{"question": "Which program reads scanned pages?", "stream": true}"#;
-const OCR: &str =
+pub const OCR: &str =
     "# OCR\n\nScanned pages are read by tesseract, which recognises Japanese and English text.\n";
 const HOURS: &str = "# Opening hours\n\nThe reading room opens at nine and closes at five. Scanned pages can be requested at the desk.\n";
 
 /// A server whose `rag.model` is an alias to the stand-in, with the two documents ready.
-async fn setup(script: Script) -> (Docs, Arc<AtomicUsize>, Vec<String>) {
+pub async fn setup(script: Script) -> (Docs, Arc<AtomicUsize>, Vec<String>) {
     let (url, calls) = stand_in(script).await;
     let d = start(|c| {
         let provider: bunko_core::llm::ProviderConfig = serde_json::from_value(json!({

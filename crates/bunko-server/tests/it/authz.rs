@@ -73,9 +73,14 @@ fn document(w: Who, scope: Scope, ok: u16) -> Exp {
 }
 
 fn project_ingest(w: Who, ok: u16) -> Exp {
-    match document(w, Scope::Ingest, ok) {
-        S(404) => Hidden,
-        e => e,
+    project_scope(w, Scope::Ingest, ok)
+}
+
+/// Something of project P that needs `scope`: invisible callers see no project.
+fn project_scope(w: Who, scope: Scope, ok: u16) -> Exp {
+    match w {
+        Who::Outsider | Who::OtherProjectKey => Hidden,
+        _ => document(w, scope, ok),
     }
 }
 
@@ -177,6 +182,21 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
             }
             _ => S(403),
         },
+        // Notes: read with `read`, written with `ingest` (editors). The note id does not
+        // exist, so allowed callers get 404 there; bodies have an unknown field (422).
+        ("GET", "/api/v1/projects/{project}/notes" | "/api/v1/projects/{project}/notes.bib") => {
+            project_read(w)
+        }
+        (
+            "POST",
+            "/api/v1/projects/{project}/notes" | "/api/v1/projects/{project}/notes:generate",
+        ) => project_ingest(w, 422),
+        (
+            "GET",
+            "/api/v1/projects/{project}/notes/{note}"
+            | "/api/v1/projects/{project}/notes/{note}/markdown",
+        ) => project_scope(w, Scope::Read, 404),
+        ("PATCH" | "DELETE", "/api/v1/projects/{project}/notes/{note}") => project_ingest(w, 404),
         _ => return None,
     })
 }
@@ -365,6 +385,7 @@ async fn every_route_times_every_caller() {
                 .replace("{project}", &target)
                 .replace("{user}", "outsider@x.org")
                 .replace("{n}", "1")
+                .replace("{note}", "0190a0a0-0000-7000-8000-000000000000")
                 .replace(
                     "{id}",
                     if path.starts_with("/api/v1/users") {

@@ -1,4 +1,4 @@
-mod ask;
+pub mod ask;
 mod authz;
 mod cli;
 mod crash;
@@ -6,6 +6,7 @@ pub mod documents;
 mod eval;
 mod gateway;
 mod http;
+mod notes;
 mod process;
 mod security;
 mod support;
