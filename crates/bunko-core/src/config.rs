@@ -189,6 +189,13 @@ pub struct RagConfig {
     pub relevance_floor: f32,
     /// Ask the model even when no passage is relevant (it is told to say so itself).
     pub call_model_without_sources: bool,
+    /// Summaries: the most tokens of a document's text summarised in one call (the "map"
+    /// step); also capped by the model's context window.
+    pub summary_part_tokens: u32,
+    /// Summaries: tokens each part's summary may take.
+    pub summary_part_answer_tokens: u32,
+    /// Summaries: tokens the whole document's summary may take.
+    pub summary_tokens: u32,
 }
 
 impl Default for RagConfig {
@@ -200,6 +207,9 @@ impl Default for RagConfig {
             support_floor: 0.3,
             relevance_floor: 0.3,
             call_model_without_sources: false,
+            summary_part_tokens: 1500,
+            summary_part_answer_tokens: 160,
+            summary_tokens: 400,
         }
     }
 }
@@ -946,8 +956,19 @@ impl Config {
         if !(1..=20).contains(&self.rag.k) {
             err("rag.k", "must be between 1 and 20".into());
         }
-        if !(32..=8192).contains(&self.rag.answer_tokens) {
-            err("rag.answer_tokens", "must be between 32 and 8192".into());
+        for (key, v, lo) in [
+            ("rag.answer_tokens", self.rag.answer_tokens, 32),
+            ("rag.summary_part_tokens", self.rag.summary_part_tokens, 200),
+            (
+                "rag.summary_part_answer_tokens",
+                self.rag.summary_part_answer_tokens,
+                32,
+            ),
+            ("rag.summary_tokens", self.rag.summary_tokens, 32),
+        ] {
+            if !(lo..=8192).contains(&v) {
+                err(key, format!("must be between {lo} and 8192"));
+            }
         }
         for (key, v) in [
             ("rag.support_floor", self.rag.support_floor),

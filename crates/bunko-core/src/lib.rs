@@ -24,6 +24,7 @@ pub mod projects;
 pub mod rag;
 pub mod search;
 pub mod secret;
+pub mod summarize;
 pub mod tasks;
 pub mod text;
 pub mod trace;

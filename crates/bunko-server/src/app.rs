@@ -414,22 +414,7 @@ impl Runtime {
             crate::ingest::QUEUE,
             Arc::new(crate::ingest::ProcessDocument(ingest.clone())),
         );
-        let registry = Arc::new(registry);
         let tasks = Tasks::new();
-        let worker = run_worker.then(|| {
-            let mut wc = WorkerConfig::from_config(&config, &registry);
-            if !owns_index {
-                wc.queues.retain(|(q, _)| q != crate::ingest::QUEUE);
-            }
-            let w = Worker::new(store.clone(), registry.clone(), wc, metrics.clone());
-            if owns_index {
-                check_index(ingest.clone(), &tasks);
-            }
-            w.start(&tasks);
-            daily_maintenance(store.clone(), &tasks);
-            w
-        });
-        start_vector_half(&config, &vector);
         let gateway = Arc::new(
             crate::gateway::GatewayService::start(
                 &config,
@@ -444,6 +429,30 @@ impl Runtime {
             .await
             .map_err(|e| CliError::failure(format!("gateway: {e}")))?,
         );
+        registry.register(
+            crate::summary::KIND,
+            crate::summary::QUEUE,
+            Arc::new(crate::summary::Summarize {
+                store: store.clone(),
+                gateway: gateway.clone(),
+                config: config.rag.clone(),
+            }),
+        );
+        let registry = Arc::new(registry);
+        let worker = run_worker.then(|| {
+            let mut wc = WorkerConfig::from_config(&config, &registry);
+            if !owns_index {
+                wc.queues.retain(|(q, _)| q != crate::ingest::QUEUE);
+            }
+            let w = Worker::new(store.clone(), registry.clone(), wc, metrics.clone());
+            if owns_index {
+                check_index(ingest.clone(), &tasks);
+            }
+            w.start(&tasks);
+            daily_maintenance(store.clone(), &tasks);
+            w
+        });
+        start_vector_half(&config, &vector);
         let state = AppState(Arc::new(Inner {
             config,
             store,

@@ -12,5 +12,6 @@ pub mod ingest;
 pub mod quota;
 pub mod routes;
 pub mod sample;
+pub mod summary;
 pub mod telemetry;
 pub mod tls;

@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::http::auth::{
-    IngestScope, NeedScope, ProjectAccess, ReadScope, authorize_project, client_info,
+    AskScope, IngestScope, NeedScope, ProjectAccess, ReadScope, authorize_project, client_info,
 };
 use crate::http::extract::{Query, optional_json};
 use crate::http::{ApiError, ApiResult};
@@ -571,4 +571,166 @@ pub async fn reprocess(
             job_id: job,
         }),
     ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryRequest {
+    /// A model alias (default `rag.model`).
+    model: Option<String>,
+    /// `ja` or `en`; default: the document's language.
+    language: Option<String>,
+}
+
+/// Summarise a document (again): a job on queue `llm` that summarises each part of the
+/// document and then the whole, citing the parts' pages. `GET` returns the newest summary.
+#[utoipa::path(post, path = "/api/v1/documents/{id}/summary", tag = "documents",
+    params(("id" = String, Path)), request_body(content = Option<SummaryRequest>),
+    responses((status = 202, body = ReprocessResponse),
+              (status = 404, description = "not_found, model_not_found"),
+              (status = 409, description = "document_not_ready")),
+    security(("bearer" = [])))]
+pub async fn summarize(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, axum::Json<ReprocessResponse>)> {
+    let d = document_for::<AskScope>(&s, &caller, &id).await?;
+    let req: Option<SummaryRequest> = optional_json(&headers, &body)?;
+    let (model, language) = req.map(|r| (r.model, r.language)).unwrap_or_default();
+    if let Some(l) = &language
+        && !matches!(l.as_str(), "ja" | "en")
+    {
+        return Err(ApiError::new(
+            Code::InvalidInput,
+            "language must be `ja` or `en`",
+        ));
+    }
+    if let Some(m) = &model
+        && s.gateway.router.alias(m).is_none()
+    {
+        return Err(ApiError::new(
+            Code::ModelNotFound,
+            format!("model `{m}` is not configured"),
+        ));
+    }
+    let job = crate::summary::enqueue(
+        s.store.as_ref(),
+        &d,
+        crate::summary::Request {
+            document_id: d.id,
+            user_id: caller.0.user_id,
+            model,
+            language,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(ReprocessResponse {
+            document_id: d.id,
+            job_id: job,
+        }),
+    ))
+}
+
+/// One part of the document and its summary.
+#[derive(Serialize, ToSchema)]
+pub struct PartView {
+    section: String,
+    page_start: u32,
+    page_end: u32,
+    text: String,
+}
+
+/// Where a summary's `[n]` points.
+#[derive(Serialize, ToSchema)]
+pub struct SummaryCitation {
+    n: usize,
+    page: u32,
+    page_end: u32,
+    section: String,
+    link: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SummaryView {
+    id: Uuid,
+    document_id: Uuid,
+    language: String,
+    model: String,
+    /// `[n]` markers point at `citations`.
+    text: String,
+    citations: Vec<SummaryCitation>,
+    parts: Vec<PartView>,
+    /// Parts the model could not summarise: their lead sentences stand in.
+    extractive_parts: u32,
+    input_tokens: u64,
+    output_tokens: u64,
+    job_id: Option<Uuid>,
+    created_at: String,
+}
+
+impl From<bunko_core::answers::Summary> for SummaryView {
+    fn from(x: bunko_core::answers::Summary) -> Self {
+        Self {
+            id: x.id,
+            document_id: x.document_id,
+            language: x.language,
+            model: x.model,
+            text: x.text,
+            citations: x
+                .citations
+                .iter()
+                .map(|c| SummaryCitation {
+                    n: c.n,
+                    page: c.page,
+                    page_end: c.page_end,
+                    section: c.section.clone(),
+                    link: bunko_core::answers::page_link(c),
+                })
+                .collect(),
+            parts: x
+                .parts
+                .into_iter()
+                .map(|p| PartView {
+                    section: p.section,
+                    page_start: p.page_start,
+                    page_end: p.page_end,
+                    text: p.text,
+                })
+                .collect(),
+            extractive_parts: x.extractive_parts,
+            input_tokens: x.input_tokens,
+            output_tokens: x.output_tokens,
+            job_id: x.job_id,
+            created_at: rfc3339(x.created_at_ms),
+        }
+    }
+}
+
+/// The document's newest summary.
+#[utoipa::path(get, path = "/api/v1/documents/{id}/summary", tag = "documents",
+    params(("id" = String, Path)),
+    responses((status = 200, body = SummaryView),
+              (status = 404, description = "not_found (no such document, or no summary yet)")),
+    security(("bearer" = [])))]
+pub async fn summary(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<SummaryView>> {
+    let d = document_for::<ReadScope>(&s, &caller, &id).await?;
+    let x = s.store.latest_summary(d.id).await?.ok_or_else(|| {
+        ApiError::new(
+            Code::NotFound,
+            format!(
+                "document {} has no summary yet: POST to this path makes one",
+                d.id
+            ),
+        )
+    })?;
+    Ok(axum::Json(x.into()))
 }

@@ -125,6 +125,12 @@ fn table() -> Table {
             "/api/v1/documents/{id}/reprocess",
             documents::reprocess,
         )
+        .add(
+            M::POST,
+            "/api/v1/documents/{id}/summary",
+            documents::summarize,
+        )
+        .add(M::GET, "/api/v1/documents/{id}/summary", documents::summary)
         .add(M::GET, "/api/v1/usage", usage::report)
         .add(M::GET, "/v1/models", openai::models)
         .add(M::POST, "/v1/chat/completions", openai::chat_completions)

@@ -58,10 +58,10 @@ fn project_read(w: Who) -> Exp {
 /// not exist), visible ones without the scope 403.
 fn document(w: Who, scope: Scope, ok: u16) -> Exp {
     let allowed = match scope {
-        Scope::Read => matches!(
-            w,
-            Who::Viewer | Who::Editor | Who::Owner | Who::Admin | Who::Key(Scope::Read)
-        ),
+        // Viewers may read, search and ask.
+        Scope::Read | Scope::Search | Scope::Ask => {
+            matches!(w, Who::Viewer | Who::Editor | Who::Owner | Who::Admin) || w == Who::Key(scope)
+        }
         _ => matches!(w, Who::Editor | Who::Owner | Who::Admin) || w == Who::Key(scope),
     };
     match w {
@@ -158,6 +158,9 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
         ("DELETE", "/api/v1/documents/{id}") => document(w, Scope::Ingest, 204),
         // An unknown field: allowed callers reach validation.
         ("POST", "/api/v1/documents/{id}/reprocess") => document(w, Scope::Ingest, 422),
+        // Summaries: made with `ask` (an unknown field: 422), read with `read` (none yet: 404).
+        ("POST", "/api/v1/documents/{id}/summary") => document(w, Scope::Ask, 422),
+        ("GET", "/api/v1/documents/{id}/summary") => document(w, Scope::Read, 404),
         ("GET", "/api/v1/jobs") => admin_only(w, 200),
         ("POST", "/api/v1/jobs") => admin_only(w, 422),
         ("GET", "/api/v1/jobs/{id}") => admin_only(w, 404),

@@ -9,5 +9,6 @@ mod http;
 mod notes;
 mod process;
 mod security;
+mod summary;
 mod support;
 mod tls;

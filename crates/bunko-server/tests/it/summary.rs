@@ -1,0 +1,264 @@
+//! Document summaries: the `document.summarize` job against a scripted stand-in model (OpenAI
+//! wire format) that summarises each part and then the whole, citing parts — including one
+//! that does not exist. A failing model leaves the previous summary as it was.
+#![allow(clippy::unwrap_used)]
+
+use crate::it::documents::{Docs, file, ids, start};
+use axum::Router;
+use axum::body::Body;
+use axum::http::header;
+use axum::response::Response;
+use axum::routing::post;
+use bunko_core::jobs::JobState;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+struct StandIn {
+    url: String,
+    calls: Arc<AtomicUsize>,
+    fail: Arc<AtomicBool>,
+    /// Every system prompt seen (the language of the instructions).
+    prompts: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn stand_in() -> StandIn {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let fail = Arc::new(AtomicBool::new(false));
+    let prompts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c, f, p) = (calls.clone(), fail.clone(), prompts.clone());
+    let chat = move |body: axum::body::Bytes| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let failing = f.load(Ordering::SeqCst);
+        let p = p.clone();
+        async move {
+            if failing {
+                return Response::builder()
+                    .status(500)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        r#"{"error": {"message": "down", "type": "server_error"}}"#,
+                    ))
+                    .unwrap();
+            }
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let messages = v["messages"].as_array().unwrap();
+            p.lock()
+                .unwrap()
+                .push(messages[0]["content"].as_str().unwrap().to_owned());
+            let user = messages.last().unwrap()["content"].as_str().unwrap();
+            let answer = if user.contains("Part summaries:") || user.contains("部分要約:") {
+                "The document explains how scanned pages are read and when the room opens [1][2]. \
+                 It also covers something else entirely [7]."
+                    .to_owned()
+            } else {
+                // Map: the part's first sentence, as a summary would put it.
+                let text = user.split("\n\n").nth(1).unwrap_or("");
+                let first = text
+                    .split(". ")
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("# ");
+                format!("This part says that {first}.")
+            };
+            let body = json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        }
+    };
+    let app = Router::new().route("/v1/chat/completions", post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    StandIn {
+        url,
+        calls,
+        fail,
+        prompts,
+    }
+}
+
+async fn setup() -> (Docs, StandIn) {
+    let s = stand_in().await;
+    let url = s.url.clone();
+    let d =
+        start(move |c| {
+            c.providers = vec![serde_json::from_value(json!({
+            "name": "stand-in", "type": "openai", "base_url": format!("{url}/v1"), "retries": 0,
+        }))
+        .unwrap()];
+            c.models = vec![serde_json::from_value(json!({
+            "alias": "scripted", "provider": "stand-in", "model": "m", "context_window": 8000,
+        }))
+        .unwrap()];
+            c.rag.model = "scripted".into();
+            c.rag.summary_part_tokens = 200;
+            c.jobs.backoff_base_ms = 20;
+            c.jobs.backoff_max_ms = 50;
+        })
+        .await;
+    (d, s)
+}
+
+/// A document long enough for several parts: two sections of many sentences.
+fn paper() -> Vec<u8> {
+    let mut t = String::from("# Reading scanned pages\n\n");
+    for i in 0..40 {
+        t.push_str(&format!(
+            "Scanned page {i} is read by tesseract, which recognises Japanese and English text. "
+        ));
+    }
+    t.push_str("\n\n# Opening hours\n\n");
+    for i in 0..40 {
+        t.push_str(&format!(
+            "On day {i} the reading room opens at nine and closes at five in the evening. "
+        ));
+    }
+    t.into_bytes()
+}
+
+async fn wait_job(d: &Docs, id: &str) -> bunko_core::jobs::JobRecord {
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = d.state.store.get_job(id).await.unwrap().unwrap();
+        if matches!(
+            j.state,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        ) {
+            return j;
+        }
+        assert!(Instant::now() < until, "job {id} did not finish: {j:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_is_mapped_reduced_checked_and_kept_when_a_later_one_fails() {
+    let (d, s) = setup().await;
+    let up = d.upload(&[file("paper.md", paper())]).await;
+    let doc = ids(&up.json()).remove(0);
+    d.settle(std::slice::from_ref(&doc), Duration::from_secs(60))
+        .await;
+    let path = format!("/api/v1/documents/{doc}/summary");
+    assert_eq!(d.get(&path).await.code(404), "not_found", "none yet");
+
+    let r = d.post_json(&path, "").await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let job = wait_job(&d, r.json()["job_id"].as_str().unwrap()).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    let v = d.get(&path).await.json();
+    let parts = v["parts"].as_array().unwrap();
+    assert!(parts.len() >= 3, "several parts: {v}");
+    // One map call per part and one reduce call.
+    assert_eq!(s.calls.load(Ordering::SeqCst), parts.len() + 1);
+    assert!(
+        parts[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("This part says that")
+    );
+    let text = v["text"].as_str().unwrap();
+    assert!(text.contains("[1][2]"), "{text}");
+    assert!(
+        !text.contains("[7]"),
+        "a part that does not exist is not cited: {text}"
+    );
+    assert_eq!(v["model"], "scripted");
+    assert_eq!(v["language"], "en");
+    assert_eq!(v["extractive_parts"], 0);
+    assert_eq!(v["input_tokens"], 100 * (parts.len() as u64 + 1));
+    let c1 = &v["citations"][0];
+    assert_eq!(c1["n"], 1);
+    assert_eq!(c1["link"], format!("/api/v1/documents/{doc}/pages/1"));
+    // The parts follow the document: the last part is about opening hours.
+    assert!(
+        parts.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("reading room"),
+        "{v}"
+    );
+    assert!(s.prompts.lock().unwrap()[0].contains("Answer in English"));
+
+    // The model fails: the job dies saying why, and the earlier summary is still served.
+    s.fail.store(true, Ordering::SeqCst);
+    let r = d
+        .post_json(&path, r#"{"model": "scripted", "language": "en"}"#)
+        .await;
+    let job = wait_job(&d, r.json()["job_id"].as_str().unwrap()).await;
+    assert_eq!(job.state, JobState::Dead, "{job:?}");
+    assert_eq!(job.attempts, 3);
+    assert!(
+        job.last_error.as_deref().unwrap_or("").contains("upstream"),
+        "{job:?}"
+    );
+    assert_eq!(d.get(&path).await.json()["id"], v["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn japanese_documents_are_summarised_in_japanese_and_bad_requests_are_refused() {
+    let (d, s) = setup().await;
+    let ja = "# 走査ページの読み取り\n\n走査したページは tesseract で読み取られ、日本語と英語の文字を認識する。\
+              閲覧室は九時に開き、五時に閉まる。\n"
+        .repeat(3);
+    let up = d.upload(&[file("ja.md", ja.into_bytes())]).await;
+    let doc = ids(&up.json()).remove(0);
+    d.settle(std::slice::from_ref(&doc), Duration::from_secs(60))
+        .await;
+    let path = format!("/api/v1/documents/{doc}/summary");
+    for (body, status, code) in [
+        (r#"{"language": "fr"}"#, 422, "invalid_input"),
+        (r#"{"model": "nope"}"#, 404, "model_not_found"),
+        (r#"{"length": 3}"#, 422, "invalid_body"),
+        (r#"{"model": "#, 400, "malformed_json"),
+    ] {
+        assert_eq!(d.post_json(&path, body).await.code(status), code, "{body}");
+    }
+    assert_eq!(
+        d.post_json(
+            &format!("/api/v1/documents/{}/summary", uuid::Uuid::now_v7()),
+            ""
+        )
+        .await
+        .code(404),
+        "not_found"
+    );
+    let r = d.post_json(&path, "").await;
+    let job = wait_job(&d, r.json()["job_id"].as_str().unwrap()).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    let v = d.get(&path).await.json();
+    assert_eq!(v["language"], "ja");
+    assert!(s.prompts.lock().unwrap()[0].contains("日本語で"));
+
+    // A document that is not ready cannot be summarised yet.
+    let papers = d.state.store.get_project("papers").await.unwrap().unwrap();
+    let (pending, _) = d
+        .state
+        .store
+        .create_document(bunko_core::documents::NewDocument {
+            project_id: papers.id,
+            title: "Pending".into(),
+            filename: "pending.md".into(),
+            doc_type: bunko_core::documents::DocType::Markdown,
+            sha256: "11".repeat(32),
+            size_bytes: 1,
+            source: "upload".into(),
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    let r = d
+        .post_json(&format!("/api/v1/documents/{}/summary", pending.id), "")
+        .await;
+    assert_eq!(r.code(409), "document_not_ready");
+}
