@@ -245,15 +245,29 @@ pub fn prompt(
                     ),
                 });
             }
+            // A worked example first: a base model follows a pattern better than instructions.
+            // Each source on one line, as in the example.
+            let mut compact = String::new();
+            for p in passages {
+                compact.push_str(&format!(
+                    "[{}] {}\n",
+                    p.n,
+                    p.text.split_whitespace().collect::<Vec<_>>().join(" ")
+                ));
+            }
             let text = match lang {
                 Lang::Ja => format!(
-                    "以下の資料に基づく回答。各文の末尾に根拠の資料番号を [1] のように示す。\n\n\
-                     {earlier}{sources}質問: {question}\n回答（資料番号つき）:"
+                    "資料に基づいて質問に答え、各文の末尾に根拠の資料番号を示す。\n\n\
+                     資料:\n[1] 図書館は九時に開く。\n[2] 本は二週間借りられる。\n\
+                     質問: 図書館は何時に開きますか。\n回答: 図書館は九時に開きます [1]。\n\n\
+                     {earlier}資料:\n{compact}質問: {question}\n回答:"
                 ),
                 Lang::En => format!(
-                    "An answer based on the sources below. Each sentence ends with the number \
-                     of its source, like [1].\n\n{earlier}{sources}Question: {question}\nAnswer, citing \
-                     the sources:"
+                    "Questions answered from numbered sources; each sentence of an answer ends \
+                     with the number of its source.\n\n\
+                     Sources:\n[1] The library opens at nine.\n[2] Books may be borrowed for two weeks.\n\
+                     Question: When does the library open?\nAnswer: The library opens at nine [1].\n\n\
+                     {earlier}Sources:\n{compact}Question: {question}\nAnswer:"
                 ),
             };
             vec![Message {
@@ -262,6 +276,26 @@ pub fn prompt(
             }]
         }
     }
+}
+
+/// Where the embedded base model's answer ends: the end of its line (after it, it goes on to
+/// imitate the next source or question, as the worked example in its prompt shows).
+pub const COMPLETION_STOPS: &[&str] = &["\n", "Question:", "質問:"];
+
+/// Whether an answer copies a source's header line (`[n] Title (p. …`) instead of answering —
+/// what a small base model does when it continues the list of sources.
+pub fn echoes_headers(answer: &str, passages: &[Passage]) -> bool {
+    answer.lines().any(|line| {
+        let line = line.trim();
+        passages.iter().any(|p| {
+            let title = p.title.trim();
+            !title.is_empty()
+                && line
+                    .strip_prefix(&format!("[{}]", p.n))
+                    .is_some_and(|rest| rest.trim_start().starts_with(title))
+                || (!title.is_empty() && line.starts_with(title) && line.contains("(p"))
+        })
+    })
 }
 
 /// Tokens the fixed part of a prompt takes (instructions, question, headers' overhead).
@@ -518,7 +552,7 @@ pub fn sentences(text: &str) -> Vec<&str> {
 }
 
 /// The markers (valid numbers) in one sentence, and the sentence without them.
-fn cited_in(sentence: &str) -> (Vec<usize>, String) {
+pub(crate) fn cited_in(sentence: &str) -> (Vec<usize>, String) {
     let mut nums = Vec::new();
     let mut plain = String::new();
     let mut rest = sentence;
@@ -768,8 +802,13 @@ mod tests {
             Template::Completion,
         );
         assert_eq!(comp.len(), 1);
-        assert!(comp[0].content.ends_with("回答（資料番号つき）:"));
+        assert!(comp[0].content.ends_with(
+            "[2] Search is hybrid: keyword and vector halves are fused.\n質問: なぜ？\n回答:"
+        ));
         assert_eq!(Lang::of("What?", Some("ja")), Lang::Ja);
+        assert!(echoes_headers("[2] Doc (p. 1)\nmore", &ps));
+        assert!(echoes_headers(" Doc (p. 1, Intro)", &ps));
+        assert!(!echoes_headers("Doc says OCR uses tesseract [1].", &ps));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::documents::ChunkRecord;
 use crate::llm::{Message, Role, estimate_tokens};
-use crate::rag::{Lang, Template, sentences, terms};
+use crate::rag::{Lang, Template, sentences, support, terms};
 
 /// A stretch of the document summarised in one call, or a summary standing for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,8 +119,10 @@ pub fn map_prompt(title: &str, part: &Part, lang: Lang, template: Template) -> V
             "文書の一部を、書かれている事実だけを使って日本語で2〜3文に要約してください。",
             format!("文書: {title}（{place}）\n\n{}\n\n要約:", part.text),
             format!(
-                "文書「{title}」（{place}）の本文と、その要約。\n\n本文:\n{}\n\n要約（2〜3文）:",
-                part.text
+                "本文: 図書館は九時に開き、五時に閉まる。本は二週間借りられる。\n\
+                 要約: 図書館は九時から五時まで開いており、本を二週間貸し出す。\n\n\
+                 本文: {}\n要約:",
+                one_line(&part.text)
             ),
         ),
         Lang::En => messages(
@@ -129,9 +131,10 @@ pub fn map_prompt(title: &str, part: &Part, lang: Lang, template: Template) -> V
              states. Answer in English.",
             format!("Document: {title} ({place})\n\n{}\n\nSummary:", part.text),
             format!(
-                "A part of the document \"{title}\" ({place}) and its summary.\n\nText:\n{}\n\n\
-                 Summary in two or three sentences:",
-                part.text
+                "Text: The library opens at nine and closes at five. Books may be borrowed for \
+                 two weeks, and renewed once.\nSummary: The library is open from nine to five \
+                 and lends books for two weeks.\n\nText: {}\nSummary:",
+                one_line(&part.text)
             ),
         ),
     }
@@ -150,8 +153,9 @@ pub fn reduce_prompt(title: &str, parts: &[Part], lang: Lang, template: Template
              根拠の部分の番号を [1] のように示してください。部分要約にない事柄は書かないでください。",
             format!("文書: {title}\n\n部分要約:\n{list}\n全体の要約:"),
             format!(
-                "文書「{title}」の部分要約と、それらをまとめた全体の要約。各文の末尾に根拠の番号を [1] \
-                 のように示す。\n\n{list}\n全体の要約（番号つき）:"
+                "部分要約:\n[1] 図書館は九時に開く。\n[2] 本は二週間借りられる。\n\
+                 全体の要約: 図書館は九時に開き [1]、本を二週間貸し出す [2]。\n\n\
+                 部分要約:\n{list}全体の要約:"
             ),
         ),
         Lang::En => messages(
@@ -161,12 +165,63 @@ pub fn reduce_prompt(title: &str, parts: &[Part], lang: Lang, template: Template
              not add anything the part summaries do not state. Answer in English.",
             format!("Document: {title}\n\nPart summaries:\n{list}\nSummary of the whole document:"),
             format!(
-                "Part summaries of the document \"{title}\" and a summary of the whole, each \
-                 sentence ending with the numbers of its parts, like [1].\n\n{list}\nSummary of \
-                 the whole document, citing the parts:"
+                "Part summaries:\n[1] The library opens at nine.\n[2] Books may be borrowed for \
+                 two weeks.\nSummary: The library opens at nine [1] and lends books for two \
+                 weeks [2].\n\nPart summaries:\n{list}Summary:"
             ),
         ),
     }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Where a base model's summary ends: its line (it then starts the pattern again).
+pub const COMPLETION_STOPS: &[&str] = &["\n", "Text:", "本文:", "Part summaries:", "部分要約:"];
+
+fn sentence_key(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The sentences of a part's summary worth keeping: each once, with content, and mostly
+/// made of the part's own terms (a small model drifts or repeats itself).
+pub fn clean_map(summary: &str, source: &str, floor: f32) -> Option<String> {
+    let st = terms(source);
+    let mut seen = std::collections::HashSet::new();
+    let mut keep = Vec::new();
+    for s in sentences(summary) {
+        if !prose(s) || support(s, &st) < floor || !seen.insert(sentence_key(s)) {
+            continue;
+        }
+        keep.push(s.trim());
+    }
+    let out = keep.join(" ");
+    usable(&out).then_some(out)
+}
+
+/// The sentences of a whole-document summary that cite a part which supports them (markers
+/// outside the parts were already removed); each once.
+pub fn clean_reduce(summary: &str, parts: &[Part], floor: f32) -> Option<String> {
+    let pt: Vec<_> = parts.iter().map(|p| terms(&p.text)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut keep = Vec::new();
+    for s in sentences(summary) {
+        let (nums, plain) = crate::rag::cited_in(s);
+        let supported = nums.iter().any(|n| {
+            n.checked_sub(1)
+                .and_then(|i| pt.get(i))
+                .is_some_and(|t| support(&plain, t) >= floor)
+        });
+        if supported && prose(s) && seen.insert(sentence_key(&plain)) {
+            keep.push(s.trim());
+        }
+    }
+    let out = keep.join(" ");
+    usable(&out).then_some(out)
 }
 
 /// Tokens a reduce prompt over `parts` takes.
@@ -199,14 +254,54 @@ pub fn reduce_groups(parts: &[Part], budget: u64) -> Vec<Vec<Part>> {
     groups
 }
 
-/// The first sentences of a text that carry content (for a part the model could not
-/// summarise): an extract, not a summary, and labelled so by the caller.
+/// A sentence of running text: 20–400 characters, mostly letters, ending like a sentence,
+/// with some content (not a table row, a line of code or a figure's labels).
+fn prose(s: &str) -> bool {
+    let (nums, plain) = crate::rag::cited_in(s);
+    let s = if nums.is_empty() { s } else { plain.as_str() };
+    let n = s.chars().count();
+    let letters = s.chars().filter(|c| c.is_alphabetic() || *c == ' ').count();
+    (20..=400).contains(&n)
+        && letters * 10 >= n * 8
+        && s.trim_end().ends_with(['.', '。', '!', '?', '！', '？'])
+        && terms(s).len() >= 3
+}
+
+/// An extract standing for a part the model could not summarise: its `max` most central
+/// prose sentences (most of the part's frequent terms), in document order. Lines of tables,
+/// code and figure labels are not prose and are passed over.
 pub fn lead_sentences(text: &str, max: usize) -> String {
-    sentences(text)
+    let mut seen = std::collections::HashSet::new();
+    let all: Vec<&str> = sentences(text)
         .into_iter()
-        .filter(|s| s.chars().count() >= 20 && terms(s).len() >= 3)
-        .take(max)
-        .map(|s| s.chars().take(400).collect::<String>())
+        .filter(|s| seen.insert(sentence_key(s)))
+        .collect();
+    let mut freq: std::collections::HashMap<String, usize> = Default::default();
+    for s in &all {
+        for t in terms(s) {
+            *freq.entry(t).or_default() += 1;
+        }
+    }
+    let mut scored: Vec<(usize, f32)> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| prose(s))
+        .map(|(i, s)| {
+            let t = terms(s);
+            let score = t.iter().map(|w| freq[w] as f32).sum::<f32>() / (t.len() as f32).sqrt();
+            (i, score)
+        })
+        .collect();
+    if scored.is_empty() {
+        // No prose at all: the start of the text, cut at a word.
+        let cut: String = text.chars().take(200).collect();
+        return cut.trim().to_owned();
+    }
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut pick: Vec<usize> = scored.iter().take(max).map(|(i, _)| *i).collect();
+    pick.sort_unstable();
+    pick.iter()
+        .map(|i| all[*i].trim())
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -282,7 +377,29 @@ mod tests {
         let m = reduce_prompt("Paper", &all[..2], Lang::En, Template::Chat);
         assert!(m[1].content.contains("[2] (pp. 2–3) a summary"));
         let j = map_prompt("論文", &all[0], Lang::Ja, Template::Completion);
-        assert!(j[0].content.ends_with("要約（2〜3文）:"));
+        assert!(
+            j[0].content.ends_with("words \n要約:") || j[0].content.ends_with("words\n要約:"),
+            "{}",
+            j[0].content
+        );
+        let source = "The sandwich package computes robust covariance matrix estimators for regression models.";
+        assert_eq!(
+            clean_map(
+                "Robust covariance matrix estimators are computed. Robust covariance matrix estimators are computed! The weather is lovely today in Paris.",
+                source,
+                0.5
+            )
+            .as_deref(),
+            Some("Robust covariance matrix estimators are computed.")
+        );
+        let ps = vec![Part {
+            text: source.into(),
+            ..all[0].clone()
+        }];
+        assert_eq!(
+            clean_reduce("It computes robust covariance estimators [1]. Cats sleep all day [1]. Nothing cited here.", &ps, 0.5).as_deref(),
+            Some("It computes robust covariance estimators [1].")
+        );
         assert_eq!(
             lead_sentences(
                 "Short. This sentence carries several content words here. Another one follows with more content.",

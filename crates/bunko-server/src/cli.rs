@@ -99,6 +99,51 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a question over your documents: the answer streams, then its numbered sources
+    Ask {
+        question: String,
+        /// Project id or slug; repeat for several (default: every project)
+        #[arg(long)]
+        project: Vec<String>,
+        /// Only this document (id); repeatable
+        #[arg(long)]
+        document: Vec<String>,
+        /// Passages to retrieve (1–20; default rag.k)
+        #[arg(long)]
+        k: Option<u32>,
+        /// Model alias (default rag.model)
+        #[arg(long)]
+        model: Option<String>,
+        /// Answer in `ja` or `en` (default: the question's language)
+        #[arg(long)]
+        language: Option<String>,
+        /// Continue a conversation (its id is printed after each answer)
+        #[arg(long)]
+        conversation: Option<String>,
+        /// The whole answer as one JSON object (the API's response)
+        #[arg(long)]
+        json: bool,
+        /// Act as this user (default: the first active administrator)
+        #[arg(long = "as", value_name = "EMAIL")]
+        as_user: Option<String>,
+    },
+    /// Summarise a document (map-reduce over its parts, citing pages)
+    Summarize {
+        document: String,
+        /// Run the job here and print the summary when it is done
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        model: Option<String>,
+        /// `ja` or `en` (default: the document's language)
+        #[arg(long)]
+        language: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Act as this user (default: the first active administrator)
+        #[arg(long = "as", value_name = "EMAIL")]
+        as_user: Option<String>,
+    },
     /// Measure retrieval quality on an evaluation set (nDCG@10, MRR@10, recall@100)
     #[command(subcommand)]
     Eval(EvalCmd),
@@ -486,6 +531,54 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 json,
             } => commands::eval::search(&config, &query, project.as_deref(), k, &mode, json).await,
             Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
+            Command::Ask {
+                question,
+                project,
+                document,
+                k,
+                model,
+                language,
+                conversation,
+                json,
+                as_user,
+            } => {
+                commands::answers::ask(
+                    config,
+                    commands::answers::AskArgs {
+                        question,
+                        projects: project,
+                        documents: document,
+                        k,
+                        model,
+                        language,
+                        conversation,
+                        json,
+                        as_user,
+                    },
+                )
+                .await
+            }
+            Command::Summarize {
+                document,
+                wait,
+                model,
+                language,
+                json,
+                as_user,
+            } => {
+                commands::answers::summarize(
+                    config,
+                    commands::answers::SummarizeArgs {
+                        document,
+                        wait,
+                        model,
+                        language,
+                        json,
+                        as_user,
+                    },
+                )
+                .await
+            }
             Command::Config(_) => Ok(()),
         }
     })

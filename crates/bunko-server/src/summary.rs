@@ -101,6 +101,8 @@ struct Run<'a> {
     title: String,
     meter: Meter,
     cancel: &'a tokio_util::sync::CancellationToken,
+    /// A summary sentence must share this much of its terms with what it summarises.
+    floor: f32,
 }
 
 impl Run<'_> {
@@ -146,7 +148,13 @@ impl Run<'_> {
             max_tokens: Some(max_tokens),
             temperature: Some(0.0),
             top_p: None,
-            stop: Vec::new(),
+            stop: match self.template {
+                Template::Completion => summarize::COMPLETION_STOPS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                Template::Chat => Vec::new(),
+            },
             seed: None,
         }
     }
@@ -172,14 +180,12 @@ impl Run<'_> {
                         .call(self.request(m, self.h.config.summary_part_answer_tokens * 2))
                         .await?;
                     let (clean, _) = MarkerFilter::whole(0, &out);
-                    if summarize::usable(&clean) {
-                        clean
-                    } else {
-                        g.iter()
-                            .map(|p| p.text.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    }
+                    let sources: String = g
+                        .iter()
+                        .map(|p| p.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    summarize::clean_map(&clean, &sources, self.floor).unwrap_or(sources)
                 };
                 next.push(Part {
                     n: next.len() + 1,
@@ -198,8 +204,8 @@ impl Run<'_> {
         let out = self
             .call(self.request(m, self.h.config.summary_tokens))
             .await?;
-        let (clean, f) = MarkerFilter::whole(level.len(), &out);
-        Ok((!f.cited.is_empty() && summarize::usable(&clean)).then_some((clean, level)))
+        let (clean, _) = MarkerFilter::whole(level.len(), &out);
+        Ok(summarize::clean_reduce(&clean, &level, self.floor).map(|t| (t, level)))
     }
 }
 
@@ -289,6 +295,7 @@ impl JobHandler for Summarize {
             title: doc.title.clone(),
             meter: Meter::default(),
             cancel: &ctx.cancel,
+            floor: cfg.support_floor.max(0.5),
         };
         // Map: each part summarised; a part the model cannot summarise keeps its lead
         // sentences (counted, and said in the result).
@@ -300,12 +307,12 @@ impl JobHandler for Summarize {
                 .call(run.request(m, cfg.summary_part_answer_tokens))
                 .await?;
             let (clean, _) = MarkerFilter::whole(0, &out);
-            let clean = clean.trim().to_owned();
-            let text = if summarize::usable(&clean) {
-                clean
-            } else {
-                extractive += 1;
-                summarize::lead_sentences(&part.text, 2)
+            let text = match summarize::clean_map(&clean, &part.text, run.floor) {
+                Some(t) => t,
+                None => {
+                    extractive += 1;
+                    summarize::lead_sentences(&part.text, 2)
+                }
             };
             summaries.push(Part {
                 text,

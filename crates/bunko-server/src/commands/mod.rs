@@ -1,6 +1,7 @@
 //! One module per CLI command group. This is CLI output code: it prints to stdout.
 
 pub mod admin;
+pub mod answers;
 pub mod config;
 pub mod eval;
 pub mod index;

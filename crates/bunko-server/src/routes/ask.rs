@@ -518,7 +518,15 @@ fn request(p: &Prepared) -> ChatRequest {
         max_tokens: Some(p.max_tokens),
         temperature: Some(0.0),
         top_p: None,
-        stop: Vec::new(),
+        // A base model continuing the prompt goes on to write the next source or question:
+        // its answer is the first paragraph.
+        stop: match p.template {
+            Template::Completion => rag::COMPLETION_STOPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            Template::Chat => Vec::new(),
+        },
         seed: None,
     }
 }
@@ -536,8 +544,12 @@ fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -
     let floor = state.config.rag.support_floor;
     let checks = rag::check_citations(&filtered, &p.passages, removed, floor);
     let no_valid = !checks.iter().any(|c| c.n >= 1 && c.n <= p.passages.len());
+    // The embedded base model's answer stands only with a citation its passage supports and
+    // without copying the sources' headers; otherwise the passages' own sentences do.
+    let weak = p.template == Template::Completion
+        && (!checks.iter().any(|c| c.kept) || rag::echoes_headers(&filtered, &p.passages));
     let (answer, extractive, checks) =
-        if (no_valid && p.template == Template::Completion) || filtered.trim().is_empty() {
+        if no_valid && p.template == Template::Completion || weak || filtered.trim().is_empty() {
             let e = rag::extractive(&p.question, &p.passages, 3);
             let mut c = rag::check_citations(&e, &p.passages, &[], floor);
             // The invalid markers the model wrote are still reported.

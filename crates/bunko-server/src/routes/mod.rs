@@ -1,7 +1,7 @@
 //! Paths mapped to handlers — nothing else. Every route is behind the auth layer except the
 //! ones in [`PUBLIC_ROUTES`].
 
-mod ask;
+pub mod ask;
 mod audit;
 mod auth;
 mod docs;

@@ -22,6 +22,8 @@ fn help_lists_every_command_with_a_purpose() {
         "eval",
         "models",
         "index",
+        "ask",
+        "summarize",
     ] {
         let line = help
             .lines()
@@ -685,4 +687,78 @@ fn ingest_cli_and_rebuild_from_the_database() {
         ],
     );
     assert_eq!(first(text(&out.stdout))["document_id"], law_doc.as_str());
+}
+
+/// `bunko ask` streams an answer from the embedded model and lists its numbered sources;
+/// `bunko summarize --wait` runs the job here and prints the summary with its pages; bad
+/// input exits 2 with the API's stable code.
+#[test]
+fn ask_and_summarize_work_on_the_data_dir() {
+    if !super::support::model_installed("gemma-3-270m") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("BUNKO__LOCAL__EMBEDDER", "none")];
+    let run = |args: &[&str]| bunko_env(dir.path(), args, &env);
+    assert!(run(&["project", "create", "Manual"]).status.success());
+    let doc = dir.path().join("ocr.md");
+    std::fs::write(
+        &doc,
+        "# Reading scans\n\nScanned pages are read by tesseract, which recognises Japanese and \
+         English text. The text layer of a PDF is used when it has one.\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "ingest",
+        "--project",
+        "manual",
+        "--wait",
+        doc.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&[
+        "ask",
+        "Which program reads scanned pages?",
+        "--project",
+        "manual",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("Sources:\n  [1] Reading scans — p. 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Follow up with: --conversation "),
+        "{stdout}"
+    );
+    let out = run(&["ask", "Which program reads scanned pages?", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model"], "local");
+    assert_eq!(v["sources"][0]["page"], 1);
+
+    for (args, code) in [
+        (vec!["ask", "  "], "query_empty"),
+        (vec!["ask", "x", "--project", "nope"], "not_found"),
+        (vec!["ask", "x", "--k", "99"], "invalid_input"),
+        (vec!["ask", "x", "--as", "nobody@x.org"], "no user"),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(code),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    let id = v["sources"][0]["document_id"].as_str().unwrap().to_owned();
+    let out = run(&["summarize", &id, "--wait"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("[1] p. 1"), "{stdout}");
+    assert!(stdout.contains("model local"), "{stdout}");
+    let out = run(&["summarize", "not-a-document"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("does not exist"));
 }

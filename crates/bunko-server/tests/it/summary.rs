@@ -49,18 +49,35 @@ async fn stand_in() -> StandIn {
                 .push(messages[0]["content"].as_str().unwrap().to_owned());
             let user = messages.last().unwrap()["content"].as_str().unwrap();
             let answer = if user.contains("Part summaries:") || user.contains("部分要約:") {
-                "The document explains how scanned pages are read and when the room opens [1][2]. \
-                 It also covers something else entirely [7]."
-                    .to_owned()
+                // Reduce: cite the parts about each topic, and one part that does not exist.
+                let part = |needle: &str| {
+                    user.lines()
+                        .find(|l| l.starts_with('[') && l.contains(needle))
+                        .and_then(|l| l[1..].split(']').next())
+                        .unwrap_or("1")
+                        .to_owned()
+                };
+                format!(
+                    "Scanned pages are read by tesseract, which recognises Japanese and English \
+                     text [{}]. The reading room opens at nine and closes at five in the evening \
+                     [{}]. It also covers something else entirely [7].",
+                    part("tesseract"),
+                    part("reading room")
+                )
             } else {
-                // Map: the part's first sentence, as a summary would put it.
-                let text = user.split("\n\n").nth(1).unwrap_or("");
-                let first = text
+                // Map: the part's first sentence on its topic, as a summary would put it.
+                let first = user
                     .split(". ")
+                    .find(|s| {
+                        s.contains("tesseract")
+                            || s.contains("reading room")
+                            || s.contains("閲覧室")
+                    })
+                    .unwrap_or("nothing")
+                    .rsplit('\n')
                     .next()
-                    .unwrap_or("")
-                    .trim_start_matches("# ");
-                format!("This part says that {first}.")
+                    .unwrap_or("");
+                format!("This part says that {}.", first.trim())
             };
             let body = json!({
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
@@ -168,10 +185,13 @@ async fn a_summary_is_mapped_reduced_checked_and_kept_when_a_later_one_fails() {
             .starts_with("This part says that")
     );
     let text = v["text"].as_str().unwrap();
-    assert!(text.contains("[1][2]"), "{text}");
     assert!(
-        !text.contains("[7]"),
-        "a part that does not exist is not cited: {text}"
+        text.starts_with("Scanned pages are read by tesseract") && text.contains("reading room"),
+        "the model's summary, not the fallback: {text}"
+    );
+    assert!(
+        !text.contains("[7]") && !text.contains("something else"),
+        "a part that does not exist is not cited, and what only it supports is dropped: {text}"
     );
     assert_eq!(v["model"], "scripted");
     assert_eq!(v["language"], "en");
