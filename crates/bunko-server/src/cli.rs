@@ -202,6 +202,23 @@ pub enum EvalCmd {
         #[arg(long, default_value = "auto")]
         analyzer: String,
     },
+    /// Ask every question of a set (questions.jsonl over PDFs in --fixtures) through the ask
+    /// path and score retrieval hit rate, citation validity, supported citations, key facts
+    Rag {
+        #[arg(long, value_name = "DIR")]
+        dataset: PathBuf,
+        /// Where the questions' files are
+        #[arg(long, value_name = "DIR", default_value = "../shared/fixtures/pdfs")]
+        fixtures: PathBuf,
+        /// Model alias (default rag.model)
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        k: u32,
+        /// Exactly one JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -502,6 +519,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 json,
                 analyzer,
             }) => commands::eval::retrieval(&config, &dataset, &mode, &analyzer, json),
+            Command::Eval(EvalCmd::Rag {
+                dataset,
+                fixtures,
+                model,
+                k,
+                json,
+            }) => {
+                commands::eval_rag::run(
+                    config,
+                    commands::eval_rag::Args {
+                        dataset,
+                        fixtures,
+                        model,
+                        k,
+                        json,
+                    },
+                )
+                .await
+            }
             Command::Ingest {
                 paths,
                 project,

@@ -38,7 +38,10 @@ pub struct SummarizeArgs {
 }
 
 /// Who the command acts as: `--as EMAIL`, or the oldest active administrator.
-async fn acting_user(state: &AppState, email: Option<&str>) -> Result<Principal, CliError> {
+pub(crate) async fn acting_user(
+    state: &AppState,
+    email: Option<&str>,
+) -> Result<Principal, CliError> {
     let user = match email {
         Some(e) => state
             .store

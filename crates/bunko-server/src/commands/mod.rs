@@ -4,6 +4,7 @@ pub mod admin;
 pub mod answers;
 pub mod config;
 pub mod eval;
+pub mod eval_rag;
 pub mod index;
 pub mod ingest;
 pub mod jobs;
