@@ -298,6 +298,37 @@ pub fn echoes_headers(answer: &str, passages: &[Passage]) -> bool {
     })
 }
 
+/// The most tokens the embedded base model writes for an answer: one line, and a small model
+/// that has lost its way only repeats itself after that.
+pub const COMPLETION_MAX_TOKENS: u32 = 160;
+
+/// Whether an answer is a loop or a list of numbers rather than text: a word sequence
+/// repeated over and over, or words that are mostly not words.
+pub fn degenerate(answer: &str) -> bool {
+    let (_, plain) = cited_in(answer);
+    let words: Vec<&str> = plain.split_whitespace().collect();
+    // Japanese has no spaces: look at characters instead.
+    let units: Vec<String> = if words.len() < 6 {
+        plain.chars().filter(|c| !c.is_whitespace()).map(String::from).collect()
+    } else {
+        words.iter().map(|w| w.to_lowercase()).collect()
+    };
+    if units.len() < 12 {
+        return false;
+    }
+    let mut grams = std::collections::HashMap::new();
+    let n = if words.len() < 6 { 6 } else { 3 };
+    for w in units.windows(n) {
+        *grams.entry(w.concat()).or_insert(0usize) += 1;
+    }
+    let worst = grams.values().copied().max().unwrap_or(0);
+    let wordish = words
+        .iter()
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .count();
+    worst >= 4 || (words.len() >= 12 && wordish * 2 < words.len())
+}
+
 /// Tokens the fixed part of a prompt takes (instructions, question, headers' overhead).
 pub fn prompt_overhead(question: &str) -> u64 {
     estimate_tokens(question) + 160
@@ -809,6 +840,15 @@ mod tests {
         assert!(echoes_headers("[2] Doc (p. 1)\nmore", &ps));
         assert!(echoes_headers(" Doc (p. 1, Intro)", &ps));
         assert!(!echoes_headers("Doc says OCR uses tesseract [1].", &ps));
+        assert!(degenerate(&"1.23 ".repeat(30)));
+        assert!(degenerate(&format!("[1] {}", "It is used. ".repeat(8))));
+        assert!(degenerate(&format!("[1] 私は{}", "使用するのに".repeat(10))));
+        assert!(!degenerate(
+            "Scanned pages are read by tesseract, which recognises Japanese and English text [1]."
+        ));
+        assert!(!degenerate(
+            "走査したページは tesseract で読み取られ、日本語と英語の文字を認識します [1]。"
+        ));
     }
 
     #[test]

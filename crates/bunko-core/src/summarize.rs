@@ -262,6 +262,7 @@ fn prose(s: &str) -> bool {
     let n = s.chars().count();
     let letters = s.chars().filter(|c| c.is_alphabetic() || *c == ' ').count();
     (20..=400).contains(&n)
+        && !crate::rag::degenerate(s)
         && letters * 10 >= n * 8
         && s.trim_end().ends_with(['.', '。', '!', '?', '！', '？'])
         && terms(s).len() >= 3

@@ -515,7 +515,10 @@ fn not_found(p: &Prepared, started: Instant) -> AskResponse {
 fn request(p: &Prepared) -> ChatRequest {
     ChatRequest {
         messages: rag::prompt(&p.question, &p.history, &p.passages, p.lang, p.template),
-        max_tokens: Some(p.max_tokens),
+        max_tokens: Some(match p.template {
+            Template::Completion => p.max_tokens.min(rag::COMPLETION_MAX_TOKENS),
+            Template::Chat => p.max_tokens,
+        }),
         temperature: Some(0.0),
         top_p: None,
         // A base model continuing the prompt goes on to write the next source or question:
@@ -547,7 +550,9 @@ fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -
     // The embedded base model's answer stands only with a citation its passage supports and
     // without copying the sources' headers; otherwise the passages' own sentences do.
     let weak = p.template == Template::Completion
-        && (!checks.iter().any(|c| c.kept) || rag::echoes_headers(&filtered, &p.passages));
+        && (!checks.iter().any(|c| c.kept)
+            || rag::echoes_headers(&filtered, &p.passages)
+            || rag::degenerate(&filtered));
     let (answer, extractive, checks) =
         if no_valid && p.template == Template::Completion || weak || filtered.trim().is_empty() {
             let e = rag::extractive(&p.question, &p.passages, 3);
