@@ -106,7 +106,7 @@ fn passage_tokens(p: &Passage) -> u64 {
 }
 
 /// The longest start of `text` within about `tokens` tokens, ending at a character boundary.
-fn cut_to_tokens(text: &str, tokens: u64) -> String {
+pub(crate) fn cut_to_tokens(text: &str, tokens: u64) -> String {
     let mut out = String::new();
     for c in text.chars() {
         out.push(c);
@@ -309,7 +309,11 @@ pub fn degenerate(answer: &str) -> bool {
     let words: Vec<&str> = plain.split_whitespace().collect();
     // Japanese has no spaces: look at characters instead.
     let units: Vec<String> = if words.len() < 6 {
-        plain.chars().filter(|c| !c.is_whitespace()).map(String::from).collect()
+        plain
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .map(String::from)
+            .collect()
     } else {
         words.iter().map(|w| w.to_lowercase()).collect()
     };
@@ -842,7 +846,10 @@ mod tests {
         assert!(!echoes_headers("Doc says OCR uses tesseract [1].", &ps));
         assert!(degenerate(&"1.23 ".repeat(30)));
         assert!(degenerate(&format!("[1] {}", "It is used. ".repeat(8))));
-        assert!(degenerate(&format!("[1] 私は{}", "使用するのに".repeat(10))));
+        assert!(degenerate(&format!(
+            "[1] 私は{}",
+            "使用するのに".repeat(10)
+        )));
         assert!(!degenerate(
             "Scanned pages are read by tesseract, which recognises Japanese and English text [1]."
         ));

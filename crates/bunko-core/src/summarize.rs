@@ -53,7 +53,7 @@ pub fn parts(chunks: &[ChunkRecord], budget: u64) -> Vec<Part> {
         }
         let Some(p) = out.last_mut() else { continue };
         let text = if cost > budget {
-            cut(&c.text, budget)
+            crate::rag::cut_to_tokens(&c.text, budget)
         } else {
             c.text.clone()
         };
@@ -63,18 +63,6 @@ pub fn parts(chunks: &[ChunkRecord], budget: u64) -> Vec<Part> {
         p.text.push_str(&text);
         p.page_end = p.page_end.max(c.page_end);
         used += estimate_tokens(&text);
-    }
-    out
-}
-
-fn cut(text: &str, tokens: u64) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        out.push(c);
-        if estimate_tokens(&out) > tokens {
-            out.pop();
-            break;
-        }
     }
     out
 }

@@ -123,6 +123,8 @@ pub struct AskUsage {
 #[derive(Serialize, ToSchema)]
 pub struct AskTimings {
     retrieval_ms: f64,
+    /// Until the model was asked: retrieval, passages, prompt (0 when no model was called).
+    model_start_ms: f64,
     /// To the first answer text (0 when no model was called).
     first_token_ms: f64,
     total_ms: f64,
@@ -504,6 +506,7 @@ fn not_found(p: &Prepared, started: Instant) -> AskResponse {
         model: String::new(),
         timings: AskTimings {
             retrieval_ms: p.retrieval.as_secs_f64() * 1000.0,
+            model_start_ms: 0.0,
             first_token_ms: 0.0,
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
@@ -541,35 +544,34 @@ struct Final {
     answer: String,
     extractive: bool,
     checks: Vec<rag::CitationCheck>,
+    /// Said about the answer (one that cites no source).
+    warning: Option<String>,
 }
 
 fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -> Final {
     let floor = state.config.rag.support_floor;
+    // A marker naming no source (removed from the text, reported).
+    let invalid = |c: &rag::CitationCheck| c.n == 0 || c.n > p.passages.len();
     let checks = rag::check_citations(&filtered, &p.passages, removed, floor);
-    let no_valid = !checks.iter().any(|c| c.n >= 1 && c.n <= p.passages.len());
-    // The embedded base model's answer stands only with a citation its passage supports and
-    // without copying the sources' headers; otherwise the passages' own sentences do.
+    let cites_none = checks.iter().all(invalid);
+    // The embedded base model's answer stands only with a citation its passage supports, not
+    // copying the sources' headers and not looping; otherwise the passages' own sentences do.
     let weak = p.template == Template::Completion
         && (!checks.iter().any(|c| c.kept)
             || rag::echoes_headers(&filtered, &p.passages)
             || rag::degenerate(&filtered));
-    let (answer, extractive, checks) =
-        if no_valid && p.template == Template::Completion || weak || filtered.trim().is_empty() {
-            let e = rag::extractive(&p.question, &p.passages, 3);
-            let mut c = rag::check_citations(&e, &p.passages, &[], floor);
-            // The invalid markers the model wrote are still reported.
-            c.extend(
-                checks
-                    .into_iter()
-                    .filter(|c| c.n > p.passages.len() || c.n == 0),
-            );
-            (e, true, c)
-        } else {
-            (filtered, false, checks)
-        };
+    let (answer, extractive, checks) = if weak || filtered.trim().is_empty() {
+        let e = rag::extractive(&p.question, &p.passages, 3);
+        let mut c = rag::check_citations(&e, &p.passages, &[], floor);
+        // The invalid markers the model wrote are still reported.
+        c.extend(checks.into_iter().filter(|c| invalid(c)));
+        (e, true, c)
+    } else {
+        (filtered, false, checks)
+    };
     let m = &state.metrics.rag_citations;
     for c in &checks {
-        let outcome = if c.n == 0 || c.n > p.passages.len() {
+        let outcome = if invalid(c) {
             "invalid"
         } else if c.kept {
             "supported"
@@ -578,10 +580,13 @@ fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -
         };
         m.with_label_values(&[outcome]).inc();
     }
+    let warning = (!extractive && cites_none)
+        .then(|| "the answer cites no source: check it against the sources yourself".to_owned());
     Final {
         answer,
         extractive,
         checks,
+        warning,
     }
 }
 
@@ -614,6 +619,7 @@ async fn whole_answer(
     let gw = &state.gateway;
     let req = request(&p);
     let prompt = req.message_text();
+    let model_start = Instant::now();
     let (r, served) = gw
         .router
         .chat(&p.alias, &req)
@@ -656,10 +662,11 @@ async fn whole_answer(
         model: served.alias.alias.clone(),
         timings: AskTimings {
             retrieval_ms: p.retrieval.as_secs_f64() * 1000.0,
+            model_start_ms: model_start.duration_since(started).as_secs_f64() * 1000.0,
             first_token_ms: first_token.duration_since(started).as_secs_f64() * 1000.0,
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         },
-        warnings: p.warnings,
+        warnings: p.warnings.into_iter().chain(fin.warning).collect(),
         conversation_id: p.conversation_id,
     }))
 }
@@ -679,7 +686,7 @@ fn not_found_events(r: &AskResponse) -> String {
         "done",
         &json!({"not_found": true, "extractive": false, "incomplete": false, "model": "",
                 "language": r.language, "usage": {"input_tokens": 0, "output_tokens": 0},
-                "timings": {"retrieval_ms": r.timings.retrieval_ms, "first_token_ms": 0.0, "total_ms": r.timings.total_ms},
+                "timings": {"retrieval_ms": r.timings.retrieval_ms, "model_start_ms": 0.0, "first_token_ms": 0.0, "total_ms": r.timings.total_ms},
                 "conversation_id": r.conversation_id}),
     ));
     s
@@ -691,27 +698,20 @@ async fn stream_answer(
     p: Prepared,
     started: Instant,
 ) -> ApiResult<Response> {
-    let gw = state.gateway.clone();
-    let req = request(&p);
-    let prompt = req.message_text();
-    let (stream, served) = gw
-        .router
-        .chat_stream(&p.alias, &req)
-        .await
-        .map_err(|e| failed(&state, &principal, &p.alias, &prompt, started, e))?;
-    let alias = served.alias.alias.clone();
-    let live = LiveStream::new(
-        state.clone(),
-        principal,
-        p.alias.clone(),
-        served,
-        prompt,
-        started,
-    );
-    struct St {
-        state: AppState,
+    /// The model's stream once it has answered, with its accounting.
+    struct Live {
         stream: bunko_llm::gateway::GatewayStream,
         live: LiveStream,
+    }
+    struct St {
+        state: AppState,
+        principal: Principal,
+        req: ChatRequest,
+        prompt: String,
+        started: Instant,
+        /// Set when the model is asked (after the `sources` event went out).
+        model_start: Option<Instant>,
+        conn: Option<Live>,
         p: Prepared,
         alias: String,
         filter: MarkerFilter,
@@ -719,23 +719,98 @@ async fn stream_answer(
         sent_sources: bool,
         over: bool,
     }
-    let filter = MarkerFilter::new(p.passages.len());
+    let req = request(&p);
+    let prompt = req.message_text();
     let st = St {
         state,
-        stream,
-        live,
+        principal,
+        req,
+        prompt,
+        started,
+        model_start: None,
+        conn: None,
+        filter: MarkerFilter::new(p.passages.len()),
+        alias: p.alias.clone(),
         p,
-        alias,
-        filter,
         shown: String::new(),
         sent_sources: false,
         over: false,
     };
+    // Sends the closing events; returns the answer as the reader finally sees it.
+    fn end(st: &mut St, out: &mut String, incomplete: Option<(String, &str)>) -> String {
+        let rest = st.filter.finish();
+        st.shown.push_str(&rest);
+        let fin = finish(
+            &st.state,
+            &st.p,
+            std::mem::take(&mut st.shown),
+            &st.filter.removed,
+        );
+        if fin.extractive {
+            // The answer is replaced: say so, then send it whole.
+            out.push_str(&event(
+                "replace",
+                &json!({"text": fin.answer, "extractive": true}),
+            ));
+        } else if !rest.is_empty() {
+            out.push_str(&event("delta", &json!({"text": rest})));
+        }
+        out.push_str(&event(
+            "citations",
+            &json!({"citations": citations(&fin.checks)}),
+        ));
+        if let Some((why, code)) = &incomplete {
+            out.push_str(&event("error", &json!({"message": why, "code": code})));
+        }
+        let (usage, first_token) = match &st.conn {
+            Some(c) => (
+                c.live
+                    .usage
+                    .unwrap_or_else(|| Usage::estimate(&c.live.prompt, &c.live.answer)),
+                c.live.first_token,
+            ),
+            None => (Usage::estimate(&st.prompt, ""), None),
+        };
+        let kind = match (&incomplete, fin.extractive) {
+            (Some(_), _) => "failed",
+            (None, true) => "extractive",
+            (None, false) => "generated",
+        };
+        st.state
+            .metrics
+            .rag_answers
+            .with_label_values(&[kind])
+            .inc();
+        let ms = |t: Option<Instant>| {
+            t.map_or(0.0, |t| t.duration_since(st.started).as_secs_f64() * 1000.0)
+        };
+        out.push_str(&event(
+            "done",
+            &json!({
+                "not_found": false, "extractive": fin.extractive,
+                "incomplete": incomplete.is_some(), "model": st.alias,
+                "language": st.p.lang.as_str(),
+                "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+                "timings": {
+                    "retrieval_ms": st.p.retrieval.as_secs_f64() * 1000.0,
+                    "model_start_ms": ms(st.model_start),
+                    "first_token_ms": ms(first_token),
+                    "total_ms": st.started.elapsed().as_secs_f64() * 1000.0,
+                },
+                "warnings": st.p.warnings.iter().cloned().chain(fin.warning.clone()).collect::<Vec<_>>(),
+                "conversation_id": st.p.conversation_id,
+            }),
+        ));
+        st.over = true;
+        fin.answer
+    }
     let s = futures_util::stream::unfold(st, |mut st| async move {
         if st.over {
             return None;
         }
         let mut out = String::new();
+        // The sources go out first, before the model is asked: a reader sees what the answer
+        // will be drawn from while the model reads its prompt.
         if !st.sent_sources {
             st.sent_sources = true;
             let sources: Vec<Source> = st.p.passages.iter().map(source).collect();
@@ -743,72 +818,48 @@ async fn stream_answer(
                 "sources",
                 &json!({"sources": sources, "not_found": false, "conversation_id": st.p.conversation_id}),
             ));
+            return Some((Ok::<_, std::convert::Infallible>(out), st));
         }
-        // Sends the closing events; returns the answer as the reader finally sees it.
-        let end = |st: &mut St, out: &mut String, incomplete: Option<String>| -> String {
-            let rest = st.filter.finish();
-            st.shown.push_str(&rest);
-            let fin = finish(
-                &st.state,
-                &st.p,
-                std::mem::take(&mut st.shown),
-                &st.filter.removed,
-            );
-            if fin.extractive {
-                // The answer is replaced: say so, then send it whole.
-                out.push_str(&event(
-                    "replace",
-                    &json!({"text": fin.answer, "extractive": true}),
-                ));
-            } else if !rest.is_empty() {
-                out.push_str(&event("delta", &json!({"text": rest})));
+        if st.conn.is_none() {
+            st.model_start = Some(Instant::now());
+            let gw = st.state.gateway.clone();
+            match gw.router.chat_stream(&st.p.alias, &st.req).await {
+                Ok((stream, served)) => {
+                    st.alias = served.alias.alias.clone();
+                    let live = LiveStream::new(
+                        st.state.clone(),
+                        st.principal.clone(),
+                        st.p.alias.clone(),
+                        served,
+                        st.prompt.clone(),
+                        st.started,
+                    );
+                    st.conn = Some(Live { stream, live });
+                }
+                Err(e) => {
+                    // Accounted as a failed call (and counted once, by `end`); the reader gets
+                    // the passages' own sentences, marked incomplete, with the reason.
+                    st.state.gateway.account(Call::failed(
+                        &st.principal,
+                        "ask",
+                        &st.p.alias,
+                        &st.prompt,
+                        st.started,
+                    ));
+                    let err = GatewayService::error(e);
+                    let code = err.0.code.as_str();
+                    let answer = end(&mut st, &mut out, Some((err.0.detail.clone(), code)));
+                    remember(&st.state, &st.p, &answer).await;
+                    return Some((Ok(out), st));
+                }
             }
-            out.push_str(&event(
-                "citations",
-                &json!({"citations": citations(&fin.checks)}),
-            ));
-            if let Some(why) = &incomplete {
-                out.push_str(&event(
-                    "error",
-                    &json!({"message": why, "code": "upstream_unavailable"}),
-                ));
-            }
-            let usage = st
-                .live
-                .usage
-                .unwrap_or_else(|| Usage::estimate(&st.live.prompt, &st.live.answer));
-            let kind = match (&incomplete, fin.extractive) {
-                (Some(_), _) => "failed",
-                (None, true) => "extractive",
-                (None, false) => "generated",
-            };
-            st.state
-                .metrics
-                .rag_answers
-                .with_label_values(&[kind])
-                .inc();
-            out.push_str(&event(
-                "done",
-                &json!({
-                    "not_found": false, "extractive": fin.extractive,
-                    "incomplete": incomplete.is_some(), "model": st.alias,
-                    "language": st.p.lang.as_str(),
-                    "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
-                    "timings": {
-                        "retrieval_ms": st.p.retrieval.as_secs_f64() * 1000.0,
-                        "first_token_ms": st.live.first_token.map_or(0.0, |t| t.duration_since(st.live.started).as_secs_f64() * 1000.0),
-                        "total_ms": st.live.started.elapsed().as_secs_f64() * 1000.0,
-                    },
-                    "warnings": st.p.warnings,
-                    "conversation_id": st.p.conversation_id,
-                }),
-            ));
-            st.over = true;
-            fin.answer
+        }
+        let Some(conn) = st.conn.as_mut() else {
+            return None;
         };
-        match st.stream.next().await {
+        match conn.stream.next().await {
             Some(Ok(ChatEvent::Delta(t))) => {
-                st.live.answer.push_str(&t);
+                conn.live.answer.push_str(&t);
                 let shown = st.filter.push(&t);
                 if !shown.is_empty() {
                     st.shown.push_str(&shown);
@@ -816,27 +867,34 @@ async fn stream_answer(
                 }
             }
             Some(Ok(ChatEvent::Done { usage, .. })) => {
-                st.live.usage = usage;
-                st.live.finish(Outcome::Ok);
+                conn.live.usage = usage;
+                conn.live.finish(Outcome::Ok);
                 let answer = end(&mut st, &mut out, None);
                 remember(&st.state, &st.p, &answer).await;
             }
             Some(Err(e)) => {
-                st.live.finish(Outcome::Error);
-                let answer = end(&mut st, &mut out, Some(e.to_string()));
-                remember(&st.state, &st.p, &answer).await;
-            }
-            None => {
-                st.live.finish(Outcome::Error);
+                conn.live.finish(Outcome::Error);
                 let answer = end(
                     &mut st,
                     &mut out,
-                    Some("the model's stream ended early".into()),
+                    Some((e.to_string(), "upstream_unavailable")),
+                );
+                remember(&st.state, &st.p, &answer).await;
+            }
+            None => {
+                conn.live.finish(Outcome::Error);
+                let answer = end(
+                    &mut st,
+                    &mut out,
+                    Some((
+                        "the model's stream ended early".into(),
+                        "upstream_unavailable",
+                    )),
                 );
                 remember(&st.state, &st.p, &answer).await;
             }
         }
-        Some((Ok::<_, std::convert::Infallible>(out), st))
+        Some((Ok(out), st))
     });
     Ok(sse_response(Body::from_stream(s)))
 }

@@ -23,6 +23,10 @@ pub enum Script {
     Mixed,
     /// Streams half an answer, then drops the connection.
     CutMidStream,
+    /// A fluent answer with no citation at all.
+    Uncited,
+    /// Every request fails with 500.
+    Down,
 }
 
 /// The passage numbers in the prompt (`[n] Title (p. …)` header lines, each followed by its
@@ -58,6 +62,15 @@ async fn stand_in(script: Script) -> (String, Arc<AtomicUsize>) {
         async move {
             let v: Value = serde_json::from_slice(&body).unwrap();
             REQUESTS.lock().unwrap().push(v.clone());
+            if script == Script::Down {
+                return Response::builder()
+                    .status(500)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        r#"{"error": {"message": "down", "type": "server_error"}}"#,
+                    ))
+                    .unwrap();
+            }
             let prompt: String = v["messages"]
                 .as_array()
                 .unwrap()
@@ -68,10 +81,14 @@ async fn stand_in(script: Script) -> (String, Arc<AtomicUsize>) {
             let (good, other) = numbers(&prompt, "tesseract");
             let g = good.first().copied().unwrap_or(1);
             let o = other.first().copied().unwrap_or(2);
-            let answer = format!(
-                "Scanned pages are read by tesseract [{g}]. Tesseract recognises Japanese and \
-                 English text [{o}]. Nothing else is known [0][999]."
-            );
+            let answer = if script == Script::Uncited {
+                "Scanned pages are read by a program.".to_owned()
+            } else {
+                format!(
+                    "Scanned pages are read by tesseract [{g}]. Tesseract recognises Japanese and \
+                     English text [{o}]. Nothing else is known [0][999]."
+                )
+            };
             let usage = json!({"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150});
             if v["stream"] != true {
                 let body = json!({
@@ -135,23 +152,27 @@ pub const OCR: &str =
     "# OCR\n\nScanned pages are read by tesseract, which recognises Japanese and English text.\n";
 const HOURS: &str = "# Opening hours\n\nThe reading room opens at nine and closes at five. Scanned pages can be requested at the desk.\n";
 
+/// Points `rag.model` at an OpenAI-compatible stand-in at `url` (alias `scripted`).
+pub fn use_stand_in(c: &mut bunko_core::config::Config, url: &str) {
+    c.providers = vec![
+        serde_json::from_value(json!({
+            "name": "stand-in", "type": "openai", "base_url": format!("{url}/v1"), "retries": 0,
+        }))
+        .unwrap(),
+    ];
+    c.models = vec![
+        serde_json::from_value(json!({
+            "alias": "scripted", "provider": "stand-in", "model": "m", "context_window": 8000,
+        }))
+        .unwrap(),
+    ];
+    c.rag.model = "scripted".into();
+}
+
 /// A server whose `rag.model` is an alias to the stand-in, with the two documents ready.
 pub async fn setup(script: Script) -> (Docs, Arc<AtomicUsize>, Vec<String>) {
     let (url, calls) = stand_in(script).await;
-    let d = start(|c| {
-        let provider: bunko_core::llm::ProviderConfig = serde_json::from_value(json!({
-            "name": "stand-in", "type": "openai", "base_url": format!("{url}/v1"), "retries": 0,
-        }))
-        .unwrap();
-        c.providers = vec![provider];
-        c.models =
-            vec![serde_json::from_value(json!({
-            "alias": "scripted", "provider": "stand-in", "model": "m", "context_window": 8000,
-        }))
-        .unwrap()];
-        c.rag.model = "scripted".into();
-    })
-    .await;
+    let d = start(|c| use_stand_in(c, &url)).await;
     let up = d
         .upload(&[
             file("ocr.md", OCR.as_bytes().to_vec()),
@@ -572,26 +593,17 @@ async fn a_project_the_caller_cannot_see_is_not_found_and_not_searched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_quota_refuses_the_next_question() {
     let (url, calls) = stand_in(Script::Mixed).await;
-    let d =
-        start(|c| {
-            c.providers = vec![serde_json::from_value(json!({
-            "name": "stand-in", "type": "openai", "base_url": format!("{url}/v1"), "retries": 0,
-        }))
-        .unwrap()];
-            c.models = vec![serde_json::from_value(json!({
-            "alias": "scripted", "provider": "stand-in", "model": "m", "context_window": 8000,
-        }))
-        .unwrap()];
-            c.rag.model = "scripted".into();
-            c.gateway.ledger_flush_ms = 50;
-            c.gateway.quotas = vec![
-                serde_json::from_value(json!({
-                    "scope": "user", "id": "*", "tokens_per_day": 100,
-                }))
-                .unwrap(),
-            ];
-        })
-        .await;
+    let d = start(|c| {
+        use_stand_in(c, &url);
+        c.gateway.ledger_flush_ms = 50;
+        c.gateway.quotas = vec![
+            serde_json::from_value(json!({
+                "scope": "user", "id": "*", "tokens_per_day": 100,
+            }))
+            .unwrap(),
+        ];
+    })
+    .await;
     let up = d.upload(&[file("ocr.md", OCR.as_bytes().to_vec())]).await;
     d.settle(&ids(&up.json()), Duration::from_secs(60)).await;
     let r = d.post_json("/api/v1/ask", ASK).await;
@@ -612,4 +624,61 @@ async fn an_exhausted_quota_refuses_the_next_question() {
         .unwrap();
     assert_eq!(totals.len(), 1);
     assert_eq!((totals[0].input_tokens, totals[0].output_tokens), (120, 30));
+}
+
+/// A chat model's answer that cites nothing is passed on, but flagged: no citation, and a
+/// warning saying the answer cites no source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_citing_nothing_is_flagged() {
+    let (d, calls, _) = setup(Script::Uncited).await;
+    let v = d.post_json("/api/v1/ask", ASK).await.json();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(v["answer"], "Scanned pages are read by a program.");
+    assert_eq!(v["extractive"], false);
+    assert!(v["citations"].as_array().unwrap().is_empty());
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("cites no source")),
+        "{v}"
+    );
+    let r = d.post_json("/api/v1/ask", ASK_STREAMED).await;
+    let ev = events(&r.body);
+    let done = &ev.last().unwrap().1;
+    assert!(
+        done["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("cites no source")),
+        "{done}"
+    );
+}
+
+/// The model down before it answers anything: a whole answer is 502; a streamed one has
+/// already sent its sources, so it goes on with the passages' own sentences, an `error`
+/// event and `incomplete: true` — and the failed call is accounted either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_down_before_answering_still_streams_the_sources_first() {
+    let (d, calls, _) = setup(Script::Down).await;
+    let r = d.post_json("/api/v1/ask", ASK).await;
+    assert_eq!(r.code(502), "upstream_unavailable");
+    let r = d.post_json("/api/v1/ask", ASK_STREAMED).await;
+    assert_eq!(r.status, 200);
+    let ev = events(&r.body);
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["sources", "replace", "citations", "error", "done"]);
+    assert_eq!(ev[3].1["code"], "upstream_unavailable");
+    let done = &ev[4].1;
+    assert_eq!(done["incomplete"], true);
+    assert_eq!(done["extractive"], true);
+    assert!(ev[1].1["text"].as_str().unwrap().contains("tesseract"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let m = d.state.metrics.render();
+    assert!(
+        m.contains(r#"bunko_rag_answers_total{kind="failed"} 2"#),
+        "{m}"
+    );
 }

@@ -107,22 +107,13 @@ async fn stand_in() -> StandIn {
 async fn setup() -> (Docs, StandIn) {
     let s = stand_in().await;
     let url = s.url.clone();
-    let d =
-        start(move |c| {
-            c.providers = vec![serde_json::from_value(json!({
-            "name": "stand-in", "type": "openai", "base_url": format!("{url}/v1"), "retries": 0,
-        }))
-        .unwrap()];
-            c.models = vec![serde_json::from_value(json!({
-            "alias": "scripted", "provider": "stand-in", "model": "m", "context_window": 8000,
-        }))
-        .unwrap()];
-            c.rag.model = "scripted".into();
-            c.rag.summary_part_tokens = 200;
-            c.jobs.backoff_base_ms = 20;
-            c.jobs.backoff_max_ms = 50;
-        })
-        .await;
+    let d = start(move |c| {
+        crate::it::ask::use_stand_in(c, &url);
+        c.rag.summary_part_tokens = 200;
+        c.jobs.backoff_base_ms = 20;
+        c.jobs.backoff_max_ms = 50;
+    })
+    .await;
     (d, s)
 }
 
