@@ -295,6 +295,9 @@ pub struct SearchConfig {
     pub vector_weight: f64,
     /// Candidates each half contributes to fusion (at least `k`).
     pub candidates: usize,
+    /// The vector index's search beam (recall against latency); 0 = automatic: 128 up to
+    /// 100k chunks, growing to 1024 at 1M.
+    pub ef_search: usize,
     /// MeCab IPADIC sources (Debian's `mecab-ipadic`) to build the Japanese morphological
     /// dictionary from; empty turns Japanese words off (character bigrams only).
     pub japanese_dictionary: PathBuf,
@@ -309,6 +312,7 @@ impl Default for SearchConfig {
             keyword_weight: 1.0,
             vector_weight: 1.0,
             candidates: 100,
+            ef_search: 0,
             japanese_dictionary: PathBuf::from("/usr/share/mecab/dic/ipadic"),
             dictionary_cache: PathBuf::new(),
         }
@@ -953,6 +957,12 @@ impl Config {
             err("local.generator_threads", "must be at most 256".into());
         }
         self.validate_gateway(&mut err);
+        if self.search.ef_search > 10_000 {
+            err(
+                "search.ef_search",
+                "must be at most 10000 (0 = automatic)".into(),
+            );
+        }
         if !(1..=20).contains(&self.rag.k) {
             err("rag.k", "must be between 1 and 20".into());
         }

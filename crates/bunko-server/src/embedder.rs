@@ -120,6 +120,7 @@ impl VectorHalf {
                     encoder.fingerprint(),
                 )
                 .map_err(|e| Unavailable(e.to_string()))?;
+                index.set_ef_search(self.config.search.ef_search);
                 Ok(Ready { encoder, index })
             })
             .as_ref()
