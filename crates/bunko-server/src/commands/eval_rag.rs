@@ -151,15 +151,26 @@ pub async fn run(mut config: Config, a: Args) -> Result<(), CliError> {
         .unwrap_or_else(|| state.config.rag.model.clone());
     let mut rows = Vec::new();
     let mut scored = Vec::new();
+    let mut failures = 0usize;
     for q in &questions {
         let body: crate::routes::ask::AskBody = serde_json::from_value(json!({
             "question": q.question, "projects": [project.id.to_string()],
             "k": a.k, "model": model,
         }))
         .map_err(|e| CliError::usage(e.to_string()))?;
-        let res = crate::routes::ask::answer_value(&state, &principal, body)
-            .await
-            .map_err(|e| CliError::failure(format!("{}: {} ({})", q.id, e.0.detail, e.0.code)))?;
+        let res = match crate::routes::ask::answer_value(&state, &principal, body).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A failed question is reported and counted, and the run goes on.
+                let why = format!("{} ({})", e.0.detail, e.0.code);
+                if !a.json {
+                    println!("{:<5} failed: {why}", q.id);
+                }
+                rows.push(json!({"id": q.id, "error": why}));
+                failures += 1;
+                continue;
+            }
+        };
         let v = serde_json::to_value(&res).map_err(|e| CliError::failure(e.to_string()))?;
         let gold_doc = docs[&q.file];
         let sources = v["sources"].as_array().cloned().unwrap_or_default();
@@ -227,7 +238,7 @@ pub async fn run(mut config: Config, a: Args) -> Result<(), CliError> {
         }));
         scored.push(s);
     }
-    let n = scored.len() as f64;
+    let n = scored.len().max(1) as f64;
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let sum = |f: fn(&Scored) -> usize| scored.iter().map(f).sum::<usize>();
     let mut totals: Vec<f64> = scored.iter().map(|s| s.total_ms).collect();
@@ -241,7 +252,9 @@ pub async fn run(mut config: Config, a: Args) -> Result<(), CliError> {
     let median = |v: &[f64]| if v.is_empty() { 0.0 } else { v[v.len() / 2] };
     let invalid = sum(|s| s.invalid_markers);
     let report = json!({
-        "questions": scored.len(),
+        "questions": questions.len(),
+        "answered": scored.len(),
+        "failed": failures,
         "model": model,
         "k": a.k,
         "documents": docs.len(),
@@ -266,10 +279,11 @@ pub async fn run(mut config: Config, a: Args) -> Result<(), CliError> {
         println!("{report}");
     } else {
         println!(
-            "\n{} questions · model {} · k {}\n  retrieval hit rate (gold page among the sources) {:.3}\n  \
+            "\n{} questions ({} failed) · model {} · k {}\n  retrieval hit rate (gold page among the sources) {:.3}\n  \
              citation validity {:.3} ({} invalid markers shown)\n  supported-citation ratio {:.3}\n  \
              key-fact recall {:.3}\n  extractive {:.0} % · not found {:.0} %\n  median total {:.0} ms · median first token {:.0} ms",
-            scored.len(),
+            questions.len(),
+            failures,
             model,
             a.k,
             report["retrieval_hit_rate"].as_f64().unwrap_or(0.0),

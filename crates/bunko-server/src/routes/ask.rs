@@ -854,9 +854,7 @@ async fn stream_answer(
                 }
             }
         }
-        let Some(conn) = st.conn.as_mut() else {
-            return None;
-        };
+        let conn = st.conn.as_mut()?;
         match conn.stream.next().await {
             Some(Ok(ChatEvent::Delta(t))) => {
                 conn.live.answer.push_str(&t);
