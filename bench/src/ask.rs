@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         done += take;
         doc_no += 1;
-        if doc_no % 50 == 0 {
+        if doc_no.is_multiple_of(50) {
             keyword.commit()?;
             eprintln!("{done} chunks");
         }
