@@ -265,6 +265,27 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
+        // Closed label sets start at 0, so a rate is 0 rather than absent and dashboards and
+        // alerts find the series before the first event.
+        for class in ["auth", "search", "ask", "ingest", "gateway", "default"] {
+            ratelimit_rejections.with_label_values(&[class]);
+        }
+        for method in ["text", "ocr"] {
+            ingest_pages.with_label_values(&[method]);
+        }
+        ingest_documents.with_label_values(&["ready"]);
+        for r in ["hit", "miss", "bypass"] {
+            llm_cache.with_label_values(&[r]);
+        }
+        for e in ["warning", "exceeded"] {
+            llm_quota.with_label_values(&[e]);
+        }
+        for o in ["supported", "unsupported", "invalid"] {
+            rag_citations.with_label_values(&[o]);
+        }
+        for k in ["generated", "extractive", "not_found", "failed"] {
+            rag_answers.with_label_values(&[k]);
+        }
         Self {
             registry,
             http_requests,
@@ -321,5 +342,8 @@ mod tests {
             "bunko_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
         ));
         assert!(text.contains("process_resident_memory_bytes"));
+        // Closed label sets are there at 0 before any event.
+        assert!(text.contains("bunko_llm_quota_events_total{event=\"exceeded\"} 0"));
+        assert!(text.contains("bunko_rag_answers_total{kind=\"not_found\"} 0"));
     }
 }

@@ -150,6 +150,14 @@ impl GatewayService {
                 .with_label_values(&[name])
                 .set(slot.breaker_state() as i64);
         }
+        // Each alias's calls to its own provider start at 0 (fallbacks appear when used).
+        for a in router.aliases() {
+            for outcome in [Outcome::Ok, Outcome::Error] {
+                metrics
+                    .llm_requests
+                    .with_label_values(&[&a.alias, &a.provider, outcome.as_str()]);
+            }
+        }
         Ok(Self {
             router,
             metrics,

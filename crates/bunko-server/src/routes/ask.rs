@@ -826,7 +826,7 @@ async fn stream_answer(
             match gw.router.chat_stream(&st.p.alias, &st.req).await {
                 Ok((stream, served)) => {
                     st.alias = served.alias.alias.clone();
-                    let live = LiveStream::new(
+                    let mut live = LiveStream::new(
                         st.state.clone(),
                         st.principal.clone(),
                         st.p.alias.clone(),
@@ -834,6 +834,7 @@ async fn stream_answer(
                         st.prompt.clone(),
                         st.started,
                     );
+                    live.api = "ask";
                     st.conn = Some(Live { stream, live });
                 }
                 Err(e) => {

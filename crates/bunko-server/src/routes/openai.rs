@@ -306,6 +306,8 @@ pub struct LiveStream {
     pub first_token: Option<Instant>,
     pub usage: Option<Usage>,
     pub done: bool,
+    /// The ledger's `api` for the call (`stream` unless set).
+    pub api: &'static str,
 }
 
 impl LiveStream {
@@ -329,6 +331,7 @@ impl LiveStream {
             first_token: Some(Instant::now()),
             usage: None,
             done: false,
+            api: "stream",
         }
     }
 
@@ -339,7 +342,7 @@ impl LiveStream {
         self.done = true;
         self.state.gateway.account(Call {
             principal: &self.principal,
-            api: "stream",
+            api: self.api,
             alias: &self.alias,
             served: Some(&self.served),
             usage: self.usage,

@@ -7,6 +7,7 @@ mod eval;
 mod gateway;
 mod http;
 mod notes;
+mod ops;
 mod process;
 mod security;
 mod summary;

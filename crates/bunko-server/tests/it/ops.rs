@@ -1,0 +1,281 @@
+//! What ships in deploy/: Prometheus configuration and alert rules checked and unit-tested
+//! with promtool, and a real Prometheus scraping a live bunko that has done some work, in
+//! which every expression of bunko's alert rules must evaluate and every metric it names must
+//! have series (rules that query metrics nobody exports are the usual rot).
+#![allow(clippy::unwrap_used)]
+
+use crate::it::documents::{file, ids, start};
+use crate::it::support::require_tool;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn rule_files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(deploy().join("prometheus").join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn alert_rules_and_the_prometheus_config_pass_promtool() {
+    let Some(promtool) = require_tool("promtool") else {
+        return;
+    };
+    let rules = rule_files("rules");
+    assert!(rules.len() >= 2, "{rules:?}");
+    let (ok, out) = run(Command::new(&promtool)
+        .arg("check")
+        .arg("rules")
+        .args(&rules));
+    assert!(ok, "{out}");
+    // Every alert has a severity and a runbook section that exists.
+    let runbook = std::fs::read_to_string(deploy().join("../docs/operations/runbook.md")).unwrap();
+    for f in &rules {
+        let text = std::fs::read_to_string(f).unwrap();
+        for name in text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        {
+            assert!(
+                runbook.contains(&format!("### {name}"))
+                    || runbook.contains(&format!(" {name} "))
+                    || runbook.contains(&format!("/ {name}")),
+                "alert {name} has no runbook section"
+            );
+            assert!(
+                text.contains(&format!("runbook.md#{}", name.to_lowercase())),
+                "alert {name} links no runbook section"
+            );
+        }
+    }
+    let tests = rule_files("tests");
+    let (ok, out) = run(Command::new(&promtool)
+        .current_dir(deploy().join("prometheus"))
+        .arg("test")
+        .arg("rules")
+        .args(&tests));
+    assert!(ok, "{out}");
+    // Each alert is exercised by a unit test.
+    let all_tests: String = tests
+        .iter()
+        .map(|t| std::fs::read_to_string(t).unwrap())
+        .collect();
+    for f in &rules {
+        for name in std::fs::read_to_string(f)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        {
+            assert!(
+                all_tests.contains(&format!("alertname: {name}")),
+                "alert {name} has no promtool unit test"
+            );
+        }
+    }
+    // The shipped configuration, with its rule files where they are in the repository.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(deploy().join("prometheus/prometheus.yml"))
+        .unwrap()
+        .replace(
+            "/etc/prometheus/rules/*.yml",
+            &format!("{}/prometheus/rules/*.yml", deploy().display()),
+        );
+    std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
+    let (ok, out) = run(Command::new(&promtool)
+        .arg("check")
+        .arg("config")
+        .arg(dir.path().join("prometheus.yml")));
+    assert!(ok, "{out}");
+}
+
+/// Metric names an expression reads (`bunko_…`, `process_…`, `up`).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_string = false;
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if c == '"' {
+            in_string = !in_string;
+            cur.clear();
+            continue;
+        }
+        if in_string {
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' {
+            cur.push(c);
+        } else {
+            if (cur.starts_with("bunko_") || cur.starts_with("process_") || cur == "up")
+                && !out.contains(&cur)
+            {
+                out.push(cur.clone());
+            }
+            cur.clear();
+        }
+    }
+    out
+}
+
+fn query_url(base: &str, q: &str) -> reqwest::Url {
+    reqwest::Url::parse_with_params(&format!("{base}/api/v1/query"), &[("query", q)]).unwrap()
+}
+
+async fn query(client: &reqwest::Client, base: &str, q: &str) -> Value {
+    client
+        .get(query_url(base, q))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_evaluates_every_alert_expression_against_a_live_bunko() {
+    let (Some(_), Some(prometheus)) = (require_tool("promtool"), require_tool("prometheus")) else {
+        return;
+    };
+    // A live bunko that has done some work: a document processed, searches, an ask, an
+    // error, a job.
+    let d = start(|_| {}).await;
+    let up = d
+        .upload(&[file(
+            "ops.md",
+            b"# Operations\n\nPrometheus scrapes bunko's metrics every fifteen seconds.\n".to_vec(),
+        )])
+        .await;
+    d.settle(&ids(&up.json()), Duration::from_secs(60)).await;
+    d.get("/api/v1/search?q=prometheus").await;
+    d.post_json(
+        "/api/v1/ask",
+        r#"{"question": "What is the boiling point of mercury?"}"#,
+    )
+    .await;
+    d.get("/api/v1/documents/not-a-document").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = d.router.clone();
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = deploy().join("prometheus/rules/bunko.yml");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: bunko\n    static_configs:\n      - targets: [\"{addr}\"]\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut prom = Command::new(&prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = {
+        let child = std::mem::replace(&mut prom, Command::new("true").spawn().unwrap());
+        Kill(child)
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    // Until bunko has been scraped a few times (rates need two samples).
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = client
+            .get(query_url(&base, "count_over_time(up{job=\"bunko\"}[1m])"))
+            .send()
+            .await;
+        if let Ok(r) = v
+            && let Ok(v) = r.json::<Value>().await
+            && v["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|s| s.parse::<f64>().ok())
+                .is_some_and(|n| n >= 4.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "Prometheus never scraped bunko");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let v = query(&client, &base, "up{job=\"bunko\"}").await;
+    assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
+
+    // Every rule loaded and healthy.
+    let rules_v: Value = client
+        .get(format!("{base}/api/v1/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let groups = rules_v["data"]["groups"].as_array().unwrap();
+    let mut exprs = Vec::new();
+    for g in groups {
+        for r in g["rules"].as_array().unwrap() {
+            assert_ne!(r["health"], "err", "{r}");
+            exprs.push((
+                r["name"].as_str().unwrap().to_owned(),
+                r["query"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert!(exprs.len() >= 12, "{rules_v}");
+    let mut missing = Vec::new();
+    for (name, expr) in &exprs {
+        let v = query(&client, &base, expr).await;
+        assert_eq!(v["status"], "success", "{name}: {expr}: {v}");
+        for m in metric_names(expr) {
+            let v = query(&client, &base, &format!("count({m})")).await;
+            if v["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+                missing.push(format!("{name}: {m}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "alert rules read metrics bunko does not export: {missing:?}"
+    );
+}
