@@ -150,13 +150,20 @@ impl GatewayService {
                 .with_label_values(&[name])
                 .set(slot.breaker_state() as i64);
         }
-        // Each alias's calls to its own provider start at 0 (fallbacks appear when used).
+        // Each alias's series start at 0 (calls to its own provider; fallbacks appear when
+        // used), so dashboards and alerts find them before the first call.
         for a in router.aliases() {
+            let m = &metrics;
             for outcome in [Outcome::Ok, Outcome::Error] {
-                metrics
-                    .llm_requests
+                m.llm_requests
                     .with_label_values(&[&a.alias, &a.provider, outcome.as_str()]);
             }
+            for direction in ["input", "output"] {
+                m.llm_tokens.with_label_values(&[&a.alias, direction]);
+            }
+            m.llm_cost.with_label_values(&[&a.alias]);
+            m.llm_duration.with_label_values(&[&a.alias]);
+            m.llm_ttft.with_label_values(&[&a.alias]);
         }
         Ok(Self {
             router,

@@ -1,7 +1,9 @@
 //! What ships in deploy/: Prometheus configuration and alert rules checked and unit-tested
-//! with promtool, and a real Prometheus scraping a live bunko that has done some work, in
-//! which every expression of bunko's alert rules must evaluate and every metric it names must
-//! have series (rules that query metrics nobody exports are the usual rot).
+//! with promtool; Grafana dashboards that are what their generator writes; and a real
+//! Prometheus scraping a live bunko that has done some work, in which every expression of
+//! bunko's alert rules and of every dashboard must evaluate and every bunko metric it names
+//! must have series (queries on metrics nobody exports are the usual rot). The exporters'
+//! metrics (cAdvisor, node, blackbox) are checked for validity only: no exporter runs here.
 #![allow(clippy::unwrap_used)]
 
 use crate::it::documents::{file, ids, start};
@@ -107,6 +109,67 @@ fn alert_rules_and_the_prometheus_config_pass_promtool() {
     assert!(ok, "{out}");
 }
 
+/// (dashboard / panel title, expression) for every query of the shipped dashboards.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(deploy().join("grafana/dashboards")).unwrap() {
+        let path = e.unwrap().path();
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                out.push((
+                    format!(
+                        "{} / {}",
+                        d["title"].as_str().unwrap(),
+                        p["title"].as_str().unwrap()
+                    ),
+                    t["expr"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The dashboards are valid provisioning JSON (unique uids, every panel on the provisioned
+/// data source) and exactly what `deploy/grafana/dashboards.py` writes.
+#[test]
+fn dashboards_are_generated_and_consistent() {
+    let Some(python) = require_tool("python3") else {
+        return;
+    };
+    let (ok, out) = run(Command::new(python).arg("-c").arg(format!(
+        "import json, sys; sys.path.insert(0, '{}'); import dashboards; \
+         print(json.dumps(dashboards.render()))",
+        deploy().join("grafana").display()
+    )));
+    assert!(ok, "{out}");
+    let rendered: Value = serde_json::from_str(&out).unwrap();
+    let mut uids = std::collections::HashSet::new();
+    for (name, text) in rendered.as_object().unwrap() {
+        let file = deploy().join("grafana/dashboards").join(name);
+        let committed = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+            panic!("{name} is not committed: run deploy/grafana/dashboards.py")
+        });
+        assert_eq!(
+            committed,
+            text.as_str().unwrap(),
+            "{name} differs from what deploy/grafana/dashboards.py writes"
+        );
+        let d: Value = serde_json::from_str(&committed).unwrap();
+        assert!(uids.insert(d["uid"].as_str().unwrap().to_owned()));
+        for p in d["panels"].as_array().unwrap() {
+            assert_eq!(p["datasource"]["uid"], "prometheus", "{name}: {p}");
+            assert!(!p["targets"].as_array().unwrap().is_empty(), "{name}: {p}");
+        }
+    }
+    assert!(uids.len() >= 7, "{uids:?}");
+    let datasource =
+        std::fs::read_to_string(deploy().join("grafana/provisioning/datasources/prometheus.yml"))
+            .unwrap();
+    assert!(datasource.contains("uid: prometheus"));
+}
+
 /// Metric names an expression reads (`bunko_…`, `process_…`, `up`).
 fn metric_names(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -151,7 +214,7 @@ async fn query(client: &reqwest::Client, base: &str, q: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_evaluates_every_alert_expression_against_a_live_bunko() {
+async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_against_a_live_bunko() {
     let (Some(_), Some(prometheus)) = (require_tool("promtool"), require_tool("prometheus")) else {
         return;
     };
@@ -172,6 +235,25 @@ async fn a_real_prometheus_evaluates_every_alert_expression_against_a_live_bunko
     )
     .await;
     d.get("/api/v1/documents/not-a-document").await;
+    // A job that fails for good (no handler for its kind).
+    let job = d
+        .state
+        .store
+        .enqueue(bunko_core::jobs::NewJob::new(
+            "default",
+            "system.nothing-handles-this",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap()
+        .id;
+    let until = Instant::now() + Duration::from_secs(30);
+    while d.state.store.get_job(job).await.unwrap().unwrap().state
+        != bunko_core::jobs::JobState::Dead
+    {
+        assert!(Instant::now() < until, "the job never died");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = d.router.clone();
@@ -263,6 +345,10 @@ async fn a_real_prometheus_evaluates_every_alert_expression_against_a_live_bunko
         }
     }
     assert!(exprs.len() >= 12, "{rules_v}");
+    // And every query of every dashboard.
+    for (name, expr) in dashboard_queries() {
+        exprs.push((name, expr));
+    }
     let mut missing = Vec::new();
     for (name, expr) in &exprs {
         let v = query(&client, &base, expr).await;
