@@ -346,6 +346,14 @@ impl WorkerConfig {
     }
 }
 
+/// Whether a failure code is a 4xx one (the request cannot be done) rather than a fault.
+fn failure_is_clients(code: &str) -> bool {
+    crate::error::Code::ALL
+        .iter()
+        .find(|c| c.as_str() == code)
+        .is_some_and(|c| (400..500).contains(&c.status()))
+}
+
 /// Delay before attempt `attempts + 1`: base × 2^(attempts−1), capped, ±20 % jitter.
 pub fn backoff_delay(attempts: u32, base: Duration, max: Duration) -> Duration {
     let exp = attempts.saturating_sub(1).min(30);
@@ -581,6 +589,11 @@ impl Worker {
         match retry_at {
             Some(at) => {
                 warn!(code = %failure.code, error = %failure.message, retry_in_ms = at - now_ms(), "job failed; will retry")
+            }
+            // A request that cannot be done (the document went away, a bad payload) is the
+            // caller's matter and a warning; anything else needs an operator: an error.
+            None if failure_is_clients(&failure.code) => {
+                warn!(code = %failure.code, error = %failure.message, "job failed for good (dead)")
             }
             None => {
                 error!(code = %failure.code, error = %failure.message, "job failed for good (dead)")
