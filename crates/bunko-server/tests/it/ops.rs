@@ -365,3 +365,61 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
         "alert rules read metrics bunko does not export: {missing:?}"
     );
 }
+
+/// The Compose files are valid for docker-compose (the client validates without an engine),
+/// the Dockerfile passes hadolint, and the configuration the stack mounts passes
+/// `bunko config check`.
+#[test]
+fn compose_files_dockerfile_and_deploy_config_validate() {
+    let (Some(compose), Some(hadolint)) =
+        (require_tool("docker-compose"), require_tool("hadolint"))
+    else {
+        return;
+    };
+    for f in ["compose.yaml", "compose.lite.yaml"] {
+        let (ok, out) = run(Command::new(&compose)
+            .current_dir(deploy())
+            .args(["-f", f, "config", "-q"]));
+        assert!(ok, "{f}: {out}");
+    }
+    let (ok, out) = run(Command::new(&compose).current_dir(deploy()).args([
+        "-f",
+        "compose.yaml",
+        "config",
+        "--services",
+    ]));
+    assert!(ok, "{out}");
+    for s in [
+        "bunko",
+        "bunko-worker",
+        "models",
+        "nginx",
+        "ollama",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "cadvisor",
+        "node-exporter",
+        "blackbox-exporter",
+    ] {
+        assert!(out.lines().any(|l| l == s), "service {s} missing: {out}");
+    }
+    let compose_text = std::fs::read_to_string(deploy().join("compose.yaml")).unwrap();
+    // Only nginx publishes ports; no default Grafana password.
+    assert_eq!(
+        compose_text.matches("ports:").count(),
+        1,
+        "only nginx publishes ports"
+    );
+    assert!(compose_text.contains("GF_SECURITY_ADMIN_PASSWORD__FILE"));
+    assert!(!compose_text.contains("GF_SECURITY_ADMIN_PASSWORD:"));
+    let (ok, out) = run(Command::new(&hadolint).arg(deploy().join("docker/Dockerfile")));
+    assert!(ok, "{out}");
+    let out = crate::it::support::bunko(&deploy(), &["--config", "bunko.toml", "config", "check"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
