@@ -206,6 +206,7 @@ async fn note_in(s: &AppState, project: &Project, id: &str) -> ApiResult<Note> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NoteListParams {
     /// Only notes with this tag.
@@ -365,6 +366,7 @@ pub async fn markdown(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BibParams {
     /// Every document of the project that carries a DOI or arXiv id, not only those the
