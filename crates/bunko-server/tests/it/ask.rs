@@ -551,22 +551,7 @@ async fn a_project_the_caller_cannot_see_is_not_found_and_not_searched() {
         )
         .await;
     assert_eq!(r.json()["not_found"], true);
-    let papers = d.state.store.get_project("papers").await.unwrap().unwrap();
-    let (pending, _) = d
-        .state
-        .store
-        .create_document(bunko_core::documents::NewDocument {
-            project_id: papers.id,
-            title: "Pending".into(),
-            filename: "pending.md".into(),
-            doc_type: bunko_core::documents::DocType::Markdown,
-            sha256: "00".repeat(32),
-            size_bytes: 1,
-            source: "upload".into(),
-            tags: vec![],
-        })
-        .await
-        .unwrap();
+    let pending = d.pending_document("00").await;
     let r = d
         .post_json(
             "/api/v1/ask",

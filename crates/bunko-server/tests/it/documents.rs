@@ -195,6 +195,33 @@ impl Docs {
         .await
     }
 
+    /// A document of project `papers` that is queued and never processed (no job), its bytes
+    /// named by `sha_byte` repeated (two hex digits).
+    pub async fn pending_document(&self, sha_byte: &str) -> bunko_core::documents::Document {
+        let papers = self
+            .state
+            .store
+            .get_project("papers")
+            .await
+            .unwrap()
+            .unwrap();
+        self.state
+            .store
+            .create_document(bunko_core::documents::NewDocument {
+                project_id: papers.id,
+                title: "Pending".into(),
+                filename: "pending.md".into(),
+                doc_type: bunko_core::documents::DocType::Markdown,
+                sha256: sha_byte.repeat(32),
+                size_bytes: 1,
+                source: "upload".into(),
+                tags: vec![],
+            })
+            .await
+            .unwrap()
+            .0
+    }
+
     /// A member with `role` in `project` (none: no project), logged in; returns the token.
     pub async fn member(
         &self,

@@ -252,22 +252,7 @@ async fn japanese_documents_are_summarised_in_japanese_and_bad_requests_are_refu
     assert!(s.prompts.lock().unwrap()[0].contains("日本語で"));
 
     // A document that is not ready cannot be summarised yet.
-    let papers = d.state.store.get_project("papers").await.unwrap().unwrap();
-    let (pending, _) = d
-        .state
-        .store
-        .create_document(bunko_core::documents::NewDocument {
-            project_id: papers.id,
-            title: "Pending".into(),
-            filename: "pending.md".into(),
-            doc_type: bunko_core::documents::DocType::Markdown,
-            sha256: "11".repeat(32),
-            size_bytes: 1,
-            source: "upload".into(),
-            tags: vec![],
-        })
-        .await
-        .unwrap();
+    let pending = d.pending_document("11").await;
     let r = d
         .post_json(&format!("/api/v1/documents/{}/summary", pending.id), "")
         .await;
