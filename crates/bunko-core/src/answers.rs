@@ -96,8 +96,9 @@ pub struct NotePatch {
 
 #[async_trait]
 pub trait AnswerQueries: Send + Sync {
-    /// A new, empty conversation of `user`.
-    async fn create_conversation(&self, user: Uuid) -> StoreResult<Uuid>;
+    /// A new, empty conversation `id` of `user` (created when its first turn is kept, so a
+    /// refused question leaves nothing behind). Fails with `Conflict` when the id is taken.
+    async fn create_conversation(&self, id: Uuid, user: Uuid) -> StoreResult<()>;
     /// Who owns it, if it exists.
     async fn conversation_owner(&self, id: Uuid) -> StoreResult<Option<Uuid>>;
     /// The last `limit` turns, oldest first.

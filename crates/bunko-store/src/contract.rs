@@ -995,7 +995,12 @@ pub async fn usage_ledger_appends_and_totals(s: Store) {
 pub async fn conversations_keep_turns_in_order(s: Store) {
     use bunko_core::answers::Turn;
     let u = s.create_user(new_user("c@x")).await.unwrap();
-    let c = s.create_conversation(u.id).await.unwrap();
+    let c = uuid::Uuid::now_v7();
+    s.create_conversation(c, u.id).await.unwrap();
+    assert!(matches!(
+        s.create_conversation(c, u.id).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
     assert_eq!(s.conversation_owner(c).await.unwrap(), Some(u.id));
     assert_eq!(
         s.conversation_owner(uuid::Uuid::now_v7()).await.unwrap(),
@@ -1029,7 +1034,9 @@ pub async fn conversations_keep_turns_in_order(s: Store) {
         .unwrap_err();
     assert!(matches!(gone, StoreError::NotFound(_)), "{gone:?}");
     assert!(
-        s.create_conversation(uuid::Uuid::now_v7()).await.is_err(),
+        s.create_conversation(uuid::Uuid::now_v7(), uuid::Uuid::now_v7())
+            .await
+            .is_err(),
         "an unknown user has no conversations"
     );
 }

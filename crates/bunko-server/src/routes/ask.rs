@@ -163,6 +163,9 @@ struct Prepared {
     retrieval: Duration,
     warnings: Vec<String>,
     conversation_id: Uuid,
+    /// A new conversation's owner: it is created with its first kept turn, so a question
+    /// refused later (quota, a failed model) leaves nothing behind.
+    new_conversation: Option<Uuid>,
     history: Vec<Turn>,
 }
 
@@ -315,10 +318,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
             }
             (id, state.store.conversation_turns(id, HISTORY_TURNS).await?)
         }
-        None => (
-            state.store.create_conversation(p.user_id).await?,
-            Vec::new(),
-        ),
+        None => (bunko_core::ids::new_id(), Vec::new()),
     };
     let alias = b.model.unwrap_or_else(|| cfg.model.clone());
     let Some(model) = state.gateway.router.alias(&alias).cloned() else {
@@ -470,6 +470,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
         retrieval: retrieval_started.elapsed(),
         warnings,
         conversation_id,
+        new_conversation: b.conversation_id.is_none().then_some(p.user_id),
         history,
     })
 }
@@ -485,7 +486,16 @@ async fn remember(state: &AppState, p: &Prepared, answer: &str) {
         answer: answer.to_owned(),
         at_ms: bunko_core::ids::now_ms(),
     };
-    if let Err(e) = state.store.append_turn(p.conversation_id, &turn).await {
+    let kept = async {
+        if let Some(owner) = p.new_conversation {
+            state
+                .store
+                .create_conversation(p.conversation_id, owner)
+                .await?;
+        }
+        state.store.append_turn(p.conversation_id, &turn).await
+    };
+    if let Err(e) = kept.await {
         tracing::warn!(error = %e, conversation = %p.conversation_id, "the turn was not kept");
     }
 }

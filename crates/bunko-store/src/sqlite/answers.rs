@@ -40,8 +40,7 @@ fn row_to_note(r: &SqliteRow) -> StoreResult<Note> {
 
 #[async_trait]
 impl AnswerQueries for SqliteStore {
-    async fn create_conversation(&self, user: Uuid) -> StoreResult<Uuid> {
-        let id = new_id();
+    async fn create_conversation(&self, id: Uuid, user: Uuid) -> StoreResult<()> {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO conversations (id, user_id, created_at, updated_at) VALUES (?, ?, ?, ?)",
@@ -52,8 +51,8 @@ impl AnswerQueries for SqliteStore {
         .bind(now)
         .execute(&self.writer)
         .await
-        .map_err(|e| constraint_err(e, String::new, "user"))?;
-        Ok(id)
+        .map_err(|e| constraint_err(e, || format!("conversation {id} exists"), "user"))?;
+        Ok(())
     }
 
     async fn conversation_owner(&self, id: Uuid) -> StoreResult<Option<Uuid>> {
