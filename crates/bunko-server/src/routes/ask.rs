@@ -264,11 +264,7 @@ async fn begin(state: &AppState, principal: &Principal, body: AskBody) -> Result
     let started = Instant::now();
     let prepared = prepare(state, principal, body).await?;
     if !prepared.relevant && !state.config.rag.call_model_without_sources {
-        state
-            .metrics
-            .rag_answers
-            .with_label_values(&["not_found"])
-            .inc();
+        count_answer(state, "not_found");
         let res = not_found(&prepared, started);
         remember(state, &prepared, &res.answer).await;
         return Ok(Begun::NotFound(res));
@@ -547,9 +543,9 @@ fn request(p: &Prepared) -> ChatRequest {
     }
 }
 
-/// The checked answer: invalid markers gone, citations scored, and — when the model cited
-/// nothing valid and is the embedded base model, or answered nothing — the passages' own
-/// sentences instead.
+/// The checked answer: invalid markers gone, citations scored, and — when the embedded base
+/// model's answer does not stand (see [`finish`]) or a model answered nothing — the passages'
+/// own sentences instead.
 struct Final {
     answer: String,
     extractive: bool,
@@ -558,7 +554,15 @@ struct Final {
     warning: Option<String>,
 }
 
-fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -> Final {
+/// Checks a model's answer (`filtered`: markers outside the sources already taken out, their
+/// numbers in `removed`), counts its citations and the answer (`failed` when `incomplete`).
+fn finish(
+    state: &AppState,
+    p: &Prepared,
+    filtered: String,
+    removed: &[usize],
+    incomplete: bool,
+) -> Final {
     let floor = state.config.rag.support_floor;
     // A marker naming no source (removed from the text, reported).
     let invalid = |c: &rag::CitationCheck| c.n == 0 || c.n > p.passages.len();
@@ -590,6 +594,14 @@ fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -
         };
         m.with_label_values(&[outcome]).inc();
     }
+    count_answer(
+        state,
+        match (incomplete, extractive) {
+            (true, _) => "failed",
+            (false, true) => "extractive",
+            (false, false) => "generated",
+        },
+    );
     let warning = (!extractive && cites_none)
         .then(|| "the answer cites no source: check it against the sources yourself".to_owned());
     Final {
@@ -600,7 +612,12 @@ fn finish(state: &AppState, p: &Prepared, filtered: String, removed: &[usize]) -
     }
 }
 
-/// A model call that failed before any answer: accounted, counted, and the caller's error.
+/// `bunko_rag_answers_total{kind}`.
+fn count_answer(state: &AppState, kind: &str) {
+    state.metrics.rag_answers.with_label_values(&[kind]).inc();
+}
+
+/// A model call that failed before any answer: accounted, and the caller's error.
 fn failed(
     state: &AppState,
     principal: &Principal,
@@ -612,11 +629,6 @@ fn failed(
     state
         .gateway
         .account(Call::failed(principal, "ask", alias, prompt, started));
-    state
-        .metrics
-        .rag_answers
-        .with_label_values(&["failed"])
-        .inc();
     GatewayService::error(e)
 }
 
@@ -630,11 +642,10 @@ async fn whole_answer(
     let req = request(&p);
     let prompt = req.message_text();
     let model_start = Instant::now();
-    let (r, served) = gw
-        .router
-        .chat(&p.alias, &req)
-        .await
-        .map_err(|e| failed(state, principal, &p.alias, &prompt, started, e))?;
+    let (r, served) = gw.router.chat(&p.alias, &req).await.map_err(|e| {
+        count_answer(state, "failed");
+        failed(state, principal, &p.alias, &prompt, started, e)
+    })?;
     let first_token = Instant::now();
     gw.account(Call {
         served: Some(&served),
@@ -646,17 +657,8 @@ async fn whole_answer(
     });
     let usage = r.usage.unwrap_or_else(|| Usage::estimate(&prompt, &r.text));
     let (filtered, f) = MarkerFilter::whole(p.passages.len(), &r.text);
-    let fin = finish(state, &p, filtered, &f.removed);
+    let fin = finish(state, &p, filtered, &f.removed, false);
     remember(state, &p, &fin.answer).await;
-    state
-        .metrics
-        .rag_answers
-        .with_label_values(&[if fin.extractive {
-            "extractive"
-        } else {
-            "generated"
-        }])
-        .inc();
     Ok(axum::Json(AskResponse {
         answer: fin.answer,
         extractive: fin.extractive,
@@ -755,6 +757,7 @@ async fn stream_answer(
             &st.p,
             std::mem::take(&mut st.shown),
             &st.filter.removed,
+            incomplete.is_some(),
         );
         if fin.extractive {
             // The answer is replaced: say so, then send it whole.
@@ -781,16 +784,6 @@ async fn stream_answer(
             ),
             None => (Usage::estimate(&st.prompt, ""), None),
         };
-        let kind = match (&incomplete, fin.extractive) {
-            (Some(_), _) => "failed",
-            (None, true) => "extractive",
-            (None, false) => "generated",
-        };
-        st.state
-            .metrics
-            .rag_answers
-            .with_label_values(&[kind])
-            .inc();
         let ms = |t: Option<Instant>| {
             t.map_or(0.0, |t| t.duration_since(st.started).as_secs_f64() * 1000.0)
         };
@@ -850,14 +843,14 @@ async fn stream_answer(
                 Err(e) => {
                     // Accounted as a failed call (and counted once, by `end`); the reader gets
                     // the passages' own sentences, marked incomplete, with the reason.
-                    st.state.gateway.account(Call::failed(
+                    let err = failed(
+                        &st.state,
                         &st.principal,
-                        "ask",
                         &st.p.alias,
                         &st.prompt,
                         st.started,
-                    ));
-                    let err = GatewayService::error(e);
+                        e,
+                    );
                     let code = err.0.code.as_str();
                     let answer = end(&mut st, &mut out, Some((err.0.detail.clone(), code)));
                     remember(&st.state, &st.p, &answer).await;
