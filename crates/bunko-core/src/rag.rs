@@ -69,6 +69,16 @@ pub enum Template {
     Completion,
 }
 
+impl Template {
+    /// The embedded base model continues text; every other provider serves a chat model.
+    pub fn for_provider(kind: Option<crate::llm::ProviderKind>) -> Template {
+        match kind {
+            Some(crate::llm::ProviderKind::Local) => Template::Completion,
+            _ => Template::Chat,
+        }
+    }
+}
+
 /// Keeps the first of passages that repeat a chunk or its text, in retrieval order, then as
 /// many as fit `budget` tokens (the first one cut to fit when even it does not), numbered 1….
 pub fn fit_passages(found: Vec<Passage>, budget: u64) -> Vec<Passage> {

@@ -196,6 +196,37 @@ impl GatewayService {
         }
     }
 
+    /// One non-streamed call through the router, accounted either way as `api` for
+    /// `principal` (`started` is when the caller's request began); the answer with the
+    /// upstream that served it, and its usage (the upstream's, else estimated).
+    pub async fn chat(
+        &self,
+        principal: &Principal,
+        api: &'static str,
+        alias: &str,
+        req: &ChatRequest,
+        started: Instant,
+    ) -> Result<(ChatResponse, Served, Usage), ApiError> {
+        let prompt = req.message_text();
+        match self.router.chat(alias, req).await {
+            Ok((r, served)) => {
+                self.account(Call {
+                    served: Some(&served),
+                    usage: r.usage,
+                    answer: &r.text,
+                    outcome: Outcome::Ok,
+                    ..Call::failed(principal, api, alias, &prompt, started)
+                });
+                let usage = r.usage.unwrap_or_else(|| Usage::estimate(&prompt, &r.text));
+                Ok((r, served, usage))
+            }
+            Err(e) => {
+                self.account(Call::failed(principal, api, alias, &prompt, started));
+                Err(Self::error(e))
+            }
+        }
+    }
+
     /// The stable error for a gateway failure (in the caller's API shape, by the middleware).
     pub fn error(e: GatewayError) -> ApiError {
         match e {

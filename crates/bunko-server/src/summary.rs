@@ -2,12 +2,12 @@
 //! (metered and quota'd as the requesting user), stored as a new summary only when it is
 //! whole — a failed or cancelled job leaves the previous summary as it was.
 
-use crate::gateway::{Call, GatewayService, Outcome};
+use crate::gateway::GatewayService;
 use bunko_core::answers::{PageRef, PartSummary, Summary};
 use bunko_core::documents::{DocStatus, Document};
 use bunko_core::identity::{Credential, Principal, UserStatus};
 use bunko_core::jobs::{JobContext, JobFailure, JobHandler, NewJob};
-use bunko_core::llm::{ChatRequest, ProviderKind, Usage};
+use bunko_core::llm::ChatRequest;
 use bunko_core::ports::MetaStore;
 use bunko_core::rag::{Lang, MarkerFilter, Template};
 use bunko_core::summarize::{self, Part};
@@ -113,30 +113,16 @@ impl Run<'_> {
         }
         let gw = &self.h.gateway;
         gw.admit(&self.principal).map_err(model_failure)?;
-        let prompt = req.message_text();
-        let started = Instant::now();
-        let (r, served) = match gw.router.chat(&self.alias, &req).await {
-            Ok(x) => x,
-            Err(e) => {
-                gw.account(Call::failed(
-                    &self.principal,
-                    "summary",
-                    &self.alias,
-                    &prompt,
-                    started,
-                ));
-                return Err(model_failure(GatewayService::error(e)));
-            }
-        };
-        gw.account(Call {
-            served: Some(&served),
-            usage: r.usage,
-            answer: &r.text,
-            outcome: Outcome::Ok,
-            first_token: Some(Instant::now()),
-            ..Call::failed(&self.principal, "summary", &self.alias, &prompt, started)
-        });
-        let usage = r.usage.unwrap_or_else(|| Usage::estimate(&prompt, &r.text));
+        let (r, _, usage) = gw
+            .chat(
+                &self.principal,
+                "summary",
+                &self.alias,
+                &req,
+                Instant::now(),
+            )
+            .await
+            .map_err(model_failure)?;
         self.meter.input += usage.input_tokens;
         self.meter.output += usage.output_tokens;
         Ok(r.text)
@@ -259,10 +245,7 @@ impl JobHandler for Summarize {
                 format!("model `{alias}` is not configured"),
             ));
         };
-        let template = match self.gateway.router.provider_kind(&alias) {
-            Some(ProviderKind::Local) => Template::Completion,
-            _ => Template::Chat,
-        };
+        let template = Template::for_provider(self.gateway.router.provider_kind(&alias));
         let lang = match p.get("language").and_then(Value::as_str) {
             Some("ja") => Lang::Ja,
             Some("en") => Lang::En,

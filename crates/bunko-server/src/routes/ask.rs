@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bunko_core::answers::Turn;
 use bunko_core::identity::{Principal, Scope};
-use bunko_core::llm::{ChatEvent, ChatRequest, ProviderKind, Usage};
+use bunko_core::llm::{ChatEvent, ChatRequest, Usage};
 use bunko_core::rag::{self, Lang, MarkerFilter, Passage, Template};
 use bunko_core::search::{Mode, parse_filters, projects_for};
 use bunko_core::{Code, Error};
@@ -326,10 +326,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
     if !(1..=8192).contains(&max_tokens) {
         return Err(invalid("max_tokens must be between 1 and 8192"));
     }
-    let template = match state.gateway.router.provider_kind(&alias) {
-        Some(ProviderKind::Local) => Template::Completion,
-        _ => Template::Chat,
-    };
+    let template = Template::for_provider(state.gateway.router.provider_kind(&alias));
     let mut filters = parse_filters(b.filters.as_ref().unwrap_or(&Value::Null))?;
     let mut warnings = Vec::new();
     if let Some(docs) = b.documents {
@@ -638,24 +635,13 @@ async fn whole_answer(
     p: Prepared,
     started: Instant,
 ) -> ApiResult<axum::Json<AskResponse>> {
-    let gw = &state.gateway;
-    let req = request(&p);
-    let prompt = req.message_text();
     let model_start = Instant::now();
-    let (r, served) = gw.router.chat(&p.alias, &req).await.map_err(|e| {
-        count_answer(state, "failed");
-        failed(state, principal, &p.alias, &prompt, started, e)
-    })?;
+    let (r, served, usage) = state
+        .gateway
+        .chat(principal, "ask", &p.alias, &request(&p), started)
+        .await
+        .inspect_err(|_| count_answer(state, "failed"))?;
     let first_token = Instant::now();
-    gw.account(Call {
-        served: Some(&served),
-        usage: r.usage,
-        answer: &r.text,
-        outcome: Outcome::Ok,
-        first_token: Some(first_token),
-        ..Call::failed(principal, "ask", &p.alias, &prompt, started)
-    });
-    let usage = r.usage.unwrap_or_else(|| Usage::estimate(&prompt, &r.text));
     let (filtered, f) = MarkerFilter::whole(p.passages.len(), &r.text);
     let fin = finish(state, &p, filtered, &f.removed, false);
     remember(state, &p, &fin.answer).await;

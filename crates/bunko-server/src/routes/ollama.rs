@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bunko_core::Code;
-use bunko_core::llm::{ChatEvent, ChatRequest, ChatResponse, Message, Role, Usage};
+use bunko_core::llm::{ChatEvent, ChatRequest, Message, Role, Usage};
 use bunko_llm::gateway::GatewayStream;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -247,15 +247,7 @@ async fn answer(
         );
         return Ok(res);
     }
-    let (r, served): (ChatResponse, _) = gw.router.chat(&alias, &req).await.map_err(fail)?;
-    gw.account(Call {
-        served: Some(&served),
-        usage: r.usage,
-        answer: &r.text,
-        outcome: Outcome::Ok,
-        ..Call::failed(&principal, api, &alias, &prompt, started)
-    });
-    let usage = r.usage.unwrap_or_else(|| Usage::estimate(&prompt, &r.text));
+    let (r, _, usage) = gw.chat(&principal, api, &alias, &req, started).await?;
     Ok(axum::Json(final_object(
         &alias,
         generate,
