@@ -93,6 +93,27 @@ impl PageRequest {
     }
 }
 
+/// Every item of a paginated listing, fetched page by page (`MAX_LIMIT` at a time).
+pub async fn all_pages<T, F>(mut list: impl FnMut(PageRequest) -> F) -> StoreResult<Vec<T>>
+where
+    F: std::future::Future<Output = StoreResult<Page<T>>>,
+{
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = list(PageRequest {
+            limit: PageRequest::MAX_LIMIT,
+            before,
+        })
+        .await?;
+        out.extend(page.items);
+        match page.next_cursor.and_then(|c| Uuid::parse_str(&c).ok()) {
+            Some(c) => before = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Project {
     pub id: Uuid,
@@ -448,4 +469,33 @@ pub trait UsageQueries: Send + Sync {
         to_ms: i64,
         user: Option<Uuid>,
     ) -> StoreResult<Vec<UsageTotal>>;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn all_pages_follows_the_cursor_to_the_end() {
+        // 1,200 ids, newest first, served in pages as a store does.
+        let mut ids: Vec<Uuid> = (0..1200).map(|_| Uuid::now_v7()).collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let mut calls = 0;
+        let got = all_pages(|page: PageRequest| {
+            calls += 1;
+            let rest: Vec<Uuid> = ids
+                .iter()
+                .copied()
+                .filter(|id| page.before.is_none_or(|b| *id < b))
+                .collect();
+            let items: Vec<Uuid> = rest.iter().copied().take(page.limit as usize).collect();
+            let next_cursor = (rest.len() > items.len()).then(|| items.last().unwrap().to_string());
+            std::future::ready(Ok(Page { items, next_cursor }))
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, ids);
+        assert_eq!(calls, 3);
+    }
 }

@@ -9,7 +9,7 @@ use crate::cli::CliError;
 use bunko_core::config::Config;
 use bunko_core::identity::{Credential, GlobalRole, Principal, UserStatus};
 use bunko_core::jobs::JobState;
-use bunko_core::ports::PageRequest;
+use bunko_core::ports::all_pages;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -49,12 +49,9 @@ pub(crate) async fn acting_user(
             .await?
             .ok_or_else(|| CliError::usage(format!("no user `{e}`")))?,
         None => {
-            let page = PageRequest {
-                limit: PageRequest::MAX_LIMIT,
-                before: None,
-            };
-            let users = state.store.list_users(page).await?.items;
-            users
+            let store = state.store.as_ref();
+            all_pages(|page| store.list_users(page))
+                .await?
                 .into_iter()
                 .filter(|u| u.role == GlobalRole::Admin && u.status == UserStatus::Active)
                 .min_by_key(|u| u.id)

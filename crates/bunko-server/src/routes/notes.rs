@@ -13,7 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bunko_core::answers::{self, BibSource, NewNote, Note, NotePatch, PageRef};
 use bunko_core::ids::rfc3339;
-use bunko_core::ports::{PageRequest, Project};
+use bunko_core::ports::{PageRequest, Project, all_pages};
 use bunko_core::{Code, Error};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -386,53 +386,25 @@ pub async fn bibtex(
     Query(q): Query<BibParams>,
 ) -> ApiResult<Response> {
     let pid = access.project.id;
-    let mut ids: Vec<Uuid> = Vec::new();
-    if q.all {
-        let mut cursor = None;
-        loop {
-            let page = PageRequest {
-                limit: PageRequest::MAX_LIMIT,
-                before: cursor,
-            };
-            let res = s
-                .store
-                .list_documents(pid, &Default::default(), page)
-                .await?;
-            ids.extend(res.items.iter().map(|d| d.id));
-            match res.next_cursor.and_then(|c| Uuid::parse_str(&c).ok()) {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-    } else {
-        let mut seen = HashSet::new();
-        let mut cursor = None;
-        loop {
-            let page = PageRequest {
-                limit: PageRequest::MAX_LIMIT,
-                before: cursor,
-            };
-            let res = s.store.list_notes(pid, None, page).await?;
-            for n in &res.items {
-                for c in &n.citations {
-                    if seen.insert(c.document_id) {
-                        ids.push(c.document_id);
-                    }
-                }
-            }
-            match res.next_cursor.and_then(|c| Uuid::parse_str(&c).ok()) {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-    }
+    let store = s.store.as_ref();
     // Oldest document first, so that keys stay stable as the list grows.
     let mut docs = BTreeMap::new();
-    for id in ids {
-        if let Some(d) = s.store.get_document(id).await?
-            && d.project_id == pid
-        {
-            docs.insert(d.id, d);
+    if q.all {
+        let every = bunko_core::documents::DocumentFilter::default();
+        let all = all_pages(|page| store.list_documents(pid, &every, page)).await?;
+        docs.extend(all.into_iter().map(|d| (d.id, d)));
+    } else {
+        let notes = all_pages(|page| store.list_notes(pid, None, page)).await?;
+        let cited: HashSet<Uuid> = notes
+            .iter()
+            .flat_map(|n| n.citations.iter().map(|c| c.document_id))
+            .collect();
+        for id in cited {
+            if let Some(d) = store.get_document(id).await?
+                && d.project_id == pid
+            {
+                docs.insert(d.id, d);
+            }
         }
     }
     let sources: Vec<BibSource> = docs
