@@ -110,6 +110,19 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// `user` acting through bunko itself rather than over HTTP — a job they queued, the CLI
+    /// on the data dir: the rights of their roles, as a session has (no session exists).
+    pub fn in_process(user: crate::ports::User) -> Principal {
+        Principal {
+            user_id: user.id,
+            email: user.email,
+            role: user.role,
+            credential: Credential::Session {
+                session_id: Uuid::nil(),
+            },
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == GlobalRole::Admin && self.has_scope(Scope::Admin)
     }

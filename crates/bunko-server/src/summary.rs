@@ -5,7 +5,7 @@
 use crate::gateway::GatewayService;
 use bunko_core::answers::{PageRef, PartSummary, Summary};
 use bunko_core::documents::{DocStatus, Document};
-use bunko_core::identity::{Credential, Principal, UserStatus};
+use bunko_core::identity::{Principal, UserStatus};
 use bunko_core::jobs::{JobContext, JobFailure, JobHandler, NewJob};
 use bunko_core::llm::ChatRequest;
 use bunko_core::ports::MetaStore;
@@ -227,14 +227,7 @@ impl JobHandler for Summarize {
                     "the user who asked for the summary is gone or disabled",
                 )
             })?;
-        let principal = Principal {
-            user_id: user.id,
-            email: user.email,
-            role: user.role,
-            credential: Credential::Session {
-                session_id: Uuid::nil(),
-            },
-        };
+        let principal = Principal::in_process(user);
         let alias = p
             .get("model")
             .and_then(Value::as_str)

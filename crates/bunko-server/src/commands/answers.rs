@@ -7,7 +7,7 @@
 use crate::app::{AppState, Runtime};
 use crate::cli::CliError;
 use bunko_core::config::Config;
-use bunko_core::identity::{Credential, GlobalRole, Principal, UserStatus};
+use bunko_core::identity::{GlobalRole, Principal, UserStatus};
 use bunko_core::jobs::JobState;
 use bunko_core::ports::all_pages;
 use futures_util::StreamExt;
@@ -67,14 +67,7 @@ pub(crate) async fn acting_user(
             user.email
         )));
     }
-    Ok(Principal {
-        user_id: user.id,
-        email: user.email,
-        role: user.role,
-        credential: Credential::Session {
-            session_id: Uuid::nil(),
-        },
-    })
+    Ok(Principal::in_process(user))
 }
 
 async fn shutdown(state: &AppState) {
