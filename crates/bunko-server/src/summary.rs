@@ -23,14 +23,36 @@ pub const QUEUE: &str = "llm";
 
 /// What a summary job is asked to do.
 pub struct Request {
-    pub document_id: Uuid,
+    /// Who asks: the job's model calls are metered as theirs.
     pub user_id: Uuid,
     pub model: Option<String>,
     pub language: Option<String>,
 }
 
-/// Enqueues a summary of a ready document; 409 `document_not_ready` otherwise.
-pub async fn enqueue(store: &dyn MetaStore, doc: &Document, r: Request) -> Result<Uuid, Error> {
+/// Enqueues a summary of a ready document: 409 `document_not_ready` otherwise, 422 for a
+/// language other than `ja`/`en`, 404 `model_not_found` for an alias the gateway lacks.
+pub async fn enqueue(
+    store: &dyn MetaStore,
+    gateway: &bunko_llm::gateway::Gateway,
+    doc: &Document,
+    r: Request,
+) -> Result<Uuid, Error> {
+    if let Some(l) = &r.language
+        && !matches!(l.as_str(), "ja" | "en")
+    {
+        return Err(Error::new(
+            Code::InvalidInput,
+            "language must be `ja` or `en`",
+        ));
+    }
+    if let Some(m) = &r.model
+        && gateway.alias(m).is_none()
+    {
+        return Err(Error::new(
+            Code::ModelNotFound,
+            format!("model `{m}` is not configured"),
+        ));
+    }
     if doc.status != DocStatus::Ready {
         return Err(Error::new(
             Code::DocumentNotReady,
@@ -44,7 +66,7 @@ pub async fn enqueue(store: &dyn MetaStore, doc: &Document, r: Request) -> Resul
     let mut job = NewJob::new(
         QUEUE,
         KIND,
-        json!({"document_id": r.document_id, "user_id": r.user_id,
+        json!({"document_id": doc.id, "user_id": r.user_id,
                "model": r.model, "language": r.language}),
     );
     job.max_attempts = 3;

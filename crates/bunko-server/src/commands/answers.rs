@@ -261,21 +261,11 @@ async fn summarize_in(state: &AppState, a: SummarizeArgs) -> Result<(), CliError
     let missing = || CliError::usage(format!("document `{}` does not exist", a.document));
     let id = Uuid::parse_str(&a.document).map_err(|_| missing())?;
     let doc = state.store.get_document(id).await?.ok_or_else(missing)?;
-    if let Some(m) = &a.model
-        && state.gateway.router.alias(m).is_none()
-    {
-        return Err(CliError::usage(format!("model `{m}` is not configured")));
-    }
-    if let Some(l) = &a.language
-        && !matches!(l.as_str(), "ja" | "en")
-    {
-        return Err(CliError::usage("--language must be `ja` or `en`"));
-    }
     let job = crate::summary::enqueue(
         state.store.as_ref(),
+        &state.gateway.router,
         &doc,
         crate::summary::Request {
-            document_id: id,
             user_id: principal.user_id,
             model: a.model,
             language: a.language,

@@ -600,27 +600,11 @@ pub async fn summarize(
     let d = document_for::<AskScope>(&s, &caller, &id).await?;
     let req: Option<SummaryRequest> = optional_json(&headers, &body)?;
     let (model, language) = req.map(|r| (r.model, r.language)).unwrap_or_default();
-    if let Some(l) = &language
-        && !matches!(l.as_str(), "ja" | "en")
-    {
-        return Err(ApiError::new(
-            Code::InvalidInput,
-            "language must be `ja` or `en`",
-        ));
-    }
-    if let Some(m) = &model
-        && s.gateway.router.alias(m).is_none()
-    {
-        return Err(ApiError::new(
-            Code::ModelNotFound,
-            format!("model `{m}` is not configured"),
-        ));
-    }
     let job = crate::summary::enqueue(
         s.store.as_ref(),
+        &s.gateway.router,
         &d,
         crate::summary::Request {
-            document_id: d.id,
             user_id: caller.0.user_id,
             model,
             language,
