@@ -71,6 +71,21 @@ impl Deref for AppState {
     }
 }
 
+impl AppState {
+    /// Ends a command's runtime (not `serve`'s drain): background tasks stop, running jobs are
+    /// given back to the queue, the gateway writes its usage ledger, the vector index is
+    /// written if it changed, the store is closed.
+    pub async fn stop(&self) {
+        self.tasks.begin_shutdown();
+        if let Some(w) = &self.worker {
+            w.hard_stop();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+        self.ingest.flush_vectors().await;
+        self.store.close().await;
+    }
+}
+
 impl Inner {
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir

@@ -70,16 +70,6 @@ pub(crate) async fn acting_user(
     Ok(Principal::in_process(user))
 }
 
-async fn shutdown(state: &AppState) {
-    state.tasks.begin_shutdown();
-    if let Some(w) = &state.worker {
-        w.hard_stop();
-    }
-    // The gateway writes its usage ledger on the way out.
-    let _ = tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await;
-    state.store.close().await;
-}
-
 /// An error response of the API as a CLI error (its problem detail and code).
 async fn problem(res: axum::response::Response) -> CliError {
     let status = res.status();
@@ -118,7 +108,7 @@ pub async fn ask(config: Config, a: AskArgs) -> Result<(), CliError> {
     let rt = Runtime::start(config, false).await?;
     let state = rt.state;
     let res = ask_in(&state, a).await;
-    shutdown(&state).await;
+    state.stop().await;
     res
 }
 
@@ -252,7 +242,7 @@ pub async fn summarize(config: Config, a: SummarizeArgs) -> Result<(), CliError>
     let rt = Runtime::start(config, a.wait).await?;
     let state = rt.state;
     let res = summarize_in(&state, a).await;
-    shutdown(&state).await;
+    state.stop().await;
     res
 }
 

@@ -297,12 +297,7 @@ pub async fn run(mut config: Config, a: Args) -> Result<(), CliError> {
             report["median_first_token_ms"].as_f64().unwrap_or(0.0),
         );
     }
-    state.tasks.begin_shutdown();
-    if let Some(w) = &state.worker {
-        w.hard_stop();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await;
-    state.store.close().await;
+    state.stop().await;
     if invalid > 0 {
         return Err(CliError::failure(format!(
             "{invalid} citation markers outside the sources reached the reader"

@@ -162,13 +162,7 @@ pub async fn run(config: Config, args: Args) -> Result<(), CliError> {
             }
         );
     }
-    state.tasks.begin_shutdown();
-    if let Some(w) = &state.worker {
-        w.hard_stop();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), state.tasks.wait()).await;
-    state.ingest.flush_vectors().await;
-    state.store.close().await;
+    state.stop().await;
     if failed > 0 {
         return Err(CliError::failure(format!("{failed} file(s) failed")));
     }
