@@ -12,7 +12,7 @@ use bunko_core::config::Config;
 use bunko_core::documents::DocStatus;
 use bunko_core::rag::MarkerFilter;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -171,26 +171,21 @@ pub async fn run(mut config: Config, a: Args) -> Result<(), CliError> {
                 continue;
             }
         };
-        let v = serde_json::to_value(&res).map_err(|e| CliError::failure(e.to_string()))?;
         let gold_doc = docs[&q.file];
-        let sources = v["sources"].as_array().cloned().unwrap_or_default();
-        let hit = sources.iter().any(|s| {
-            s["document_id"].as_str() == Some(&gold_doc.to_string()) && {
-                let (p, e) = (
-                    s["page"].as_u64().unwrap_or(0) as u32,
-                    s["page_end"].as_u64().unwrap_or(0) as u32,
-                );
-                q.gold_pages.iter().any(|g| (p..=e.max(p)).contains(g))
-            }
+        let hit = res.sources.iter().any(|s| {
+            s.document_id == gold_doc
+                && q.gold_pages
+                    .iter()
+                    .any(|g| (s.page..=s.page_end.max(s.page)).contains(g))
         });
-        let answer = v["answer"].as_str().unwrap_or("");
-        let k = sources.len();
+        let answer = res.answer.as_str();
+        let k = res.sources.len();
         // What reached the reader: any marker naming no source is a failure of the check.
         let (_, f) = MarkerFilter::whole(k, answer);
-        let cites = v["citations"].as_array().cloned().unwrap_or_default();
-        let valid: Vec<&Value> = cites
+        let valid: Vec<_> = res
+            .citations
             .iter()
-            .filter(|c| c["n"].as_u64().is_some_and(|n| n >= 1 && n as usize <= k))
+            .filter(|c| c.n >= 1 && c.n <= k)
             .collect();
         let lower = answer.to_lowercase();
         let found = q
@@ -202,14 +197,14 @@ pub async fn run(mut config: Config, a: Args) -> Result<(), CliError> {
             hit,
             invalid_markers: f.removed.len(),
             valid_citations: valid.len(),
-            kept_citations: valid.iter().filter(|c| c["kept"] == true).count(),
+            kept_citations: valid.iter().filter(|c| c.kept).count(),
             facts: q.facts.len(),
             facts_found: found,
-            extractive: v["extractive"] == true,
-            not_found: v["not_found"] == true,
-            total_ms: v["timings"]["total_ms"].as_f64().unwrap_or(0.0),
-            first_token_ms: v["timings"]["first_token_ms"].as_f64().unwrap_or(0.0),
-            retrieval_ms: v["timings"]["retrieval_ms"].as_f64().unwrap_or(0.0),
+            extractive: res.extractive,
+            not_found: res.not_found,
+            total_ms: res.timings.total_ms,
+            first_token_ms: res.timings.first_token_ms,
+            retrieval_ms: res.timings.retrieval_ms,
         };
         if !a.json {
             println!(

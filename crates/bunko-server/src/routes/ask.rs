@@ -122,12 +122,12 @@ pub struct AskUsage {
 
 #[derive(Serialize, ToSchema)]
 pub struct AskTimings {
-    retrieval_ms: f64,
+    pub(crate) retrieval_ms: f64,
     /// Until the model was asked: retrieval, passages, prompt (0 when no model was called).
-    model_start_ms: f64,
+    pub(crate) model_start_ms: f64,
     /// To the first answer text (0 when no model was called).
-    first_token_ms: f64,
-    total_ms: f64,
+    pub(crate) first_token_ms: f64,
+    pub(crate) total_ms: f64,
 }
 
 #[derive(Serialize, ToSchema)]
