@@ -154,28 +154,29 @@ pub fn fit_history(turns: &[Turn], budget: u64) -> Vec<Turn> {
     let mut used = 0u64;
     for t in turns.iter().rev() {
         let (answer, _) = MarkerFilter::whole(0, &t.answer);
-        let answer = answer.split_whitespace().collect::<Vec<_>>().join(" ");
-        let cost = estimate_tokens(&t.question) + estimate_tokens(&answer) + 8;
+        let kept = Turn {
+            question: t.question.clone(),
+            answer: answer.split_whitespace().collect::<Vec<_>>().join(" "),
+            at_ms: t.at_ms,
+        };
+        let cost = turn_tokens(&kept);
         if used + cost > budget {
             break;
         }
         used += cost;
-        out.push(Turn {
-            question: t.question.clone(),
-            answer,
-            at_ms: t.at_ms,
-        });
+        out.push(kept);
     }
     out.reverse();
     out
 }
 
+fn turn_tokens(t: &Turn) -> u64 {
+    estimate_tokens(&t.question) + estimate_tokens(&t.answer) + 8
+}
+
 /// Tokens the kept turns take in the prompt.
 pub fn history_tokens(turns: &[Turn]) -> u64 {
-    turns
-        .iter()
-        .map(|t| estimate_tokens(&t.question) + estimate_tokens(&t.answer) + 8)
-        .sum()
+    turns.iter().map(turn_tokens).sum()
 }
 
 /// The text retrieval searches for: a follow-up question with the question before it, so
