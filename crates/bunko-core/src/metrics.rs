@@ -267,11 +267,14 @@ impl Metrics {
         }
         // Closed label sets start at 0, so a rate is 0 rather than absent and dashboards and
         // alerts find the series before the first event.
-        for class in ["auth", "search", "ask", "ingest", "gateway", "default"] {
+        for class in crate::config::RATE_CLASSES {
             ratelimit_rejections.with_label_values(&[class]);
         }
-        for method in ["text", "ocr"] {
-            ingest_pages.with_label_values(&[method]);
+        for method in [
+            crate::documents::PageMethod::Text,
+            crate::documents::PageMethod::Ocr,
+        ] {
+            ingest_pages.with_label_values(&[method.as_str()]);
         }
         ingest_documents.with_label_values(&["ready"]);
         for r in ["hit", "miss", "bypass"] {
