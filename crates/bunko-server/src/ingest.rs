@@ -855,7 +855,12 @@ fn build(
     let mut meta = extracted.meta;
     // Identifiers printed on the first pages (a paper's DOI or arXiv id), unless the file's
     // metadata (or a crawler) already gave them.
-    let front: String = pages.iter().take(2).map(|p| p.text.as_str()).collect();
+    let front = pages
+        .iter()
+        .take(2)
+        .map(|p| p.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     if meta.doi.is_none() {
         meta.doi = bunko_core::documents::find_doi(&front);
     }
