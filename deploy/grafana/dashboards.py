@@ -41,8 +41,21 @@ DASHBOARDS = {
             ('sum by (method) (rate(bunko_ingest_pages_total[5m]))', "{{method}}")], "timeseries"),
         ("Stage duration p95", "s", [
             ('histogram_quantile(0.95, sum by (le, stage) (rate(bunko_ingest_stage_duration_seconds_bucket[15m])))', "{{stage}}")], "timeseries"),
-        ("Processing time per document (mean over the hour, all stages)", "s", [
-            ('sum(rate(bunko_ingest_stage_duration_seconds_sum[1h])) / clamp_min(sum(rate(bunko_ingest_documents_total[1h])), 1e-9)', "mean")], "timeseries"),
+        ("Documents collected by source", "short", [
+            ('sum by (source) (increase(bunko_documents_added_total[1h]))', "{{source}}")], "timeseries"),
+        ("Processing time per document", "s", [
+            (q(0.5, "bunko_document_processing_seconds"), "p50"),
+            (q(0.95, "bunko_document_processing_seconds"), "p95")], "timeseries"),
+        ("OCR time per document p95", "s", [(q(0.95, "bunko_ocr_duration_seconds"), "p95")], "timeseries"),
+        ("OCR confidence (share of pages below 0.6)", "percentunit", [
+            ('sum(rate(bunko_ocr_page_confidence_ratio_bucket{le="0.6"}[1h])) / clamp_min(sum(rate(bunko_ocr_page_confidence_ratio_count[1h])), 1e-9)', "< 0.6")], "timeseries"),
+        ("Embedding throughput (texts/s)", "short", [
+            ('sum by (role, source) (rate(bunko_embed_texts_total[5m]))', "{{role}} {{source}}")], "timeseries"),
+        ("Embedding cache hit ratio (passages)", "percentunit", [
+            ('sum(rate(bunko_embed_texts_total{role="passage",source="cache"}[1h])) / clamp_min(sum(rate(bunko_embed_texts_total{role="passage"}[1h])), 1e-9)', "hits")], "stat"),
+        ("Embedding batch p95 (size, seconds)", "short", [
+            (q(0.95, "bunko_embed_batch_size"), "texts"),
+            (q(0.95, "bunko_embed_batch_duration_seconds"), "seconds")], "timeseries"),
         ("Bytes accepted", "Bps", [('rate(bunko_ingest_bytes_total[5m])', "bytes/s")], "timeseries"),
         ("Ingest queue", "short", [('sum by (state) (bunko_jobs{queue="ingest"})', "{{state}}")], "timeseries"),
     ]),
@@ -50,12 +63,20 @@ DASHBOARDS = {
         ("Search latency", "s", [
             ('histogram_quantile(0.5, sum by (le) (rate(bunko_http_request_duration_seconds_bucket{route="/api/v1/search"}[5m])))', "p50"),
             ('histogram_quantile(0.99, sum by (le) (rate(bunko_http_request_duration_seconds_bucket{route="/api/v1/search"}[5m])))', "p99")], "timeseries"),
+        ("Index latency by mode (p95)", "s", [
+            ('histogram_quantile(0.95, sum by (le, mode) (rate(bunko_search_duration_seconds_bucket[5m])))', "{{mode}}")], "timeseries"),
+        ("Empty or unavailable halves", "short", [
+            ('sum by (leg, status) (increase(bunko_search_legs_total{status!="ok"}[1h]))', "{{leg}} {{status}}")], "timeseries"),
+        ("Index size", "bytes", [('sum by (index) (bunko_index_size_bytes)', "{{index}}")], "timeseries"),
+        ("Chunks indexed", "short", [('max by (index) (bunko_index_chunks)', "{{index}}")], "timeseries"),
         ("Searches per second", "reqps", [
             ('sum by (status) (rate(bunko_http_requests_total{route="/api/v1/search"}[5m]))', "{{status}}")], "timeseries"),
         ("Answers by kind", "short", [
             ('sum by (kind) (increase(bunko_rag_answers_total[1h]))', "{{kind}}")], "timeseries"),
         ("Citations by outcome", "short", [
             ('sum by (outcome) (increase(bunko_rag_citations_total[1h]))', "{{outcome}}")], "timeseries"),
+        ("Summaries", "short", [
+            ('sum by (outcome) (increase(bunko_summaries_total[1h]))', "{{outcome}}")], "timeseries"),
         ("Supported citation ratio", "percentunit", [
             ('sum(increase(bunko_rag_citations_total{outcome="supported"}[1h])) / clamp_min(sum(increase(bunko_rag_citations_total[1h])), 1e-9)', "supported")], "stat"),
     ]),
@@ -66,6 +87,10 @@ DASHBOARDS = {
             ('sum by (model, direction) (rate(bunko_llm_tokens_total[5m]))', "{{model}} {{direction}}")], "timeseries"),
         ("Cost per hour (USD)", "currencyUSD", [
             ('sum by (model) (increase(bunko_llm_cost_usd_total[1h]))', "{{model}}")], "timeseries"),
+        ("Cost per day by user (top 10)", "currencyUSD", [
+            ('topk(10, sum by (user_id) (increase(bunko_llm_user_cost_usd_total[1d])))', "{{user_id}}")], "table"),
+        ("Tokens per day by project", "short", [
+            ('sum by (project_id) (increase(bunko_llm_user_tokens_total[1d]))', "{{project_id}}")], "timeseries"),
         ("Time to first token p95", "s", [
             ('histogram_quantile(0.95, sum by (le, model) (rate(bunko_llm_time_to_first_token_seconds_bucket[5m])))', "{{model}}")], "timeseries"),
         ("Request duration p95", "s", [

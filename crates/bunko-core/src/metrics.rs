@@ -2,13 +2,21 @@
 //! routes are templates, methods and statuses are closed sets, queues and kinds come from
 //! code and config, never from request data.
 
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Where documents come from (`bunko_documents_added_total{source}`): the `source` every
+/// caller of the ingest path passes is one of these, and the label is exported from the start.
+pub const DOCUMENT_SOURCES: &[&str] = &["upload", "sample"];
 
 pub struct Metrics {
     pub registry: Registry,
+    /// Name and label names of every metric registered, in registration order (the catalogue
+    /// in `docs/operations/metrics.md` is checked against it).
+    described: Vec<(String, Vec<String>)>,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub http_in_flight: IntGauge,
@@ -16,21 +24,35 @@ pub struct Metrics {
     pub job_duration: HistogramVec,
     pub job_failures: IntCounterVec,
     pub ratelimit_rejections: IntCounterVec,
+    pub documents_added: IntCounterVec,
+    pub document_processing: Histogram,
     pub ingest_documents: IntCounterVec,
     pub ingest_pages: IntCounterVec,
     pub ingest_stage_duration: HistogramVec,
-    pub ingest_bytes: prometheus::IntCounter,
+    pub ingest_bytes: IntCounter,
+    pub ocr_duration: Histogram,
+    pub ocr_confidence: Histogram,
+    pub embed_texts: IntCounterVec,
+    pub embed_batch_size: Histogram,
+    pub embed_batch_duration: Histogram,
+    pub search_duration: HistogramVec,
+    pub search_legs: IntCounterVec,
+    pub index_chunks: IntGaugeVec,
+    pub index_size: IntGaugeVec,
     pub llm_requests: IntCounterVec,
     pub llm_tokens: IntCounterVec,
     pub llm_cost: prometheus::CounterVec,
     pub llm_duration: HistogramVec,
     pub llm_ttft: HistogramVec,
     pub llm_cache: IntCounterVec,
-    pub gateway_overhead: prometheus::Histogram,
+    pub llm_user_tokens: IntCounterVec,
+    pub llm_user_cost: prometheus::CounterVec,
+    pub gateway_overhead: Histogram,
     pub llm_breaker: IntGaugeVec,
     pub llm_quota: IntCounterVec,
     pub rag_citations: IntCounterVec,
     pub rag_answers: IntCounterVec,
+    pub summaries: IntCounterVec,
 }
 
 /// Gateway overhead buckets: 10 µs to 50 ms.
@@ -45,226 +67,279 @@ const LATENCY_BUCKETS: &[f64] = &[
 const JOB_BUCKETS: &[f64] = &[
     0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0,
 ];
+/// Texts per embedding batch (the embedder batches at most 32).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+/// OCR confidence, as a ratio.
+const RATIO_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
+
+/// Registers metrics, remembering what it registered. Definitions are static: a failure is a
+/// programming error, caught by every test that builds [`Metrics`].
+struct Builder {
+    registry: Registry,
+    described: Vec<(String, Vec<String>)>,
+}
+
+#[allow(clippy::expect_used)]
+impl Builder {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&mut self, c: C) -> C {
+        self.register(Box::new(c.clone()));
+        c
+    }
+    fn register(&mut self, c: Box<dyn prometheus::core::Collector>) {
+        for d in c.desc() {
+            self.described
+                .push((d.fq_name.clone(), d.variable_labels.clone()));
+        }
+        self.registry.register(c).expect("metric registered once");
+    }
+    fn counter(&mut self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("metric"))
+    }
+    fn counters(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("metric"))
+    }
+    fn gauges(&mut self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("metric"))
+    }
+    fn histogram(&mut self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.add(
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                .expect("metric"),
+        )
+    }
+    fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> HistogramVec {
+        self.add(
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )
+            .expect("metric"),
+        )
+    }
+}
 
 impl Metrics {
     #[allow(clippy::expect_used)] // static metric definitions: a failure is a programming error
     pub fn new(version: &str, commit: &str) -> Self {
-        let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "bunko_http_requests_total",
-                "HTTP requests answered, by route template and status.",
-            ),
+        let mut b = Builder {
+            registry: Registry::new(),
+            described: Vec::new(),
+        };
+        let http_requests = b.counters(
+            "bunko_http_requests_total",
+            "HTTP requests answered, by route template and status.",
             &["method", "route", "status"],
-        )
-        .expect("metric");
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "bunko_http_request_duration_seconds",
-                "Time to answer an HTTP request, by route template.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        );
+        let http_duration = b.histograms(
+            "bunko_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            LATENCY_BUCKETS,
             &["method", "route"],
-        )
-        .expect("metric");
-        let http_in_flight = IntGauge::new(
-            "bunko_http_requests_in_flight",
-            "HTTP requests being answered now.",
-        )
-        .expect("metric");
-        let jobs = IntGaugeVec::new(
-            Opts::new(
-                "bunko_jobs",
-                "Jobs in the durable queue, by queue and state (read at scrape time).",
-            ),
+        );
+        let http_in_flight = b.add(
+            IntGauge::new(
+                "bunko_http_requests_in_flight",
+                "HTTP requests being answered now.",
+            )
+            .expect("metric"),
+        );
+        let jobs = b.gauges(
+            "bunko_jobs",
+            "Jobs in the durable queue, by queue and state (read at scrape time).",
             &["queue", "state"],
-        )
-        .expect("metric");
-        let job_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "bunko_job_duration_seconds",
-                "Time one job attempt took, by queue, kind and outcome.",
-            )
-            .buckets(JOB_BUCKETS.to_vec()),
+        );
+        let job_duration = b.histograms(
+            "bunko_job_duration_seconds",
+            "Time one job attempt took, by queue, kind and outcome.",
+            JOB_BUCKETS,
             &["queue", "kind", "outcome"],
-        )
-        .expect("metric");
-        let job_failures = IntCounterVec::new(
-            Opts::new(
-                "bunko_job_failures_total",
-                "Failed job attempts, by queue and error code.",
-            ),
+        );
+        let job_failures = b.counters(
+            "bunko_job_failures_total",
+            "Failed job attempts, by queue and error code.",
             &["queue", "code"],
-        )
-        .expect("metric");
-        let ratelimit_rejections = IntCounterVec::new(
-            Opts::new(
-                "bunko_ratelimit_rejections_total",
-                "Requests refused by a rate limit, by route class.",
-            ),
+        );
+        let ratelimit_rejections = b.counters(
+            "bunko_ratelimit_rejections_total",
+            "Requests refused by a rate limit, by route class.",
             &["class"],
-        )
-        .expect("metric");
-        let ingest_documents = IntCounterVec::new(
-            Opts::new(
-                "bunko_ingest_documents_total",
-                "Documents processed, by outcome (ready, or the failure code).",
-            ),
+        );
+        let documents_added = b.counters(
+            "bunko_documents_added_total",
+            "New documents collected, by source (upload, sample, crawlers); duplicates not counted.",
+            &["source"],
+        );
+        let document_processing = b.histogram(
+            "bunko_document_processing_seconds",
+            "Time from the start of a document's processing to the document being ready.",
+            JOB_BUCKETS,
+        );
+        let ingest_documents = b.counters(
+            "bunko_ingest_documents_total",
+            "Documents processed, by outcome (ready, or the failure code).",
             &["outcome"],
-        )
-        .expect("metric");
-        let ingest_pages = IntCounterVec::new(
-            Opts::new(
-                "bunko_ingest_pages_total",
-                "Pages extracted, by method (text layer or OCR).",
-            ),
+        );
+        let ingest_pages = b.counters(
+            "bunko_ingest_pages_total",
+            "Pages extracted, by method (text layer or OCR).",
             &["method"],
-        )
-        .expect("metric");
-        let ingest_stage_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "bunko_ingest_stage_duration_seconds",
-                "Time one processing stage took for one document.",
-            )
-            .buckets(JOB_BUCKETS.to_vec()),
+        );
+        let ingest_stage_duration = b.histograms(
+            "bunko_ingest_stage_duration_seconds",
+            "Time one processing stage took for one document.",
+            JOB_BUCKETS,
             &["stage"],
-        )
-        .expect("metric");
-        let ingest_bytes = prometheus::IntCounter::new(
+        );
+        let ingest_bytes = b.counter(
             "bunko_ingest_bytes_total",
             "Bytes of original files accepted for ingestion (duplicates not counted).",
-        )
-        .expect("metric");
+        );
+        let ocr_duration = b.histogram(
+            "bunko_ocr_duration_seconds",
+            "Time spent rendering and recognising the OCR'd pages of one document.",
+            JOB_BUCKETS,
+        );
+        let ocr_confidence = b.histogram(
+            "bunko_ocr_page_confidence_ratio",
+            "Mean word confidence of each OCR'd page (0-1).",
+            RATIO_BUCKETS,
+        );
+        let embed_texts = b.counters(
+            "bunko_embed_texts_total",
+            "Texts embedded, by role (passage/query) and source (model, or the embedding cache).",
+            &["role", "source"],
+        );
+        let embed_batch_size = b.histogram(
+            "bunko_embed_batch_size",
+            "Texts per batch through the embedding model.",
+            BATCH_BUCKETS,
+        );
+        let embed_batch_duration = b.histogram(
+            "bunko_embed_batch_duration_seconds",
+            "Time the embedding model took for one batch.",
+            LATENCY_BUCKETS,
+        );
+        let search_duration = b.histograms(
+            "bunko_search_duration_seconds",
+            "Time of one search through the index (both halves and the fusion), by mode.",
+            LATENCY_BUCKETS,
+            &["mode"],
+        );
+        let search_legs = b.counters(
+            "bunko_search_legs_total",
+            "Search halves run, by leg (keyword/vector) and status (ok, empty, unavailable).",
+            &["leg", "status"],
+        );
+        let index_chunks = b.gauges(
+            "bunko_index_chunks",
+            "Chunks in the search index, by half (read at scrape time; vector once loaded).",
+            &["index"],
+        );
+        let index_size = b.gauges(
+            "bunko_index_size_bytes",
+            "Size of the search index on disk, by half (read at scrape time).",
+            &["index"],
+        );
         // Labels: `model` is a configured alias, `provider` a configured provider name, `outcome`
         // a closed set — none comes from request data (an unknown alias is counted as
         // `unknown`).
-        let llm_requests = IntCounterVec::new(
-            Opts::new(
-                "bunko_llm_requests_total",
-                "Gateway requests, by model alias, provider and outcome.",
-            ),
+        let llm_requests = b.counters(
+            "bunko_llm_requests_total",
+            "Gateway requests, by model alias, provider and outcome.",
             &["model", "provider", "outcome"],
-        )
-        .expect("metric");
-        let llm_tokens = IntCounterVec::new(
-            Opts::new(
-                "bunko_llm_tokens_total",
-                "Tokens through the gateway, by model alias and direction (input/output).",
-            ),
+        );
+        let llm_tokens = b.counters(
+            "bunko_llm_tokens_total",
+            "Tokens through the gateway, by model alias and direction (input/output).",
             &["model", "direction"],
-        )
-        .expect("metric");
-        let llm_cost = prometheus::CounterVec::new(
-            Opts::new(
-                "bunko_llm_cost_usd_total",
-                "Cost of gateway calls in US dollars, from the configured prices.",
-            ),
-            &["model"],
-        )
-        .expect("metric");
-        let llm_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "bunko_llm_request_duration_seconds",
-                "Time from a gateway request to its last token.",
+        );
+        let llm_cost = b.add(
+            prometheus::CounterVec::new(
+                Opts::new(
+                    "bunko_llm_cost_usd_total",
+                    "Cost of gateway calls in US dollars, from the configured prices.",
+                ),
+                &["model"],
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            .expect("metric"),
+        );
+        let llm_duration = b.histograms(
+            "bunko_llm_request_duration_seconds",
+            "Time from a gateway request to its last token.",
+            LATENCY_BUCKETS,
             &["model"],
-        )
-        .expect("metric");
-        let llm_ttft = HistogramVec::new(
-            HistogramOpts::new(
-                "bunko_llm_time_to_first_token_seconds",
-                "Time from a gateway request to its first token.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+        );
+        let llm_ttft = b.histograms(
+            "bunko_llm_time_to_first_token_seconds",
+            "Time from a gateway request to its first token.",
+            LATENCY_BUCKETS,
             &["model"],
-        )
-        .expect("metric");
-        let llm_cache = IntCounterVec::new(
-            Opts::new(
-                "bunko_llm_cache_requests_total",
-                "Response-cache lookups, by result (hit/miss/bypass).",
-            ),
+        );
+        let llm_cache = b.counters(
+            "bunko_llm_cache_requests_total",
+            "Response-cache lookups, by result (hit/miss/bypass).",
             &["result"],
-        )
-        .expect("metric");
-        let rag_citations = IntCounterVec::new(
-            Opts::new(
-                "bunko_rag_citations_total",
-                "Citations in answers, by outcome (supported/unsupported/invalid).",
-            ),
-            &["outcome"],
-        )
-        .expect("metric");
-        let rag_answers = IntCounterVec::new(
-            Opts::new(
-                "bunko_rag_answers_total",
-                "Answers to /api/v1/ask, by kind (generated/extractive/not_found/failed).",
-            ),
-            &["kind"],
-        )
-        .expect("metric");
-        let gateway_overhead = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
-                "bunko_gateway_overhead_seconds",
-                "Time a gateway request spends in bunko itself, excluding the upstream.",
+        );
+        // Per user and project: ids from the database (accounts and projects exist only when
+        // an administrator or owner makes them), never names or e-mail addresses.
+        let llm_user_tokens = b.counters(
+            "bunko_llm_user_tokens_total",
+            "Tokens through the gateway, by user id and the API key's project id (`none`).",
+            &["user_id", "project_id"],
+        );
+        let llm_user_cost = b.add(
+            prometheus::CounterVec::new(
+                Opts::new(
+                    "bunko_llm_user_cost_usd_total",
+                    "Cost of gateway calls in US dollars, by user id and the API key's project id.",
+                ),
+                &["user_id", "project_id"],
             )
-            .buckets(OVERHEAD_BUCKETS.to_vec()),
-        )
-        .expect("metric");
-        let llm_breaker = IntGaugeVec::new(
-            Opts::new(
-                "bunko_llm_breaker_state",
-                "Circuit breaker per provider: 0 closed, 1 open, 2 half-open.",
-            ),
+            .expect("metric"),
+        );
+        let gateway_overhead = b.histogram(
+            "bunko_gateway_overhead_seconds",
+            "Time a gateway request spends in bunko itself, excluding the upstream.",
+            OVERHEAD_BUCKETS,
+        );
+        let llm_breaker = b.gauges(
+            "bunko_llm_breaker_state",
+            "Circuit breaker per provider: 0 closed, 1 open, 2 half-open.",
             &["provider"],
-        )
-        .expect("metric");
-        let llm_quota = IntCounterVec::new(
-            Opts::new(
-                "bunko_llm_quota_events_total",
-                "Gateway calls that passed a quota's soft limit (warning) or were refused (exceeded).",
-            ),
+        );
+        let llm_quota = b.counters(
+            "bunko_llm_quota_events_total",
+            "Gateway calls that passed a quota's soft limit (warning) or were refused (exceeded).",
             &["event"],
-        )
-        .expect("metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "bunko_build_info",
-                "Always 1; labels say which build is running.",
-            ),
+        );
+        let rag_citations = b.counters(
+            "bunko_rag_citations_total",
+            "Citations in answers, by outcome (supported/unsupported/invalid).",
+            &["outcome"],
+        );
+        let rag_answers = b.counters(
+            "bunko_rag_answers_total",
+            "Answers to /api/v1/ask, by kind (generated/extractive/not_found/failed).",
+            &["kind"],
+        );
+        let summaries = b.counters(
+            "bunko_summaries_total",
+            "Document summary jobs finished, by outcome (generated/failed).",
+            &["outcome"],
+        );
+        let build_info = b.gauges(
+            "bunko_build_info",
+            "Always 1; labels say which build is running.",
             &["version", "commit"],
-        )
-        .expect("metric");
+        );
         build_info.with_label_values(&[version, commit]).set(1);
-        for c in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(http_duration.clone()),
-            Box::new(http_in_flight.clone()),
-            Box::new(jobs.clone()),
-            Box::new(job_duration.clone()),
-            Box::new(job_failures.clone()),
-            Box::new(ratelimit_rejections.clone()),
-            Box::new(ingest_documents.clone()),
-            Box::new(ingest_pages.clone()),
-            Box::new(ingest_stage_duration.clone()),
-            Box::new(ingest_bytes.clone()),
-            Box::new(llm_requests.clone()),
-            Box::new(llm_tokens.clone()),
-            Box::new(llm_cost.clone()),
-            Box::new(llm_duration.clone()),
-            Box::new(llm_ttft.clone()),
-            Box::new(llm_cache.clone()),
-            Box::new(gateway_overhead.clone()),
-            Box::new(llm_breaker.clone()),
-            Box::new(llm_quota.clone()),
-            Box::new(rag_citations.clone()),
-            Box::new(rag_answers.clone()),
-            Box::new(build_info),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-        ] {
-            registry.register(c).expect("metric registered once");
-        }
+        b.register(Box::new(ProcessCollector::for_self()));
         // Closed label sets start at 0, so a rate is 0 rather than absent and dashboards and
         // alerts find the series before the first event.
         for class in crate::config::RATE_CLASSES {
@@ -277,6 +352,19 @@ impl Metrics {
             ingest_pages.with_label_values(&[method.as_str()]);
         }
         ingest_documents.with_label_values(&["ready"]);
+        for s in DOCUMENT_SOURCES {
+            documents_added.with_label_values(&[s]);
+        }
+        for role in ["passage", "query"] {
+            for source in ["model", "cache"] {
+                embed_texts.with_label_values(&[role, source]);
+            }
+        }
+        for leg in ["keyword", "vector"] {
+            for status in ["ok", "empty", "unavailable"] {
+                search_legs.with_label_values(&[leg, status]);
+            }
+        }
         for r in ["hit", "miss", "bypass"] {
             llm_cache.with_label_values(&[r]);
         }
@@ -289,8 +377,12 @@ impl Metrics {
         for k in ["generated", "extractive", "not_found", "failed"] {
             rag_answers.with_label_values(&[k]);
         }
+        for o in ["generated", "failed"] {
+            summaries.with_label_values(&[o]);
+        }
         Self {
-            registry,
+            registry: b.registry,
+            described: b.described,
             http_requests,
             http_duration,
             http_in_flight,
@@ -298,22 +390,41 @@ impl Metrics {
             job_duration,
             job_failures,
             ratelimit_rejections,
+            documents_added,
+            document_processing,
             ingest_documents,
             ingest_pages,
             ingest_stage_duration,
             ingest_bytes,
+            ocr_duration,
+            ocr_confidence,
+            embed_texts,
+            embed_batch_size,
+            embed_batch_duration,
+            search_duration,
+            search_legs,
+            index_chunks,
+            index_size,
             llm_requests,
             llm_tokens,
             llm_cost,
             llm_duration,
             llm_ttft,
             llm_cache,
+            llm_user_tokens,
+            llm_user_cost,
             gateway_overhead,
             llm_breaker,
             llm_quota,
             rag_citations,
             rag_answers,
+            summaries,
         }
+    }
+
+    /// Every registered metric's name and label names (the process collector's included).
+    pub fn described(&self) -> &[(String, Vec<String>)] {
+        &self.described
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -348,5 +459,52 @@ mod tests {
         // Closed label sets are there at 0 before any event.
         assert!(text.contains("bunko_llm_quota_events_total{event=\"exceeded\"} 0"));
         assert!(text.contains("bunko_rag_answers_total{kind=\"not_found\"} 0"));
+    }
+
+    /// `docs/operations/metrics.md` lists every metric with its labels: each table row's
+    /// first column names metrics (in backticks), its third column names their labels.
+    #[test]
+    fn catalogue_matches_the_registry() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/operations/metrics.md"
+        );
+        let doc = std::fs::read_to_string(path).expect("docs/operations/metrics.md");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut documented = std::collections::BTreeMap::new();
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').collect();
+            let labels = ticked(cells[3]);
+            for name in ticked(cells[1]) {
+                assert!(
+                    documented.insert(name.clone(), labels.clone()).is_none(),
+                    "{name} is listed twice"
+                );
+            }
+        }
+        let m = Metrics::new("t", "t");
+        let mut problems = Vec::new();
+        for (name, labels) in m.described() {
+            match documented.remove(name) {
+                None => problems.push(format!("{name} is exported but not in the catalogue")),
+                Some(doc_labels) => {
+                    for l in labels {
+                        if !doc_labels.contains(l) {
+                            problems.push(format!("{name}: label `{l}` is not documented"));
+                        }
+                    }
+                }
+            }
+        }
+        for name in documented.keys() {
+            problems.push(format!("{name} is in the catalogue but not exported"));
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 }

@@ -35,6 +35,8 @@ pub struct Extracted {
     pub meta: DocMeta,
     /// Things an operator may want to know (e.g. OCR language missing).
     pub warnings: Vec<String>,
+    /// Wall time spent rendering and recognising pages (0 when nothing was OCR'd).
+    pub ocr_seconds: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,7 @@ pub fn extract(
                     ..Default::default()
                 },
                 warnings: Vec::new(),
+                ocr_seconds: 0.0,
             }
         }
     };

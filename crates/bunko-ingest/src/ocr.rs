@@ -231,8 +231,10 @@ pub fn image(path: &Path, opts: &OcrOptions) -> Result<Extracted, ExtractError> 
         ));
     }
     let (langs, osd) = languages(&opts.languages)?;
+    let started = std::time::Instant::now();
     let pages = tesseract(path, &langs, osd)?;
     Ok(Extracted {
+        ocr_seconds: started.elapsed().as_secs_f64(),
         pages: pages
             .into_iter()
             .map(|(page, text, confidence)| RawPage {

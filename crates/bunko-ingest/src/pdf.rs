@@ -248,12 +248,15 @@ pub fn extract(
         .collect();
     progress(pages.len() - need_ocr.len(), pages.len());
     let mut warnings = Vec::new();
+    let mut ocr_seconds = 0.0;
     if !need_ocr.is_empty() {
         if opts.ocr.enabled {
             let done_before = pages.len() - need_ocr.len();
             let total = pages.len();
             let report = |k: usize| progress(done_before + k, total);
+            let started = std::time::Instant::now();
             let results = ocr::pdf_pages(path, pw, &need_ocr, &opts.ocr, &report)?;
+            ocr_seconds = started.elapsed().as_secs_f64();
             for (page, text, conf) in results {
                 if let Some(p) = pages.get_mut(page as usize - 1) {
                     // Keep the text layer when OCR found nothing better.
@@ -275,6 +278,7 @@ pub fn extract(
         pages,
         meta,
         warnings,
+        ocr_seconds,
     })
 }
 

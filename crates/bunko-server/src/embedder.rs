@@ -2,6 +2,7 @@
 //! the cache so that text a model has seen is never embedded by it twice.
 
 use bunko_core::config::Config;
+use bunko_core::metrics::Metrics;
 use bunko_embed::{Encoder, Role};
 use bunko_index::vector::{EmbeddingCache, text_hash};
 use std::path::PathBuf;
@@ -54,6 +55,7 @@ pub fn embed_passages(
     enc: &Encoder,
     cache: Option<&EmbeddingCache>,
     texts: &[&str],
+    metrics: Option<&Metrics>,
     mut progress: impl FnMut(usize),
 ) -> Vec<Vec<f32>> {
     const BATCH: usize = 32;
@@ -63,9 +65,23 @@ pub fn embed_passages(
         .collect();
     let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
     let mut done = texts.len() - missing.len();
+    if let Some(m) = metrics {
+        m.embed_texts
+            .with_label_values(&["passage", "cache"])
+            .inc_by(done as u64);
+    }
     for batch in missing.chunks(BATCH) {
         let chunk: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+        let started = std::time::Instant::now();
         let e = enc.embed(&chunk, Role::Passage);
+        if let Some(m) = metrics {
+            m.embed_batch_duration
+                .observe(started.elapsed().as_secs_f64());
+            m.embed_batch_size.observe(chunk.len() as f64);
+            m.embed_texts
+                .with_label_values(&["passage", "model"])
+                .inc_by(chunk.len() as u64);
+        }
         for (j, &i) in batch.iter().enumerate() {
             let v = e.get(j).to_vec();
             if let Some(c) = cache {
@@ -102,6 +118,11 @@ impl VectorHalf {
             cell: std::sync::OnceLock::new(),
             dirty: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The vector half if it has been loaded (never loads it).
+    pub fn loaded(&self) -> Option<&Ready> {
+        self.cell.get().and_then(|r| r.as_ref().ok())
     }
 
     /// Blocking: loads the model and opens the index on the first call.

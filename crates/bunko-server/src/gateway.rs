@@ -92,6 +92,11 @@ impl<'a> Call<'a> {
 }
 
 impl GatewayService {
+    /// The process's metrics (the gateway's and its callers', e.g. summary jobs).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The router, and the ledger writer on `tasks` (it drains at shutdown). Quota budgets
     /// start from the ledger's totals for today and this month.
     pub async fn start(
@@ -307,6 +312,18 @@ impl GatewayService {
             } => (Some(*key_id), *project_id),
             Credential::Session { .. } => (None, None),
         };
+        if c.outcome != Outcome::Error {
+            let user = c.principal.user_id.to_string();
+            let project = project.map_or_else(|| "none".to_owned(), |p| p.to_string());
+            m.llm_user_tokens
+                .with_label_values(&[&user, &project])
+                .inc_by(usage.input_tokens + usage.output_tokens);
+            // The series exists from the user's first call (free models included).
+            let spent = m.llm_user_cost.with_label_values(&[&user, &project]);
+            if cost > 0.0 && c.outcome != Outcome::Cached {
+                spent.inc_by(cost);
+            }
+        }
         if c.outcome != Outcome::Cached {
             self.quotas.charge(
                 &Subjects::of(c.principal),

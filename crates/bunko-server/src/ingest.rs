@@ -296,6 +296,10 @@ impl Ingest {
             });
         }
         self.metrics.ingest_bytes.inc_by(staged.size);
+        self.metrics
+            .documents_added
+            .with_label_values(&[source])
+            .inc();
         let job = self.enqueue(&doc, password).await?;
         let document = self.document(doc.id).await?;
         Ok(Added {
@@ -412,7 +416,9 @@ impl Ingest {
                     .inc();
                 let _ = self.store.set_document_password(id, None).await;
                 let mut summary = summary;
-                summary["took_ms"] = json!(started.elapsed().as_millis() as u64);
+                let took = started.elapsed();
+                self.metrics.document_processing.observe(took.as_secs_f64());
+                summary["took_ms"] = json!(took.as_millis() as u64);
                 Ok(Some(summary))
             }
             Err(Failed::Deleted) => Ok(Some(json!({ "skipped": "the document was deleted" }))),
@@ -511,6 +517,14 @@ impl Ingest {
                 e => Failed::Document(DocError::new(e.code(), e.to_string())),
             })?;
         self.observe("extract", t);
+        if extracted.pages.iter().any(|p| p.method == PageMethod::Ocr) {
+            self.metrics.ocr_duration.observe(extracted.ocr_seconds);
+            for c in extracted.pages.iter().filter_map(|p| p.confidence) {
+                self.metrics
+                    .ocr_confidence
+                    .observe(f64::from(c / 100.0).clamp(0.0, 1.0));
+            }
+        }
         for w in &extracted.warnings {
             tracing::warn!(document = %id, warning = %w, "extraction");
         }
@@ -607,6 +621,7 @@ impl Ingest {
     ) -> Result<Option<Vec<Vec<f32>>>, tokio::task::JoinError> {
         let vector = self.vector.clone();
         let config = self.config.clone();
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             let ready = vector.get().ok()?;
             let cache = open_cache(&config, &ready.encoder);
@@ -615,6 +630,7 @@ impl Ingest {
                 &ready.encoder,
                 cache.as_ref(),
                 &refs,
+                Some(&metrics),
                 |_| {},
             ))
         })

@@ -220,6 +220,26 @@ impl Run<'_> {
 #[async_trait::async_trait]
 impl JobHandler for Summarize {
     async fn run(&self, ctx: JobContext) -> Result<Option<Value>, JobFailure> {
+        let (attempts, max) = (ctx.job.attempts, ctx.job.max_attempts);
+        let out = self.summarize(ctx).await;
+        let outcome = match &out {
+            Ok(_) => Some("generated"),
+            Err(f) if !f.retryable || attempts >= max => Some("failed"),
+            Err(_) => None, // tried again
+        };
+        if let Some(o) = outcome {
+            self.gateway
+                .metrics()
+                .summaries
+                .with_label_values(&[o])
+                .inc();
+        }
+        out
+    }
+}
+
+impl Summarize {
+    async fn summarize(&self, ctx: JobContext) -> Result<Option<Value>, JobFailure> {
         let p = &ctx.job.payload;
         let doc_id = payload_uuid(p, "document_id")?;
         let user_id = payload_uuid(p, "user_id")?;

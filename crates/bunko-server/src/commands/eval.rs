@@ -93,11 +93,12 @@ pub fn retrieval(
                 .collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let total = refs.len();
-            let embedded = crate::embedder::embed_passages(enc, cache.as_ref(), &refs, |done| {
-                if !json {
-                    eprint!("\rembedding {done}/{total}");
-                }
-            });
+            let embedded =
+                crate::embedder::embed_passages(enc, cache.as_ref(), &refs, None, |done| {
+                    if !json {
+                        eprint!("\rembedding {done}/{total}");
+                    }
+                });
             if !json {
                 eprintln!();
             }
@@ -244,6 +245,7 @@ pub async fn search(
         keyword: &ix,
         vector: &vector,
         config: &config.search,
+        metrics: None,
     };
     let mut out = crate::routes::search::search_blocking(
         &engines,

@@ -110,7 +110,7 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let cached_before = cache.as_ref().map_or(0, EmbeddingCache::len);
     let total = refs.len();
-    let vectors = crate::embedder::embed_passages(&encoder, cache.as_ref(), &refs, |done| {
+    let vectors = crate::embedder::embed_passages(&encoder, cache.as_ref(), &refs, None, |done| {
         eprint!("\rembedding {done}/{total}");
     });
     eprintln!();

@@ -399,6 +399,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
                 keyword: &st.keyword,
                 vector: &st.vector,
                 config: &st.config.search,
+                metrics: Some(&st.metrics),
             };
             search_blocking(
                 &engines,

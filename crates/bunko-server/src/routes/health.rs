@@ -135,6 +135,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     refresh_job_gauges(&state).await;
+    refresh_index_gauges(&state).await;
     let text = state.metrics.render();
     (
         [(
@@ -144,6 +145,51 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// Index sizes and chunk counts, read at scrape time (a walk of two directories; the vector
+/// half's count only once it is loaded — a scrape never loads the model).
+async fn refresh_index_gauges(state: &AppState) {
+    let st = state.clone();
+    let sizes = tokio::task::spawn_blocking(move || {
+        let root = st.config.data_dir.join("index");
+        [
+            ("keyword", dir_size(&root.join("keyword"))),
+            ("vector", dir_size(&root.join("vector"))),
+        ]
+    })
+    .await;
+    let m = &state.metrics;
+    if let Ok(sizes) = sizes {
+        for (index, bytes) in sizes {
+            m.index_size
+                .with_label_values(&[index])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+    m.index_chunks
+        .with_label_values(&["keyword"])
+        .set(i64::try_from(state.keyword.num_docs()).unwrap_or(i64::MAX));
+    if let Some(ready) = state.vector.loaded() {
+        m.index_chunks
+            .with_label_values(&["vector"])
+            .set(i64::try_from(ready.index.len()).unwrap_or(i64::MAX));
+    }
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Queue depth is read from the store at scrape time, so it is right even when other

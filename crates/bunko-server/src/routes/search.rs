@@ -197,6 +197,8 @@ pub struct Engines<'a> {
     pub keyword: &'a bunko_index::keyword::KeywordIndex,
     pub vector: &'a crate::embedder::VectorHalf,
     pub config: &'a bunko_core::config::SearchConfig,
+    /// Where the search's timing and legs are counted (`None` for one-off CLI searches).
+    pub metrics: Option<&'a bunko_core::metrics::Metrics>,
 }
 
 /// Both halves and the fusion; blocking (tantivy, the encoder and the graph are CPU work).
@@ -210,6 +212,7 @@ pub fn search_blocking(
     k: usize,
     mode: Mode,
 ) -> Result<Outcome, Error> {
+    let started = std::time::Instant::now();
     let doc_refs: Option<Vec<&str>> = documents.map(|d| d.iter().map(String::as_str).collect());
     let refs: Vec<&str> = projects.iter().map(String::as_str).collect();
     let cand = s.config.candidates.max(k);
@@ -230,6 +233,9 @@ pub fn search_blocking(
         match s.vector.get() {
             Ok(ready) => {
                 let q = ready.encoder.embed(&[text], bunko_embed::Role::Query);
+                if let Some(m) = s.metrics {
+                    m.embed_texts.with_label_values(&["query", "model"]).inc();
+                }
                 if q.truncated[0] {
                     warnings.push(format!(
                         "the query is longer than the embedding model's {} tokens; the vector \
@@ -314,6 +320,20 @@ pub fn search_blocking(
             is_references: None,
         });
     }
+    if let Some(m) = s.metrics {
+        m.search_duration
+            .with_label_values(&[mode.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        for (name, l) in [("keyword", &keyword_leg), ("vector", &vector_leg)] {
+            let status = match (l.status.as_str(), l.hits) {
+                ("ok", 0) => "empty",
+                ("ok", _) => "ok",
+                ("unavailable", _) => "unavailable",
+                _ => continue,
+            };
+            m.search_legs.with_label_values(&[name, status]).inc();
+        }
+    }
     Ok(Outcome {
         results,
         keyword: keyword_leg,
@@ -375,6 +395,7 @@ async fn run(
             keyword: &state.keyword,
             vector: &state.vector,
             config: &state.config.search,
+            metrics: Some(&state.metrics),
         };
         search_blocking(&engines, &ids, documents.as_ref(), &text, k, mode)
     })

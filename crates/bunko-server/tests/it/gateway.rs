@@ -21,7 +21,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// An OpenAI-compatible upstream answering every chat with the recorded JSON or SSE fixture.
-async fn stand_in() -> String {
+pub async fn stand_in() -> String {
     stand_in_counting().await.0
 }
 

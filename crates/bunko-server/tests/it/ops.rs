@@ -218,9 +218,25 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
     let (Some(_), Some(prometheus)) = (require_tool("promtool"), require_tool("prometheus")) else {
         return;
     };
-    // A live bunko that has done some work: a document processed, searches, an ask, an
-    // error, a job.
-    let d = start(|_| {}).await;
+    // A live bunko that has done some work: a document processed, searches, an ask, a priced
+    // model call, an error, a job.
+    let upstream = crate::it::gateway::stand_in().await;
+    let d = start(|c| {
+        #[derive(serde::Deserialize)]
+        struct Llm {
+            providers: Vec<bunko_core::llm::ProviderConfig>,
+            models: Vec<bunko_core::llm::ModelAlias>,
+        }
+        let llm: Llm = toml::from_str(&format!(
+            "[[providers]]\nname = \"lab\"\ntype = \"openai\"\nbase_url = \"{upstream}/v1\"\n\
+             [[models]]\nalias = \"fast\"\nprovider = \"lab\"\nmodel = \"gpt-4o-mini\"\n\
+             input_price_per_mtok = 0.15\noutput_price_per_mtok = 0.60\n"
+        ))
+        .unwrap();
+        c.providers = llm.providers;
+        c.models = llm.models;
+    })
+    .await;
     let up = d
         .upload(&[file(
             "ops.md",
@@ -234,6 +250,13 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
         r#"{"question": "What is the boiling point of mercury?"}"#,
     )
     .await;
+    let chat = d
+        .post_json(
+            "/v1/chat/completions",
+            r#"{"model": "fast", "messages": [{"role": "user", "content": "hi"}]}"#,
+        )
+        .await;
+    assert_eq!(chat.status, 200, "{}", String::from_utf8_lossy(&chat.body));
     d.get("/api/v1/documents/not-a-document").await;
     // A job that fails for good (no handler for its kind).
     let job = d
