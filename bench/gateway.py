@@ -89,8 +89,9 @@ def start_mock(delay_ms=0):
     return p, f"http://127.0.0.1:{port}"
 
 
-def start_bunko(tmp, mock_url):
-    """`bunko serve` on a data dir under `tmp` (kept between starts), with an API key."""
+def start_bunko(tmp, mock_url, extra=""):
+    """`bunko serve` on a data dir under `tmp` (kept between starts), with an API key;
+    `extra` is appended to its configuration."""
     port = free_port()
     data = Path(tmp) / "bunko-data"
     cfg = Path(tmp) / "bunko.toml"
@@ -123,7 +124,7 @@ provider = "mock"
 model = "gpt-4o-mini"
 input_price_per_mtok = 0.15
 output_price_per_mtok = 0.60
-""")
+""" + extra)
     p = subprocess.Popen([str(TARGET / "bunko"), "serve", "--config", str(cfg), "--listen",
                           f"127.0.0.1:{port}", "--data-dir", str(data)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

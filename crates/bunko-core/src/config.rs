@@ -32,6 +32,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub server: ServerConfig,
     pub log: LogConfig,
+    /// `[otel]`: OpenTelemetry traces over OTLP/HTTP (off by default).
+    pub otel: OtelConfig,
     pub database: DatabaseConfig,
     pub jobs: JobsConfig,
     pub auth: AuthConfig,
@@ -56,6 +58,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./bunko-data"),
             server: ServerConfig::default(),
             log: LogConfig::default(),
+            otel: OtelConfig::default(),
             database: DatabaseConfig::default(),
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
@@ -388,6 +391,38 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             format: LogFormat::Auto,
+        }
+    }
+}
+
+/// OpenTelemetry traces: spans for requests, jobs, ingest stages, embedding batches, index
+/// queries and model calls, exported over OTLP/HTTP with protobuf bodies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelConfig {
+    pub enabled: bool,
+    /// The collector's traces URL (OTLP/HTTP), e.g. an OpenTelemetry Collector or Jaeger.
+    pub endpoint: String,
+    /// Share of new traces recorded, 0–1. A caller's `traceparent` decides for its trace.
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Giving up on one export after this long (spans of that batch are dropped, never the
+    /// request).
+    pub timeout_ms: u64,
+    /// Extra HTTP headers for the collector (e.g. `authorization`); treated as secrets.
+    pub headers: std::collections::BTreeMap<String, Secret>,
+}
+
+impl Default for OtelConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            sample_ratio: 1.0,
+            service_name: "bunko".into(),
+            timeout_ms: 10_000,
+            headers: Default::default(),
         }
     }
 }
@@ -886,6 +921,24 @@ impl Config {
                 "database.url",
                 format!("unsupported scheme `{other}`; use sqlite://PATH"),
             ),
+        }
+        if !(0.0..=1.0).contains(&self.otel.sample_ratio) {
+            err("otel.sample_ratio", "must be between 0 and 1".into());
+        }
+        if self.otel.enabled
+            && !(self.otel.endpoint.starts_with("http://")
+                || self.otel.endpoint.starts_with("https://"))
+        {
+            err(
+                "otel.endpoint",
+                format!(
+                    "`{}` is not an http(s) URL (OTLP/HTTP, e.g. http://collector:4318/v1/traces)",
+                    self.otel.endpoint
+                ),
+            );
+        }
+        if self.otel.service_name.trim().is_empty() {
+            err("otel.service_name", "must not be empty".into());
         }
         if !(self.search.rrf_k > 0.0 && self.search.rrf_k.is_finite()) {
             err("search.rrf_k", "must be a positive number".into());

@@ -475,7 +475,18 @@ impl Worker {
     }
 
     async fn execute(&self, job: LeasedJob, tasks: &Tasks) {
-        let span = info_span!("job", job_id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempts);
+        let span = info_span!(
+            "job",
+            otel.name = %format_args!("job {}", job.kind),
+            otel.kind = "consumer",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            job_id = %job.id,
+            kind = %job.kind,
+            queue = %job.queue,
+            attempt = job.attempts
+        );
+        crate::trace::start_root(&span);
         self.running
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.execute_inner(job, tasks).instrument(span).await;

@@ -45,6 +45,41 @@ impl TraceContext {
     }
 }
 
+/// Where an outgoing request (to an LLM upstream) gets its `traceparent`: set once by the
+/// process when it exports spans, so a model call is a child of the span that made it.
+static OUTGOING: std::sync::OnceLock<fn() -> Option<String>> = std::sync::OnceLock::new();
+
+pub fn set_outgoing(f: fn() -> Option<String>) {
+    let _ = OUTGOING.set(f);
+}
+
+/// How a span that starts a trace of its own (a job) learns its ids: set by the process when
+/// it exports spans (the exported span's ids); otherwise fresh random ones.
+static ROOT: std::sync::OnceLock<RootIds> = std::sync::OnceLock::new();
+
+/// A span's (trace id, span id) as exported, if it is.
+pub type RootIds = fn(&tracing::Span) -> Option<(String, String)>;
+
+pub fn set_root_ids(f: RootIds) {
+    let _ = ROOT.set(f);
+}
+
+/// Records `trace_id` and `span_id` on a root span (declared `Empty`), so its log lines carry
+/// them.
+pub fn start_root(span: &tracing::Span) {
+    let (trace_id, span_id) = ROOT
+        .get()
+        .and_then(|f| f(span))
+        .unwrap_or_else(|| (hex_id::<16>(), hex_id::<8>()));
+    span.record("trace_id", trace_id.as_str());
+    span.record("span_id", span_id.as_str());
+}
+
+/// The `traceparent` for a request made now to another service, if spans are exported.
+pub fn outgoing_traceparent() -> Option<String> {
+    OUTGOING.get().and_then(|f| f())
+}
+
 fn hex_id<const N: usize>() -> String {
     loop {
         let b = random_bytes::<N>();

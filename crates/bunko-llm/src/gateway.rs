@@ -15,6 +15,40 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+use tracing::field::Empty;
+
+/// The span of one model call (OpenTelemetry's GenAI conventions): the upstream request is
+/// made inside it, so its `traceparent` names this span.
+fn call_span(alias: &str, streamed: bool) -> tracing::Span {
+    tracing::info_span!(
+        "llm.call",
+        otel.name = %format_args!("chat {alias}"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = alias,
+        gen_ai.provider.name = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        llm.streamed = streamed,
+        llm.attempts = Empty,
+    )
+}
+
+fn record_served(span: &tracing::Span, served: &Served) {
+    span.record("gen_ai.provider.name", served.provider.as_str());
+    span.record("gen_ai.response.model", served.alias.model.as_str());
+    span.record("llm.attempts", served.attempts);
+}
+
+fn record_usage(span: &tracing::Span, usage: Option<bunko_core::llm::Usage>) {
+    if let Some(u) = usage {
+        span.record("gen_ai.usage.input_tokens", u.input_tokens);
+        span.record("gen_ai.usage.output_tokens", u.output_tokens);
+    }
+}
 
 /// Breaker states, as the metric reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +151,8 @@ pub struct Gateway {
 /// A streamed answer after its first event: the events, and the provider's permit, held until
 /// the stream is dropped.
 pub struct GatewayStream {
+    /// The call's span, open until the stream ends or is dropped.
+    span: tracing::Span,
     first: Option<ChatEvent>,
     stream: ChatStream,
     slot: Arc<Slot>,
@@ -136,7 +172,10 @@ impl GatewayStream {
         let left = self
             .total_deadline
             .saturating_duration_since(Instant::now());
-        let got = match tokio::time::timeout(left, self.stream.next()).await {
+        let got = match tokio::time::timeout(left, self.stream.next())
+            .instrument(self.span.clone())
+            .await
+        {
             Ok(got) => got,
             Err(_) => Some(Err(ProviderError::new(
                 ProviderErrorKind::Timeout,
@@ -147,9 +186,15 @@ impl GatewayStream {
         match &got {
             Some(Err(e)) => {
                 self.finished = true;
+                self.span.record("otel.status_code", "error");
                 self.slot.record(Err(e));
             }
-            Some(Ok(ChatEvent::Done { .. })) | None => {
+            Some(Ok(ChatEvent::Done { usage, .. })) => {
+                record_usage(&self.span, *usage);
+                self.finished = true;
+                self.slot.record(Ok(()));
+            }
+            None => {
                 self.finished = true;
                 self.slot.record(Ok(()));
             }
@@ -398,12 +443,19 @@ impl Gateway {
         alias: &str,
         req: &ChatRequest,
     ) -> Result<(ChatResponse, Served), GatewayError> {
+        let span = call_span(alias, false);
         let (resp, slot, _permit, served) = self
             .serve(alias, req, |slot, model| {
                 let req = req.clone();
                 async move { slot.provider.chat(&model, &req).await }
             })
-            .await?;
+            .instrument(span.clone())
+            .await
+            .inspect_err(|_| {
+                span.record("otel.status_code", "error");
+            })?;
+        record_served(&span, &served);
+        record_usage(&span, resp.usage);
         slot.record(Ok(()));
         Ok((resp, served))
     }
@@ -416,6 +468,7 @@ impl Gateway {
         req: &ChatRequest,
     ) -> Result<(GatewayStream, Served), GatewayError> {
         let started = Instant::now();
+        let span = call_span(alias, true);
         let ((stream, first), slot, permit, served) = self
             .serve(alias, req, |slot, model| {
                 let req = req.clone();
@@ -432,14 +485,23 @@ impl Gateway {
                     }
                 }
             })
-            .await?;
+            .instrument(span.clone())
+            .await
+            .inspect_err(|_| {
+                span.record("otel.status_code", "error");
+            })?;
+        record_served(&span, &served);
         let total = Duration::from_millis(slot.provider.config.total_timeout_ms);
         let finished = matches!(first, ChatEvent::Done { .. });
         if finished {
+            if let ChatEvent::Done { usage, .. } = &first {
+                record_usage(&span, *usage);
+            }
             slot.record(Ok(()));
         }
         Ok((
             GatewayStream {
+                span,
                 first: Some(first),
                 stream,
                 slot,

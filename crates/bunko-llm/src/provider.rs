@@ -125,21 +125,18 @@ impl Provider {
             ));
         }
         let url = format!("{}{path}", self.config.base_url());
-        let res = self
-            .http
-            .post(&url)
-            .headers(self.headers())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| {
-                let kind = if e.is_timeout() {
-                    ProviderErrorKind::Timeout
-                } else {
-                    ProviderErrorKind::Unavailable
-                };
-                self.err(kind, format!("cannot reach {url}: {}", root_cause(&e)))
-            })?;
+        let mut req = self.http.post(&url).headers(self.headers()).json(body);
+        if let Some(tp) = bunko_core::trace::outgoing_traceparent() {
+            req = req.header("traceparent", tp);
+        }
+        let res = req.send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                ProviderErrorKind::Timeout
+            } else {
+                ProviderErrorKind::Unavailable
+            };
+            self.err(kind, format!("cannot reach {url}: {}", root_cause(&e)))
+        })?;
         let status = res.status();
         if status.is_success() {
             return Ok(res);

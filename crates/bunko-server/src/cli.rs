@@ -482,8 +482,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
     } else {
         Sink::Stderr
     };
-    telemetry::init(&log, sink)
-        .map_err(|e| CliError::usage(e).hint("fix log.level or RUST_LOG"))?;
+    telemetry::init(&log, &config.otel, sink)
+        .map_err(|e| CliError::usage(e).hint("fix log.level, RUST_LOG or [otel]"))?;
     telemetry::install_panic_hook();
     for p in problems
         .iter()
@@ -497,7 +497,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async move {
+    let outcome = rt.block_on(async move {
         match cli.command {
             Command::Serve { .. } => commands::serve::serve(config, false).await,
             Command::Quickstart { .. } => commands::serve::serve(config, true).await,
@@ -617,5 +617,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             Command::Config(_) => Ok(()),
         }
-    })
+    });
+    drop(rt);
+    telemetry::shutdown();
+    outcome
 }

@@ -73,7 +73,8 @@ pub fn embed_passages(
     for batch in missing.chunks(BATCH) {
         let chunk: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
         let started = std::time::Instant::now();
-        let e = enc.embed(&chunk, Role::Passage);
+        let e = tracing::info_span!("embed.batch", texts = chunk.len())
+            .in_scope(|| enc.embed(&chunk, Role::Passage));
         if let Some(m) = metrics {
             m.embed_batch_duration
                 .observe(started.elapsed().as_secs_f64());

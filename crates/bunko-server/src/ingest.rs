@@ -472,7 +472,7 @@ impl Ingest {
             return Err(Failed::Deleted);
         };
         // 1. Extract (child processes, on a blocking thread), reporting page progress.
-        let t = Instant::now();
+        let t = Stage::begin("extract", id);
         self.stage(id, "extract", 0.02).await;
         let path = match self.blobs.local_path(&doc.sha256).await {
             Ok(p) => p,
@@ -516,7 +516,7 @@ impl Ingest {
                 ExtractError::Tool(m) => Failed::Transient(Code::ExtractorUnavailable, m),
                 e => Failed::Document(DocError::new(e.code(), e.to_string())),
             })?;
-        self.observe("extract", t);
+        t.end(&self.metrics);
         if extracted.pages.iter().any(|p| p.method == PageMethod::Ocr) {
             self.metrics.ocr_duration.observe(extracted.ocr_seconds);
             for c in extracted.pages.iter().filter_map(|p| p.confidence) {
@@ -531,7 +531,7 @@ impl Ingest {
 
         // 2–3. Normalise and chunk (pure, on a blocking thread), with the embedder's tokenizer
         // when it is available.
-        let t = Instant::now();
+        let t = Stage::begin("chunk", id);
         self.stage(id, "chunk", 0.65).await;
         let vector = self.vector.clone();
         let params = ChunkParams {
@@ -550,16 +550,16 @@ impl Ingest {
         })
         .await
         .map_err(|e| Failed::Transient(Code::Internal, format!("chunking thread: {e}")))??;
-        self.observe("chunk", t);
+        t.end(&self.metrics);
         if cancel.is_cancelled() {
             return Err(Failed::Cancelled);
         }
 
         // 4. Embed through the cache (skipped, with a warning, when the vector half is off).
-        let t = Instant::now();
+        let t = Stage::begin("embed", id);
         self.stage(id, "embed", 0.7).await;
         let vectors = self
-            .embed(texts)
+            .embed(texts, &t.span)
             .await
             .map_err(|e| Failed::Transient(Code::Internal, format!("embedding thread: {e}")))?;
         if vectors.is_none()
@@ -570,13 +570,13 @@ impl Ingest {
         {
             tracing::warn!(reason = %e.0, "documents are indexed for keyword search only: the vector half is unavailable (`bunko index rebuild` adds their vectors later)");
         }
-        self.observe("embed", t);
+        t.end(&self.metrics);
         if cancel.is_cancelled() {
             return Err(Failed::Cancelled);
         }
 
         // 5. Index, then record — unless the document was deleted meanwhile.
-        let t = Instant::now();
+        let t = Stage::begin("index", id);
         self.stage(id, "index", 0.9).await;
         if self.store.get_document(id).await?.is_none() {
             return Err(Failed::Deleted);
@@ -590,7 +590,7 @@ impl Ingest {
             return Err(Failed::Deleted);
         }
         self.store.finish_document(id, &processed).await?;
-        self.observe("index", t);
+        t.end(&self.metrics);
         let ocr = processed
             .pages
             .iter()
@@ -618,11 +618,14 @@ impl Ingest {
     async fn embed(
         &self,
         texts: Vec<String>,
+        span: &tracing::Span,
     ) -> Result<Option<Vec<Vec<f32>>>, tokio::task::JoinError> {
         let vector = self.vector.clone();
         let config = self.config.clone();
         let metrics = self.metrics.clone();
+        let span = span.clone();
         tokio::task::spawn_blocking(move || {
+            let _in_stage = span.enter(); // batches are the embed stage's children
             let ready = vector.get().ok()?;
             let cache = open_cache(&config, &ready.encoder);
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -650,13 +653,6 @@ impl Ingest {
             Err(e) => tracing::warn!(error = %e, "vector index writer thread failed"),
             Ok(Ok(_)) => {}
         }
-    }
-
-    fn observe(&self, stage: &str, since: Instant) {
-        self.metrics
-            .ingest_stage_duration
-            .with_label_values(&[stage])
-            .observe(since.elapsed().as_secs_f64());
     }
 
     /// Replaces a document's chunks in both halves of the index.
@@ -799,7 +795,10 @@ impl Ingest {
                 .iter()
                 .map(|c| passage_text(&doc.title, &c.text))
                 .collect();
-            let vectors = self.embed(texts).await.map_err(Error::internal)?;
+            let vectors = self
+                .embed(texts, &tracing::Span::current())
+                .await
+                .map_err(Error::internal)?;
             // Under the index lock, only if it is still the same ready document: a reprocess
             // that started meanwhile indexes its own chunks.
             let _guard = self.index_lock.lock().await;
@@ -961,5 +960,35 @@ pub fn sweep_staging(blobs: &bunko_store::blobs::LocalBlobs) {
     let n = blobs.sweep_staging(Duration::from_secs(86_400));
     if n > 0 {
         tracing::info!(removed = n, "removed stale staged uploads");
+    }
+}
+
+/// One processing stage of one document: timed into
+/// `bunko_ingest_stage_duration_seconds{stage}`, and a span (a child of the job's).
+struct Stage {
+    name: &'static str,
+    started: Instant,
+    span: tracing::Span,
+}
+
+impl Stage {
+    fn begin(name: &'static str, document: Uuid) -> Self {
+        Self {
+            name,
+            started: Instant::now(),
+            span: tracing::info_span!(
+                "ingest.stage",
+                otel.name = %format_args!("ingest {name}"),
+                stage = name,
+                document = %document,
+            ),
+        }
+    }
+
+    fn end(self, metrics: &Metrics) {
+        metrics
+            .ingest_stage_duration
+            .with_label_values(&[self.name])
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }

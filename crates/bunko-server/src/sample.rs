@@ -29,6 +29,7 @@ pub const SAMPLE: &[(&str, &str)] = docs!(
     "docs/operations/models.md",
     "docs/operations/runbook.md",
     "docs/operations/security.md",
+    "docs/operations/tracing.md",
     "docs/ja/ARCHITECTURE.md",
     "docs/ja/ingestion.md",
     "docs/ja/gateway.md",
@@ -38,6 +39,7 @@ pub const SAMPLE: &[(&str, &str)] = docs!(
     "docs/ja/operations/models.md",
     "docs/ja/operations/runbook.md",
     "docs/ja/operations/security.md",
+    "docs/ja/operations/tracing.md",
 );
 
 pub const PROJECT: &str = "bunko-docs";

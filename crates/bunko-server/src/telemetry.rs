@@ -2,11 +2,14 @@
 //! target, message, the request's `request_id`/`trace_id`/`span_id`, then the event's
 //! fields); human-readable when stdout is a terminal or `log.format = "pretty"`.
 //!
+//! With `[otel] enabled = true`, spans also go to an OpenTelemetry collector over OTLP/HTTP
+//! (protobuf), and the trace ids in the log lines are the exported traces' ids.
+//!
 //! Fields whose names look like secrets (authorization, cookie, password, token, secret, key)
 //! are written as `[redacted]` whatever their value, so a careless `info!(token = …)` cannot
 //! leak one; no code logs headers or bodies.
 
-use bunko_core::config::{LogConfig, LogFormat};
+use bunko_core::config::{LogConfig, LogFormat, OtelConfig};
 use bunko_core::secret::REDACTED;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
@@ -27,10 +30,164 @@ pub enum Sink {
     Stderr,
 }
 
+/// The exporting tracer provider, kept to flush at exit.
+static PROVIDER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> =
+    std::sync::OnceLock::new();
+
+/// Whether spans are exported (`[otel] enabled`, and the exporter started).
+pub fn otel_enabled() -> bool {
+    PROVIDER.get().is_some()
+}
+
+/// Sends the spans still buffered and stops the exporter (blocking; call outside the async
+/// runtime, at exit).
+pub fn shutdown() {
+    if let Some(p) = PROVIDER.get()
+        && let Err(e) = p.shutdown_with_timeout(std::time::Duration::from_secs(5))
+    {
+        tracing::warn!(error = %e, "flushing the last spans to the OpenTelemetry collector failed");
+    }
+}
+
+/// The tracer provider for `[otel]`: batches of spans over OTLP/HTTP with protobuf bodies,
+/// sampled by trace id at `sample_ratio` unless the caller's `traceparent` decided.
+fn otel_provider(cfg: &OtelConfig) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+    use opentelemetry_sdk::trace::Sampler;
+    let headers = cfg
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+        .collect();
+    // The exporter's HTTP client (reqwest, rustls without a default provider) needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(cfg.endpoint.clone())
+        .with_timeout(std::time::Duration::from_millis(cfg.timeout_ms))
+        .with_headers(headers)
+        .build()
+        .map_err(|e| format!("otel: cannot make the OTLP exporter: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(cfg.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            crate::app::VERSION,
+        ))
+        .build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            cfg.sample_ratio,
+        ))))
+        .with_resource(resource)
+        .build())
+}
+
+/// The `traceparent` naming the current span, for a request to another service (`None`
+/// when spans are not exported or there is no current span).
+fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The exported ids of `span`.
+fn span_ids(span: &tracing::Span) -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let s = cx.span();
+    let sc = s.span_context();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// Renames an exported span that has started (`otel.name` recorded later is not applied):
+/// the request span learns its route only once the router matched it.
+pub fn rename_span(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if otel_enabled() {
+        span.context().span().update_name(name);
+    }
+}
+
+/// Makes a request's span continue the caller's trace (when `traceparent` came in) and, when
+/// spans are exported, returns the ids the exported span has, so the log lines, the
+/// `traceparent` answered and the collector agree. Without export, `trace` as it was.
+pub fn link_request_span(
+    span: &tracing::Span,
+    mut trace: bunko_core::trace::TraceContext,
+) -> bunko_core::trace::TraceContext {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !otel_enabled() {
+        return trace;
+    }
+    if let Some(parent) = &trace.parent_span_id
+        && let (Ok(t), Ok(s)) = (TraceId::from_hex(&trace.trace_id), SpanId::from_hex(parent))
+    {
+        let flags = if trace.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let remote = SpanContext::new(t, s, flags, true, TraceState::default());
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    let cx = span.context();
+    let otel_span = cx.span();
+    let sc = otel_span.span_context();
+    if sc.is_valid() {
+        trace.trace_id = sc.trace_id().to_string();
+        trace.span_id = sc.span_id().to_string();
+        trace.sampled = sc.is_sampled();
+    }
+    trace
+}
+
+/// `tokio::task::spawn_blocking` with the caller's span current in the closure (so spans the
+/// blocking work opens are the caller's children).
+pub fn spawn_blocking_in_span<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+}
+
 /// Installs the global subscriber. `RUST_LOG` wins over `log.level`. Dependencies stay at
 /// `warn` unless the filter names them.
-pub fn init(cfg: &LogConfig, sink: Sink) -> Result<(), String> {
+pub fn init(cfg: &LogConfig, otel: &OtelConfig, sink: Sink) -> Result<(), String> {
     let filter = build_filter(&cfg.level)?;
+    let otel_layer = if otel.enabled {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = otel_provider(otel)?;
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("bunko"))
+            .with_tracked_inactivity(false);
+        let _ = PROVIDER.set(provider);
+        bunko_core::trace::set_outgoing(current_traceparent);
+        bunko_core::trace::set_root_ids(span_ids);
+        Some(layer)
+    } else {
+        None
+    };
     let tty = match sink {
         Sink::Stdout => std::io::stdout().is_terminal(),
         Sink::Stderr => std::io::stderr().is_terminal(),
@@ -40,7 +197,7 @@ pub fn init(cfg: &LogConfig, sink: Sink) -> Result<(), String> {
         LogFormat::Pretty => false,
         LogFormat::Auto => !tty,
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let result = match (json, sink) {
         (true, Sink::Stdout) => registry.with(JsonLayer::new(std::io::stdout)).try_init(),
         (true, Sink::Stderr) => registry.with(JsonLayer::new(std::io::stderr)).try_init(),
@@ -133,6 +290,10 @@ impl Visit for Fields {
 impl Fields {
     fn put(&mut self, field: &Field, value: Value) {
         let name = field.name();
+        // Span names and kinds for the exporter, not log fields.
+        if name.starts_with("otel.") {
+            return;
+        }
         let value = if is_secret_field(name) {
             Value::String(REDACTED.into())
         } else {

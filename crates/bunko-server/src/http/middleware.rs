@@ -65,13 +65,21 @@ pub async fn request_context(
     let shape = crate::http::error::ErrorShape::for_path(req.uri().path());
     let span = info_span!(
         "http_request",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         request_id = %request_id,
-        trace_id = %trace.trace_id,
-        span_id = %trace.span_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         parent_span_id = trace.parent_span_id.as_deref().unwrap_or(""),
         method,
         path = %req.uri().path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
     );
+    let trace = crate::telemetry::link_request_span(&span, trace);
+    span.record("trace_id", trace.trace_id.as_str());
+    span.record("span_id", trace.span_id.as_str());
     req.extensions_mut().insert(RequestContext {
         request_id: request_id.clone(),
         trace: trace.clone(),
@@ -103,6 +111,12 @@ pub async fn request_context(
         res.headers_mut().insert("traceparent", v);
     }
     let elapsed = started.elapsed();
+    crate::telemetry::rename_span(&span, format!("{method} {route}"));
+    span.record("http.route", route);
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     m.http_requests
         .with_label_values(&[method, route, status.as_str()])
         .inc();

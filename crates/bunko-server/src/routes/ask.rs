@@ -394,7 +394,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
         };
         let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
         let (st, text) = (state.clone(), rag::retrieval_text(&question, &turns));
-        let out = tokio::task::spawn_blocking(move || {
+        let out = crate::telemetry::spawn_blocking_in_span(move || {
             let engines = Engines {
                 keyword: &st.keyword,
                 vector: &st.vector,

@@ -220,9 +220,11 @@ pub fn search_blocking(
     let (keyword, keyword_leg) = if mode == Mode::Vector {
         (Vec::new(), leg("skipped", 0, None))
     } else {
-        let hits = s
-            .keyword
-            .search_filtered(&refs, doc_refs.as_deref(), text, cand, k)
+        let hits = tracing::info_span!("search.keyword", candidates = cand)
+            .in_scope(|| {
+                s.keyword
+                    .search_filtered(&refs, doc_refs.as_deref(), text, cand, k)
+            })
             .map_err(Error::internal)?;
         let n = hits.len();
         (hits, leg("ok", n, None))
@@ -230,6 +232,7 @@ pub fn search_blocking(
     let (vector, vector_leg) = if mode == Mode::Keyword {
         (Vec::new(), leg("skipped", 0, None))
     } else {
+        let _vector_span = tracing::info_span!("search.vector", candidates = cand).entered();
         match s.vector.get() {
             Ok(ready) => {
                 let q = ready.encoder.embed(&[text], bunko_embed::Role::Query);
@@ -390,7 +393,7 @@ async fn run(
     };
     let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
     let (state, text, k, mode) = (s.clone(), query.text.clone(), query.k, query.mode);
-    let out = tokio::task::spawn_blocking(move || {
+    let out = crate::telemetry::spawn_blocking_in_span(move || {
         let engines = Engines {
             keyword: &state.keyword,
             vector: &state.vector,

@@ -446,3 +446,393 @@ fn compose_files_dockerfile_and_deploy_config_validate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The Kubernetes manifests (patches excepted) pass the API schemas strictly (`kubernetes-validate --strict`,
+/// Kubernetes 1.30), the structural checks of `deploy/k8s/check.py` (non-root, read-only,
+/// resources, probes, selectors, TLS, network policy, no committed secrets), and the
+/// configuration the ConfigMap carries passes `bunko config check` in production mode.
+#[test]
+fn kubernetes_manifests_validate() {
+    let Some(validate) = require_tool("kubernetes-validate") else {
+        return;
+    };
+    let k8s = deploy().join("k8s");
+    let mut files = Vec::new();
+    let mut dirs = vec![k8s.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    // Patches are partial objects (check.py makes sure they are named so).
+                    n != "kustomization.yaml" && !n.starts_with("patch-")
+                })
+            {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    let (ok, out) = run(Command::new(&validate)
+        .args(["-k", "1.30.0", "--strict", "--quiet"])
+        .args(&files));
+    assert!(ok, "{out}");
+    let (ok, out) = run(Command::new("python3").arg(k8s.join("check.py")));
+    assert!(ok, "{out}");
+
+    // The ConfigMap's bunko.toml, with the secret file the pod mounts.
+    let cm = std::fs::read_to_string(k8s.join("base/configmap.yaml")).unwrap();
+    let toml_text: String = cm
+        .split_once("bunko.toml: |\n")
+        .unwrap()
+        .1
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bunko.toml"), &toml_text).unwrap();
+    let secret = dir.path().join("jwt_secret");
+    std::fs::write(&secret, "k".repeat(48)).unwrap();
+    let out = crate::it::support::bunko_env(
+        dir.path(),
+        &["--config", "bunko.toml", "config", "check", "--json"],
+        &[("BUNKO__AUTH__JWT_SECRET_FILE", secret.to_str().unwrap())],
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("production"), "{report}");
+}
+
+/// What the in-test OTLP receiver got: every span with its service name.
+type Received =
+    std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>;
+
+/// An OTLP/HTTP traces receiver (protobuf bodies, as a collector takes them).
+async fn otlp_receiver() -> (String, Received) {
+    use axum::body::Bytes;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+    let got: Received = Default::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let g = g.clone();
+            async move {
+                assert_eq!(headers["content-type"], "application/x-protobuf");
+                assert_eq!(headers["x-collector-key"], "k-123");
+                let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+                for rs in req.resource_spans {
+                    let service = rs
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|kv| kv.key == "service.name")
+                        .and_then(|kv| kv.value.as_ref())
+                        .map(|v| format!("{:?}", v.value))
+                        .unwrap_or_default();
+                    for ss in rs.scope_spans {
+                        for span in ss.spans {
+                            g.lock().unwrap().push((service.clone(), span));
+                        }
+                    }
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+        .map(|v| match v {
+            V::StringValue(s) => s.clone(),
+            V::IntValue(i) => i.to_string(),
+            V::BoolValue(b) => b.to_string(),
+            V::DoubleValue(d) => d.to_string(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+/// With `[otel]` on, bunko's spans reach a real OTLP/HTTP receiver as protobuf: the request's
+/// span continues the caller's `traceparent`, the model call is its child and the upstream
+/// gets a `traceparent` naming that call, search legs and ingest stages are children of their
+/// request and job, log lines carry the exported trace id, and a caller's "not sampled" flag
+/// is obeyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_receiver_linked_parent_to_child_and_to_the_upstream() {
+    use crate::it::documents::multipart;
+    use crate::it::support::{Server, client};
+    let (endpoint, received) = otlp_receiver().await;
+    // An OpenAI-compatible upstream that remembers the traceparent of each call.
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let s2 = seen.clone();
+    let upstream = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let s2 = s2.clone();
+            async move {
+                s2.lock().unwrap().push(
+                    headers
+                        .get("traceparent")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default(),
+                );
+                (
+                    [("content-type", "application/json")],
+                    crate::it::gateway::fixture("openai_chat.json"),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", listener.local_addr().unwrap());
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move { axum::serve(listener, upstream).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bunko.toml"),
+        format!(
+            r#"
+[otel]
+enabled = true
+endpoint = "{endpoint}"
+sample_ratio = 1.0
+service_name = "bunko-under-test"
+headers = {{ x-collector-key = "k-123" }}
+
+[[providers]]
+name = "lab"
+type = "openai"
+base_url = "{upstream_url}/v1"
+
+[[models]]
+alias = "fast"
+provider = "lab"
+model = "gpt-4o-mini"
+"#
+        ),
+    )
+    .unwrap();
+    let mut s = Server::start_in(
+        dir.path(),
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("BUNKO__LOCAL__EMBEDDER", "none"),
+            ("BUNKO__JOBS__POLL_INTERVAL_MS", "50"),
+        ],
+    );
+    let token = s.token();
+    let c = client();
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER: &str = "00f067aa0ba902b7";
+    let r = c
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+        .json(
+            &serde_json::json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answered = r.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(answered.starts_with(&format!("00-{TRACE}-")), "{answered}");
+    // Not sampled by the caller: nothing of this trace is exported.
+    const UNSAMPLED: &str = "0af7651916cd43dd8448eb211c80319c";
+    let r = c
+        .get(s.url("/api/v1/projects"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{UNSAMPLED}-b7ad6b7169203331-00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A document processed (a job with its stages) and a search.
+    let r = c
+        .post(s.url("/api/v1/projects"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "Traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .post(s.url("/api/v1/projects/traced/documents"))
+        .bearer_auth(&token)
+        .header(
+            "content-type",
+            "multipart/form-data; boundary=bunko-test-boundary-7d3f",
+        )
+        .body(multipart(&[file(
+            "otel.md",
+            b"# Tracing\n\nSpans travel over OTLP to the collector.\n".to_vec(),
+        )]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let doc = ids(&r.json::<Value>().await.unwrap()).remove(0);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value = c
+            .get(s.url(&format!("/api/v1/documents/{doc}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "ready" {
+            break;
+        }
+        assert!(Instant::now() < until, "the document never got ready: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c
+        .get(s.url("/api/v1/search?q=collector"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A graceful stop flushes the last batch.
+    let (status, _) = s.stop();
+    assert!(status.success());
+    let spans = received.lock().unwrap().clone();
+    assert!(!spans.is_empty(), "no spans arrived:\n{}", s.logs());
+    assert!(
+        spans
+            .iter()
+            .all(|(svc, _)| svc.contains("bunko-under-test")),
+        "{:?}",
+        spans.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
+    let hex = |b: &[u8]| hex::encode(b);
+    let named = |name: &str| -> Vec<&opentelemetry_proto::tonic::trace::v1::Span> {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.name == name)
+            .collect()
+    };
+    let by_id = |id: &[u8]| spans.iter().map(|(_, s)| s).find(|s| s.span_id == id);
+
+    // The request continues the caller's trace; the model call is its child.
+    let http = named("POST /v1/chat/completions");
+    assert_eq!(
+        http.len(),
+        1,
+        "{:?}",
+        spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+    );
+    let http = http[0];
+    assert_eq!(hex(&http.trace_id), TRACE);
+    assert_eq!(hex(&http.parent_span_id), CALLER);
+    assert_eq!(http.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(attr(http, "http.response.status_code"), "200");
+    assert!(answered.contains(&hex(&http.span_id)), "{answered}");
+    let llm = named("chat fast");
+    assert_eq!(llm.len(), 1);
+    let llm = llm[0];
+    assert_eq!(llm.parent_span_id, http.span_id);
+    assert_eq!(llm.trace_id, http.trace_id);
+    assert_eq!(llm.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(attr(llm, "gen_ai.request.model"), "fast");
+    assert_eq!(attr(llm, "gen_ai.provider.name"), "lab");
+    let usage: Value =
+        serde_json::from_slice(&crate::it::gateway::fixture("openai_chat.json")).unwrap();
+    assert_eq!(
+        attr(llm, "gen_ai.usage.input_tokens"),
+        usage["usage"]["prompt_tokens"].to_string()
+    );
+    assert_eq!(
+        attr(llm, "gen_ai.usage.output_tokens"),
+        usage["usage"]["completion_tokens"].to_string()
+    );
+    // W3C context to the upstream: this trace, the model call as parent.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, vec![format!("00-{TRACE}-{}-01", hex(&llm.span_id))]);
+
+    // The caller said "not sampled": nothing of that trace.
+    assert!(
+        spans.iter().all(|(_, s)| hex(&s.trace_id) != UNSAMPLED),
+        "an unsampled trace was exported"
+    );
+
+    // Search legs are children of the search request.
+    let search = named("GET /api/v1/search");
+    assert_eq!(search.len(), 1);
+    let kw = named("search.keyword");
+    assert!(
+        kw.iter().any(|k| k.parent_span_id == search[0].span_id),
+        "search.keyword is not a child of the search request"
+    );
+    // Ingest stages are children of the job's span.
+    let job = named("job document.process");
+    assert_eq!(
+        job.len(),
+        1,
+        "{:?}",
+        spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+    );
+    for stage in [
+        "ingest extract",
+        "ingest chunk",
+        "ingest embed",
+        "ingest index",
+    ] {
+        let st = named(stage);
+        assert_eq!(st.len(), 1, "{stage}");
+        assert_eq!(st[0].parent_span_id, job[0].span_id, "{stage}");
+        assert!(st[0].end_time_unix_nano >= st[0].start_time_unix_nano);
+    }
+    assert!(by_id(&job[0].parent_span_id).is_none() && job[0].parent_span_id.is_empty());
+
+    // Log lines carry the exported ids.
+    let logs = s.logs();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "request finished" && v["route"] == "/v1/chat/completions")
+        .unwrap_or_else(|| panic!("no request line:\n{logs}"));
+    assert_eq!(line["trace_id"], TRACE);
+    assert_eq!(line["span_id"], hex(&http.span_id));
+    let job_line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["spans"].as_str().is_some_and(|s| s.starts_with("job"))
+                && v["kind"] == "document.process"
+        })
+        .unwrap_or_else(|| panic!("no job line:\n{logs}"));
+    assert_eq!(job_line["trace_id"], hex(&job[0].trace_id));
+}
