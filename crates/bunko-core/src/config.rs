@@ -49,6 +49,31 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// `[rag]`: answering questions over the documents.
     pub rag: RagConfig,
+    /// `[scheduler]`: whether this process fires schedules, and how often it looks.
+    pub scheduler: SchedulerConfig,
+    /// `[[schedules]]`: the cron table (more can be made over `/api/v1/schedules`).
+    pub schedules: Vec<crate::schedule::ScheduleDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Take part in firing schedules (one process at a time fires, by lease).
+    pub enabled: bool,
+    /// How often due schedules are looked for (1-60 s).
+    pub tick_secs: u64,
+    /// The lease's length: another process takes over this long after the holder stops.
+    pub lease_secs: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick_secs: 5,
+            lease_secs: 30,
+        }
+    }
 }
 
 impl Default for Config {
@@ -59,6 +84,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             log: LogConfig::default(),
             otel: OtelConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            schedules: Vec::new(),
             database: DatabaseConfig::default(),
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
@@ -921,6 +948,26 @@ impl Config {
                 "database.url",
                 format!("unsupported scheme `{other}`; use sqlite://PATH"),
             ),
+        }
+        if !(1..=60).contains(&self.scheduler.tick_secs) {
+            err("scheduler.tick_secs", "must be between 1 and 60".into());
+        }
+        if self.scheduler.lease_secs < self.scheduler.tick_secs * 2 {
+            err(
+                "scheduler.lease_secs",
+                "must be at least twice scheduler.tick_secs (the holder renews it every tick)"
+                    .into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.schedules.iter().enumerate() {
+            let key = format!("schedules[{i}]");
+            if let Err(e) = s.validate() {
+                err(&key, format!("`{}`: {e}", s.name));
+            }
+            if !names.insert(s.name.as_str()) {
+                err(&key, format!("name `{}` is used twice", s.name));
+            }
         }
         if !(0.0..=1.0).contains(&self.otel.sample_ratio) {
             err("otel.sample_ratio", "must be between 0 and 1".into());

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub rag_citations: IntCounterVec,
     pub rag_answers: IntCounterVec,
     pub summaries: IntCounterVec,
+    pub schedule_next_run: prometheus::GaugeVec,
+    pub schedule_last_run: prometheus::GaugeVec,
+    pub schedule_last_outcome: IntGaugeVec,
 }
 
 /// Gateway overhead buckets: 10 µs to 50 ms.
@@ -333,6 +336,32 @@ impl Metrics {
             "Document summary jobs finished, by outcome (generated/failed).",
             &["outcome"],
         );
+        // Schedules are named by administrators (config or API), not by request data.
+        let schedule_next_run = b.add(
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "bunko_schedule_next_run_timestamp_seconds",
+                    "When each enabled schedule fires next (Unix seconds; read at scrape time).",
+                ),
+                &["schedule"],
+            )
+            .expect("metric"),
+        );
+        let schedule_last_run = b.add(
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "bunko_schedule_last_run_timestamp_seconds",
+                    "When each schedule last fired (Unix seconds; read at scrape time).",
+                ),
+                &["schedule"],
+            )
+            .expect("metric"),
+        );
+        let schedule_last_outcome = b.gauges(
+            "bunko_schedule_last_outcome",
+            "1 for the state of each schedule's last firing (its job's state, or skipped); 0 for the others.",
+            &["schedule", "outcome"],
+        );
         let build_info = b.gauges(
             "bunko_build_info",
             "Always 1; labels say which build is running.",
@@ -419,6 +448,9 @@ impl Metrics {
             rag_citations,
             rag_answers,
             summaries,
+            schedule_next_run,
+            schedule_last_run,
+            schedule_last_outcome,
         }
     }
 

@@ -213,6 +213,7 @@ pub trait MetaStore:
     + crate::documents::DocumentQueries
     + UsageQueries
     + crate::answers::AnswerQueries
+    + crate::schedule::ScheduleQueries
 {
     /// A cheap round trip; used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

@@ -54,6 +54,9 @@ pub enum Command {
     /// List, inspect, retry, cancel and enqueue background jobs
     #[command(subcommand)]
     Jobs(JobsCmd),
+    /// The cron table: list schedules, run one now, pause or resume one
+    #[command(subcommand)]
+    Schedules(SchedulesCmd),
     /// Manage user accounts (add, passwd, disable, enable, role, list)
     #[command(subcommand)]
     User(UserCmd),
@@ -314,6 +317,22 @@ pub enum ConfigCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum SchedulesCmd {
+    /// Every schedule with its next and last run
+    List {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueue a schedule's job now (its next slot is unchanged)
+    RunNow { name: String },
+    /// Stop a schedule from firing (kept across restarts)
+    Pause { name: String },
+    /// Let a paused schedule fire again from its next slot
+    Resume { name: String },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum JobsCmd {
     /// List jobs, newest first
     List {
@@ -567,6 +586,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 json,
             } => commands::eval::search(&config, &query, project.as_deref(), k, &mode, json).await,
             Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
+            Command::Schedules(cmd) => commands::schedules::run(&config, cmd).await,
             Command::Ask {
                 question,
                 project,

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod quota;
 pub mod routes;
 pub mod sample;
+pub mod scheduler;
 pub mod summary;
 pub mod telemetry;
 pub mod tls;

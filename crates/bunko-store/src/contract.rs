@@ -48,7 +48,8 @@ macro_rules! contract_tests {
             api_keys_lookup_revoke_and_touch, audit_log_appends_filters_and_prunes_only_old_rows,
             documents_dedupe_finish_atomically_and_cascade, usage_ledger_appends_and_totals,
             conversations_keep_turns_in_order, summaries_latest_wins_and_cascade,
-            notes_crud_filter_and_cascade);
+            notes_crud_filter_and_cascade, schedules_sync_pause_and_history,
+            one_scheduler_lease_at_a_time, scheduler_fires_each_slot_once_and_handles_missed_slots);
     };
     (@each $make:expr; $($name:ident),+) => {
         $(
@@ -1161,4 +1162,205 @@ pub async fn notes_crud_filter_and_cascade(s: Store) {
     assert!(!s.delete_note(b.id).await.unwrap());
     s.delete_project(project).await.unwrap();
     assert!(s.get_note(a.id).await.unwrap().is_none());
+}
+
+fn def(name: &str, cron: &str) -> bunko_core::schedule::ScheduleDef {
+    bunko_core::schedule::ScheduleDef {
+        name: name.into(),
+        cron: cron.into(),
+        timezone: "UTC".into(),
+        job: "system.noop".into(),
+        queue: String::new(),
+        params: json!({"k": 1}),
+        enabled: true,
+        missed: bunko_core::schedule::Missed::Skip,
+    }
+}
+
+pub async fn schedules_sync_pause_and_history(s: Store) {
+    use bunko_core::schedule::{Origin, RunKind, ScheduleRun};
+    s.sync_config_schedules(&[def("a", "@daily"), def("b", "*/5 * * * *")])
+        .await
+        .unwrap();
+    let api = s.create_schedule(&def("c", "@hourly")).await.unwrap();
+    assert_eq!(api.origin, Origin::Api);
+    assert!(matches!(
+        s.create_schedule(&def("a", "@hourly")).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    // A config schedule may not take an API schedule's name.
+    assert!(matches!(
+        s.sync_config_schedules(&[def("c", "@daily")])
+            .await
+            .unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    let names: Vec<String> = s
+        .list_schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.def.name)
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    // History and pause survive a restart with the same configuration; a changed definition
+    // gets its next slot recomputed; an unconfigured one goes, API ones stay.
+    s.set_schedule_next_run("a", Some(1_000)).await.unwrap();
+    s.set_schedule_next_run("b", Some(2_000)).await.unwrap();
+    let run = ScheduleRun {
+        schedule: "a".into(),
+        slot_ms: 1_000,
+        fired_at_ms: 1_500,
+        kind: RunKind::OnTime,
+        job_id: None,
+        slots: 1,
+    };
+    s.record_schedule_run(&run, Some(86_401_000)).await.unwrap();
+    let paused = s.set_schedule_paused("a", true).await.unwrap().unwrap();
+    assert!(paused.paused);
+    assert_eq!(paused.next_run_ms, Some(86_401_000));
+    assert_eq!(paused.last_run_ms, Some(1_500));
+    s.sync_config_schedules(&[def("a", "@daily"), def("b", "*/10 * * * *")])
+        .await
+        .unwrap();
+    let a = s.get_schedule("a").await.unwrap().unwrap();
+    assert!(a.paused);
+    assert_eq!(a.next_run_ms, Some(86_401_000));
+    let b = s.get_schedule("b").await.unwrap().unwrap();
+    assert_eq!(b.def.cron, "*/10 * * * *");
+    assert_eq!(b.next_run_ms, None, "a changed definition starts afresh");
+    s.sync_config_schedules(&[def("b", "*/10 * * * *")])
+        .await
+        .unwrap();
+    assert!(s.get_schedule("a").await.unwrap().is_none());
+    assert!(s.get_schedule("c").await.unwrap().is_some());
+    // Resuming drops the slot computed before the pause.
+    s.set_schedule_paused("b", true).await.unwrap();
+    let b = s.set_schedule_paused("b", false).await.unwrap().unwrap();
+    assert!(!b.paused && b.next_run_ms.is_none());
+    // Config schedules are not deleted over the API; API ones are, with their history.
+    assert!(!s.delete_schedule("b").await.unwrap());
+    s.record_schedule_run(
+        &ScheduleRun {
+            schedule: "c".into(),
+            ..run.clone()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.schedule_runs("c", 10).await.unwrap().len(), 1);
+    assert!(s.delete_schedule("c").await.unwrap());
+    assert!(s.schedule_runs("c", 10).await.unwrap().is_empty());
+}
+
+pub async fn one_scheduler_lease_at_a_time(s: Store) {
+    assert!(s.try_lease("scheduler", "p1", 60_000).await.unwrap());
+    assert!(
+        s.try_lease("scheduler", "p1", 60_000).await.unwrap(),
+        "renewed"
+    );
+    assert!(!s.try_lease("scheduler", "p2", 60_000).await.unwrap());
+    // Expired: another holder takes it.
+    assert!(s.try_lease("other", "p1", -1).await.unwrap());
+    assert!(s.try_lease("other", "p2", 60_000).await.unwrap());
+    assert!(!s.try_lease("other", "p1", 60_000).await.unwrap());
+}
+
+pub async fn scheduler_fires_each_slot_once_and_handles_missed_slots(s: Store) {
+    use bunko_core::schedule::{Missed, RunKind, Scheduler};
+    let minute = 60_000i64;
+    // 2026-01-01T00:00:00Z
+    let t0 = 1_767_225_600_000i64;
+    let mut every5 = def("every5", "*/5 * * * *");
+    every5.missed = Missed::Skip;
+    let mut hourly = def("hourly", "0 * * * *");
+    hourly.missed = Missed::CatchUpOnce;
+    s.sync_config_schedules(&[every5, hourly]).await.unwrap();
+    let a = Scheduler::new(30_000);
+    let b = Scheduler::new(30_000);
+    // First look: next slots computed, nothing fired.
+    let t = a.tick(s.as_ref(), t0 + 30_000).await.unwrap();
+    assert!(t.leader && t.fired.is_empty());
+    assert_eq!(
+        s.get_schedule("every5").await.unwrap().unwrap().next_run_ms,
+        Some(t0 + 5 * minute)
+    );
+    // The other process is not the leader while the lease holds.
+    assert!(!b.tick(s.as_ref(), t0 + 5 * minute).await.unwrap().leader);
+    // On time: one job for the slot, with the schedule's params.
+    let t = a.tick(s.as_ref(), t0 + 5 * minute + 3_000).await.unwrap();
+    assert_eq!(t.fired.len(), 1);
+    let run = &t.fired[0];
+    assert_eq!((run.kind, run.slot_ms), (RunKind::OnTime, t0 + 5 * minute));
+    let job = s.get_job(run.job_id.unwrap()).await.unwrap().unwrap();
+    assert_eq!(job.kind, "system.noop");
+    assert_eq!(job.payload["k"], 1);
+    assert_eq!(job.payload["schedule"], "every5");
+    // The same tick again (another process after a lease change): nothing new.
+    let again = a.tick(s.as_ref(), t0 + 5 * minute + 4_000).await.unwrap();
+    assert!(again.fired.is_empty());
+    // A second scheduler racing for the same slot enqueues nothing new (idempotency key).
+    s.set_schedule_next_run("every5", Some(t0 + 5 * minute))
+        .await
+        .unwrap();
+    let dup = a.tick(s.as_ref(), t0 + 5 * minute + 5_000).await.unwrap();
+    assert_eq!(
+        dup.fired[0].job_id, run.job_id,
+        "the slot's job, not a second one"
+    );
+    // Downtime of three hours: `skip` records the missed slots and enqueues nothing;
+    // `catch_up_once` enqueues one job for all of them.
+    let later = t0 + 3 * 60 * minute + 3 * minute;
+    let t = a.tick(s.as_ref(), later).await.unwrap();
+    let by = |name: &str| t.fired.iter().find(|r| r.schedule == name).unwrap().clone();
+    let skipped = by("every5");
+    assert_eq!(skipped.kind, RunKind::Skipped);
+    assert!(skipped.job_id.is_none());
+    assert_eq!(skipped.slots, 35, "00:10 … 03:00 every 5 minutes");
+    let caught = by("hourly");
+    assert_eq!(caught.kind, RunKind::CatchUp);
+    assert_eq!(caught.slots, 3);
+    assert!(caught.job_id.is_some());
+    assert_eq!(
+        s.get_schedule("hourly").await.unwrap().unwrap().next_run_ms,
+        Some(t0 + 4 * 60 * minute)
+    );
+    // Back within a slot's grace after more downtime: the missed slots are skipped, the
+    // current one runs.
+    let t = a
+        .tick(s.as_ref(), t0 + 4 * 60 * minute + 30_000)
+        .await
+        .unwrap();
+    let every5: Vec<_> = t.fired.iter().filter(|r| r.schedule == "every5").collect();
+    assert_eq!(every5.len(), 2, "{every5:?}");
+    assert_eq!((every5[0].kind, every5[0].slots), (RunKind::Skipped, 11));
+    assert_eq!(every5[1].kind, RunKind::OnTime);
+    assert!(every5[1].job_id.is_some());
+    let history = s.schedule_runs("every5", 10).await.unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.kind).collect::<Vec<_>>(),
+        [
+            RunKind::OnTime,
+            RunKind::Skipped,
+            RunKind::Skipped,
+            RunKind::OnTime,
+            RunKind::OnTime
+        ]
+    );
+    // Paused and disabled schedules do not fire; run-now does, outside the slots.
+    s.set_schedule_paused("hourly", true).await.unwrap();
+    let t = a.tick(s.as_ref(), t0 + 5 * 60 * minute).await.unwrap();
+    assert!(t.fired.iter().all(|r| r.schedule != "hourly"));
+    let manual = bunko_core::schedule::run_now(s.as_ref(), "hourly")
+        .await
+        .unwrap();
+    assert_eq!(manual.kind, RunKind::Manual);
+    assert!(s.get_job(manual.job_id.unwrap()).await.unwrap().is_some());
+    assert!(matches!(
+        bunko_core::schedule::run_now(s.as_ref(), "nope")
+            .await
+            .unwrap_err(),
+        StoreError::NotFound(_)
+    ));
 }

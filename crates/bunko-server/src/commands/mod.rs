@@ -9,4 +9,5 @@ pub mod index;
 pub mod ingest;
 pub mod jobs;
 pub mod models;
+pub mod schedules;
 pub mod serve;

@@ -124,6 +124,7 @@ pub async fn serve(config: Config, quickstart: bool) -> Result<(), CliError> {
     };
     let run_worker = config.jobs.run_in_server;
     let Runtime { state, new_admin } = Runtime::start(config, run_worker).await?;
+    crate::scheduler::start(&state).await?;
     let app = router(state.clone());
     let stop_accepting = CancellationToken::new();
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -233,6 +234,7 @@ pub async fn worker(config: Config) -> Result<(), CliError> {
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let mut signals = ShutdownSignals::install();
     let Runtime { state, .. } = Runtime::start(config, true).await?;
+    crate::scheduler::start(&state).await?;
     let signal = signals.recv().await;
     info!(signal, "worker shutting down: finishing running jobs");
     state.tasks.begin_shutdown();

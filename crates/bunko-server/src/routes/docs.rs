@@ -12,6 +12,9 @@ use utoipa::{Modify, OpenApi};
     info(title = "bunko API", description = "Self-hosted document intelligence. Errors are application/problem+json with a stable `code`."),
     paths(
         super::health::healthz, super::health::readyz, super::health::metrics,
+        super::schedules::list, super::schedules::create, super::schedules::show,
+        super::schedules::delete, super::schedules::pause, super::schedules::resume,
+        super::schedules::run_now, super::schedules::runs,
         super::jobs::list, super::jobs::show, super::jobs::enqueue, super::jobs::retry, super::jobs::cancel,
         super::projects::create, super::projects::list, super::projects::show, super::projects::delete,
         super::projects::members, super::projects::put_member, super::projects::remove_member,
@@ -31,6 +34,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "operations", description = "Health, readiness and metrics (public)"),
         (name = "jobs", description = "The durable job queue"),
+        (name = "schedules", description = "The cron table: every firing is a job (administrators)"),
         (name = "projects", description = "Projects and their members"),
         (name = "auth", description = "Log in, tokens, sessions"),
         (name = "users", description = "Accounts (administrators)"),

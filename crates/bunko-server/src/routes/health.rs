@@ -136,6 +136,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     refresh_job_gauges(&state).await;
     refresh_index_gauges(&state).await;
+    refresh_schedule_gauges(&state).await;
     let text = state.metrics.render();
     (
         [(
@@ -145,6 +146,64 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// Each schedule's next and last firing and the state of its last job, read at scrape time.
+async fn refresh_schedule_gauges(state: &AppState) {
+    let Ok(Ok(schedules)) =
+        tokio::time::timeout(Duration::from_secs(2), state.store.list_schedules()).await
+    else {
+        return;
+    };
+    let m = &state.metrics;
+    m.schedule_next_run.reset();
+    m.schedule_last_run.reset();
+    m.schedule_last_outcome.reset();
+    const OUTCOMES: [&str; 7] = [
+        "queued",
+        "running",
+        "succeeded",
+        "dead",
+        "cancelled",
+        "skipped",
+        "none",
+    ];
+    for s in schedules {
+        let name = s.def.name.as_str();
+        if let Some(t) = s.next_run_ms.filter(|_| s.def.enabled && !s.paused) {
+            m.schedule_next_run
+                .with_label_values(&[name])
+                .set(t as f64 / 1000.0);
+        }
+        if let Some(t) = s.last_run_ms {
+            m.schedule_last_run
+                .with_label_values(&[name])
+                .set(t as f64 / 1000.0);
+        }
+        let last = match state.store.schedule_runs(name, 1).await {
+            Ok(runs) => runs.into_iter().next(),
+            Err(_) => continue,
+        };
+        let outcome = match last {
+            None => "none",
+            Some(r) if r.job_id.is_none() => "skipped",
+            Some(r) => match state.store.get_job(r.job_id.unwrap_or_default()).await {
+                Ok(Some(j)) => match j.state {
+                    JobState::Queued => "queued",
+                    JobState::Running => "running",
+                    JobState::Succeeded => "succeeded",
+                    JobState::Dead => "dead",
+                    JobState::Cancelled => "cancelled",
+                },
+                _ => "none",
+            },
+        };
+        for o in OUTCOMES {
+            m.schedule_last_outcome
+                .with_label_values(&[name, o])
+                .set(i64::from(o == outcome));
+        }
+    }
 }
 
 /// Index sizes and chunk counts, read at scrape time (a walk of two directories; the vector

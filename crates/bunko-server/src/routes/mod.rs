@@ -13,6 +13,7 @@ mod notes;
 mod ollama;
 mod openai;
 mod projects;
+mod schedules;
 pub mod search;
 mod usage;
 mod users;
@@ -141,6 +142,18 @@ fn table() -> Table {
         .add(M::POST, "/api/chat", ollama::chat)
         .add(M::POST, "/api/generate", ollama::generate)
         .add(M::POST, "/api/embed", ollama::embed)
+        .add(M::GET, "/api/v1/schedules", schedules::list)
+        .add(M::POST, "/api/v1/schedules", schedules::create)
+        .add(M::GET, "/api/v1/schedules/{name}", schedules::show)
+        .add(M::DELETE, "/api/v1/schedules/{name}", schedules::delete)
+        .add(M::POST, "/api/v1/schedules/{name}/pause", schedules::pause)
+        .add(
+            M::POST,
+            "/api/v1/schedules/{name}/resume",
+            schedules::resume,
+        )
+        .add(M::POST, "/api/v1/schedules/{name}/run", schedules::run_now)
+        .add(M::GET, "/api/v1/schedules/{name}/runs", schedules::runs)
         .add(M::GET, "/api/v1/jobs", jobs::list)
         .add(M::POST, "/api/v1/jobs", jobs::enqueue)
         .add(M::GET, "/api/v1/jobs/{id}", jobs::show)

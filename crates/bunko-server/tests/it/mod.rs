@@ -9,6 +9,7 @@ mod http;
 mod notes;
 mod ops;
 mod process;
+mod schedules;
 mod security;
 mod summary;
 mod support;

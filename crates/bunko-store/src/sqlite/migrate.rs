@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "answers",
         include_str!("../../migrations/sqlite/0005_answers.sql"),
     ),
+    (
+        6,
+        "schedules",
+        include_str!("../../migrations/sqlite/0006_schedules.sql"),
+    ),
 ];
 
 /// Must equal [`APPLICATION_ID`] (checked by a test).

@@ -8,6 +8,7 @@ mod identity;
 mod jobs;
 mod migrate;
 mod projects;
+mod schedules;
 mod usage;
 
 use crate::OpenError;

@@ -1,0 +1,244 @@
+use super::{SqliteStore, constraint_err, db_err};
+use async_trait::async_trait;
+use bunko_core::ids::now_ms;
+use bunko_core::ports::{StoreError, StoreResult};
+use bunko_core::schedule::{Origin, RunKind, Schedule, ScheduleDef, ScheduleQueries, ScheduleRun};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn row_to_schedule(r: &SqliteRow) -> StoreResult<Schedule> {
+    let def: String = r.try_get("definition").map_err(db_err)?;
+    let origin: String = r.try_get("origin").map_err(db_err)?;
+    let job: Option<String> = r.try_get("last_job_id").map_err(db_err)?;
+    Ok(Schedule {
+        def: serde_json::from_str(&def).map_err(backend)?,
+        origin: Origin::parse(&origin).ok_or_else(|| backend(format!("origin {origin}")))?,
+        paused: r.try_get::<i64, _>("paused").map_err(db_err)? != 0,
+        next_run_ms: r.try_get("next_run").map_err(db_err)?,
+        last_run_ms: r.try_get("last_run").map_err(db_err)?,
+        last_job_id: job
+            .as_deref()
+            .map(Uuid::parse_str)
+            .transpose()
+            .map_err(backend)?,
+        created_at_ms: r.try_get("created_at").map_err(db_err)?,
+        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
+    })
+}
+
+#[async_trait]
+impl ScheduleQueries for SqliteStore {
+    async fn sync_config_schedules(&self, defs: &[ScheduleDef]) -> StoreResult<()> {
+        let now = now_ms();
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let existing: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT name, origin, definition FROM schedules")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        for def in defs {
+            let text = serde_json::to_string(def).map_err(backend)?;
+            match existing.iter().find(|(n, _, _)| *n == def.name) {
+                Some((_, origin, _)) if origin == "api" => {
+                    return Err(StoreError::Conflict(format!(
+                        "schedule `{}` exists (made over the API); rename one of them",
+                        def.name
+                    )));
+                }
+                Some((_, _, old)) if *old == text => {}
+                Some(_) => {
+                    // A changed definition: the next slot is computed afresh.
+                    sqlx::query(
+                        "UPDATE schedules SET definition = ?, next_run = NULL, updated_at = ? WHERE name = ?",
+                    )
+                    .bind(&text)
+                    .bind(now)
+                    .bind(&def.name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO schedules (name, definition, origin, created_at, updated_at) VALUES (?, ?, 'config', ?, ?)",
+                    )
+                    .bind(&def.name)
+                    .bind(&text)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+            }
+        }
+        for (name, origin, _) in &existing {
+            if origin == "config" && !defs.iter().any(|d| d.name == *name) {
+                sqlx::query("DELETE FROM schedules WHERE name = ?")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<Schedule>> {
+        let rows = sqlx::query(
+            "SELECT name, definition, origin, paused, next_run, last_run, last_job_id, created_at, updated_at
+             FROM schedules ORDER BY name",
+        )
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(row_to_schedule).collect()
+    }
+
+    async fn get_schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
+        let row = sqlx::query(
+            "SELECT name, definition, origin, paused, next_run, last_run, last_job_id, created_at, updated_at
+             FROM schedules WHERE name = ?",
+        )
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(row_to_schedule).transpose()
+    }
+
+    async fn create_schedule(&self, def: &ScheduleDef) -> StoreResult<Schedule> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO schedules (name, definition, origin, created_at, updated_at) VALUES (?, ?, 'api', ?, ?)",
+        )
+        .bind(&def.name)
+        .bind(serde_json::to_string(def).map_err(backend)?)
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| constraint_err(e, || format!("schedule `{}` exists", def.name), "schedule"))?;
+        self.get_schedule(&def.name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("schedule {}", def.name)))
+    }
+
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM schedules WHERE name = ? AND origin = 'api'")
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> StoreResult<Option<Schedule>> {
+        // Resuming recomputes the next slot: slots passed while paused are not "missed".
+        sqlx::query(
+            "UPDATE schedules SET paused = ?, next_run = CASE WHEN ? THEN next_run ELSE NULL END, updated_at = ? WHERE name = ?",
+        )
+        .bind(i64::from(paused))
+        .bind(paused)
+        .bind(now_ms())
+        .bind(name)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        self.get_schedule(name).await
+    }
+
+    async fn set_schedule_next_run(&self, name: &str, next_run_ms: Option<i64>) -> StoreResult<()> {
+        sqlx::query("UPDATE schedules SET next_run = ? WHERE name = ?")
+            .bind(next_run_ms)
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn record_schedule_run(
+        &self,
+        run: &ScheduleRun,
+        next_run_ms: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO schedule_runs (schedule, slot, fired_at, kind, job_id, slots) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&run.schedule)
+        .bind(run.slot_ms)
+        .bind(run.fired_at_ms)
+        .bind(run.kind.as_str())
+        .bind(run.job_id.map(|j| j.to_string()))
+        .bind(i64::from(run.slots))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| constraint_err(e, || "schedule run".into(), "schedule"))?;
+        sqlx::query(
+            "UPDATE schedules SET next_run = ?, last_run = ?, last_job_id = COALESCE(?, last_job_id) WHERE name = ?",
+        )
+        .bind(next_run_ms)
+        .bind(run.fired_at_ms)
+        .bind(run.job_id.map(|j| j.to_string()))
+        .bind(&run.schedule)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn schedule_runs(&self, name: &str, limit: u32) -> StoreResult<Vec<ScheduleRun>> {
+        let rows = sqlx::query(
+            "SELECT schedule, slot, fired_at, kind, job_id, slots FROM schedule_runs
+             WHERE schedule = ? ORDER BY fired_at DESC, rowid DESC LIMIT ?",
+        )
+        .bind(name)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind").map_err(db_err)?;
+                let job: Option<String> = r.try_get("job_id").map_err(db_err)?;
+                Ok(ScheduleRun {
+                    schedule: r.try_get("schedule").map_err(db_err)?,
+                    slot_ms: r.try_get("slot").map_err(db_err)?,
+                    fired_at_ms: r.try_get("fired_at").map_err(db_err)?,
+                    kind: RunKind::parse(&kind).ok_or_else(|| backend(format!("kind {kind}")))?,
+                    job_id: job
+                        .as_deref()
+                        .map(Uuid::parse_str)
+                        .transpose()
+                        .map_err(backend)?,
+                    slots: u32::try_from(r.try_get::<i64, _>("slots").map_err(db_err)?)
+                        .unwrap_or(1),
+                })
+            })
+            .collect()
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+}
