@@ -301,6 +301,8 @@ mod tests {
             ("5-1 * * * *", "UTC", "backwards"),
             ("@fortnightly", "UTC", "not a known macro"),
             ("0 0 * * *", "Mars/Olympus", "time zone"),
+            ("0 0 * * *", "../../../etc/passwd", "time zone"),
+            ("0 0 * * *", "", "time zone"),
             ("1,,2 * * * *", "UTC", "empty list item"),
         ] {
             let e = Cron::parse(expr, tz).unwrap_err();
