@@ -161,6 +161,15 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
         // Summaries: made with `ask` (an unknown field: 422), read with `read` (none yet: 404).
         ("POST", "/api/v1/documents/{id}/summary") => document(w, Scope::Ask, 422),
         ("GET", "/api/v1/documents/{id}/summary") => document(w, Scope::Read, 404),
+        ("GET", "/api/v1/schedules") => admin_only(w, 200),
+        ("POST", "/api/v1/schedules") => admin_only(w, 422),
+        ("GET" | "DELETE", "/api/v1/schedules/{name}" | "/api/v1/schedules/{name}/runs")
+        | (
+            "POST",
+            "/api/v1/schedules/{name}/pause"
+            | "/api/v1/schedules/{name}/resume"
+            | "/api/v1/schedules/{name}/run",
+        ) => admin_only(w, 404),
         ("GET", "/api/v1/jobs") => admin_only(w, 200),
         ("POST", "/api/v1/jobs") => admin_only(w, 422),
         ("GET", "/api/v1/jobs/{id}") => admin_only(w, 404),
@@ -388,6 +397,7 @@ async fn every_route_times_every_caller() {
                 .replace("{project}", &target)
                 .replace("{user}", "outsider@x.org")
                 .replace("{n}", "1")
+                .replace("{name}", "no-such-schedule")
                 .replace("{note}", "0190a0a0-0000-7000-8000-000000000000")
                 .replace(
                     "{id}",
