@@ -87,7 +87,7 @@ mod open {
                 err,
                 OpenError::NewerSchema {
                     found: 999,
-                    supported: 5,
+                    supported: 6,
                     ..
                 }
             ),
