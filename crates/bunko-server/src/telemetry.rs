@@ -178,9 +178,12 @@ pub fn init(cfg: &LogConfig, otel: &OtelConfig, sink: Sink) -> Result<(), String
     let otel_layer = if otel.enabled {
         use opentelemetry::trace::TracerProvider as _;
         let provider = otel_provider(otel)?;
+        // Spans are exported whatever `log.level` says (a quiet log must not mean no traces):
+        // the exporter has its own filter, bunko's spans at `info`.
         let layer = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("bunko"))
-            .with_tracked_inactivity(false);
+            .with_tracked_inactivity(false)
+            .with_filter(span_filter());
         let _ = PROVIDER.set(provider);
         bunko_core::trace::set_outgoing(current_traceparent);
         bunko_core::trace::set_root_ids(span_ids);
@@ -197,26 +200,41 @@ pub fn init(cfg: &LogConfig, otel: &OtelConfig, sink: Sink) -> Result<(), String
         LogFormat::Pretty => false,
         LogFormat::Auto => !tty,
     };
-    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    // The log's filter applies to the log layer only.
+    let registry = tracing_subscriber::registry().with(otel_layer);
     let result = match (json, sink) {
-        (true, Sink::Stdout) => registry.with(JsonLayer::new(std::io::stdout)).try_init(),
-        (true, Sink::Stderr) => registry.with(JsonLayer::new(std::io::stderr)).try_init(),
+        (true, Sink::Stdout) => registry
+            .with(JsonLayer::new(std::io::stdout).with_filter(filter))
+            .try_init(),
+        (true, Sink::Stderr) => registry
+            .with(JsonLayer::new(std::io::stderr).with_filter(filter))
+            .try_init(),
         (false, Sink::Stdout) => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(tty)
-                    .with_writer(std::io::stdout),
+                    .with_writer(std::io::stdout)
+                    .with_filter(filter),
             )
             .try_init(),
         (false, Sink::Stderr) => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(tty)
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
     };
     result.map_err(|e| e.to_string())
+}
+
+/// What the exporter records: bunko's own spans at `info` and above, dependencies' at `warn`.
+fn span_filter() -> EnvFilter {
+    EnvFilter::new(
+        "warn,bunko=info,bunko_server=info,bunko_core=info,bunko_store=info,bunko_index=info,\
+         bunko_ingest=info,bunko_llm=info",
+    )
 }
 
 /// `info` → `warn,bunko=info,bunko_core=info,…`; a full directive string is taken as given.
