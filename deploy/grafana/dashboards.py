@@ -104,7 +104,7 @@ DASHBOARDS = {
         ("Quota events", "short", [
             ('sum by (event) (increase(bunko_llm_quota_events_total[1h]))', "{{event}}")], "timeseries"),
     ]),
-    "jobs": ("bunko — Jobs", [
+    "jobs": ("bunko — Jobs, scheduler and backups", [
         ("Jobs by queue and state", "short", [('sum by (queue, state) (bunko_jobs)', "{{queue}} {{state}}")], "timeseries"),
         ("Attempt duration p95", "s", [
             ('histogram_quantile(0.95, sum by (le, kind) (rate(bunko_job_duration_seconds_bucket[15m])))', "{{kind}}")], "timeseries"),
@@ -112,6 +112,15 @@ DASHBOARDS = {
             ('sum by (kind, outcome) (increase(bunko_job_duration_seconds_count[1h]))', "{{kind}} {{outcome}}")], "timeseries"),
         ("Failures by code", "short", [
             ('sum by (queue, code) (increase(bunko_job_failures_total[1h]))', "{{queue}} {{code}}")], "timeseries"),
+        ("Schedules: time to next run", "s", [
+            ('max by (schedule) (bunko_schedule_next_run_timestamp_seconds) - time()', "{{schedule}}")], "table"),
+        ("Schedules: last outcome", "short", [
+            ('max by (schedule, outcome) (bunko_schedule_last_outcome) == 1', "{{schedule}} {{outcome}}")], "table"),
+        ("Age of the last backup", "s", [
+            ('time() - max(bunko_backup_last_success_timestamp_seconds)', "age")], "stat"),
+        ("Last backup size and duration", "short", [
+            ('max(bunko_backup_last_size_bytes)', "bytes"),
+            ('max(bunko_backup_last_duration_seconds)', "seconds")], "stat"),
     ]),
     "resources": ("bunko — Resources", [
         ("bunko resident memory", "bytes", [('process_resident_memory_bytes{job="bunko"}', "{{instance}}")], "timeseries"),

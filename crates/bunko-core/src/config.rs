@@ -53,6 +53,29 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// `[[schedules]]`: the cron table (more can be made over `/api/v1/schedules`).
     pub schedules: Vec<crate::schedule::ScheduleDef>,
+    /// `[backup]`: where archives go and how many are kept.
+    pub backup: BackupConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where archives are written; empty: `<data_dir>/backups`.
+    pub dir: PathBuf,
+    /// Keep the newest archive of each of this many last days that have one.
+    pub keep_daily: u32,
+    /// And of each of this many last ISO weeks.
+    pub keep_weekly: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            keep_daily: 7,
+            keep_weekly: 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +109,7 @@ impl Default for Config {
             otel: OtelConfig::default(),
             scheduler: SchedulerConfig::default(),
             schedules: Vec::new(),
+            backup: BackupConfig::default(),
             database: DatabaseConfig::default(),
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub schedule_next_run: prometheus::GaugeVec,
     pub schedule_last_run: prometheus::GaugeVec,
     pub schedule_last_outcome: IntGaugeVec,
+    pub backup_last_success: prometheus::Gauge,
+    pub backup_last_size: prometheus::Gauge,
+    pub backup_last_duration: prometheus::Gauge,
 }
 
 /// Gateway overhead buckets: 10 µs to 50 ms.
@@ -362,6 +365,27 @@ impl Metrics {
             "1 for the state of each schedule's last firing (its job's state, or skipped); 0 for the others.",
             &["schedule", "outcome"],
         );
+        let backup_last_success = b.add(
+            prometheus::Gauge::new(
+                "bunko_backup_last_success_timestamp_seconds",
+                "When the last successful backup was taken (Unix seconds; 0 = none yet).",
+            )
+            .expect("metric"),
+        );
+        let backup_last_size = b.add(
+            prometheus::Gauge::new(
+                "bunko_backup_last_size_bytes",
+                "Size of the last successful backup archive.",
+            )
+            .expect("metric"),
+        );
+        let backup_last_duration = b.add(
+            prometheus::Gauge::new(
+                "bunko_backup_last_duration_seconds",
+                "How long the last successful backup took.",
+            )
+            .expect("metric"),
+        );
         let build_info = b.gauges(
             "bunko_build_info",
             "Always 1; labels say which build is running.",
@@ -451,6 +475,9 @@ impl Metrics {
             schedule_next_run,
             schedule_last_run,
             schedule_last_outcome,
+            backup_last_success,
+            backup_last_size,
+            backup_last_duration,
         }
     }
 

@@ -221,6 +221,9 @@ pub trait MetaStore:
     fn backend(&self) -> &'static str;
     /// Closes connections cleanly (SQLite checkpoints its WAL); call once at shutdown.
     async fn close(&self);
+    /// A consistent copy of the whole database written to `path` (which must not exist),
+    /// taken online: readers and writers carry on meanwhile.
+    async fn snapshot_into(&self, path: &std::path::Path) -> StoreResult<()>;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -415,6 +415,14 @@ impl Runtime {
                 retention_days: config.auth.audit_retention_days,
             }),
         );
+        registry.register(
+            crate::backup::KIND,
+            crate::backup::QUEUE,
+            Arc::new(crate::backup::BackupJob {
+                store: store.clone(),
+                config: config.clone(),
+            }),
+        );
         let vector = Arc::new(crate::embedder::VectorHalf::new(&config));
         let ingest = Arc::new(crate::ingest::Ingest::new(
             store.clone(),

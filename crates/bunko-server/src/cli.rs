@@ -57,6 +57,9 @@ pub enum Command {
     /// The cron table: list schedules, run one now, pause or resume one
     #[command(subcommand)]
     Schedules(SchedulesCmd),
+    /// Back up the data dir to one archive, list, verify and restore archives
+    #[command(subcommand)]
+    Backup(BackupCmd),
     /// Manage user accounts (add, passwd, disable, enable, role, list)
     #[command(subcommand)]
     User(UserCmd),
@@ -313,6 +316,34 @@ pub enum ConfigCmd {
         /// Print JSON instead of TOML
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCmd {
+    /// Take a backup now (online: the server may keep running), then apply retention
+    Create {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The archives in the backup directory, newest first
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute every checksum and open the database in an archive
+    Verify {
+        archive: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an archive into the data dir (refused unless it is empty, or --force), then
+    /// rebuild the search index
+    Restore {
+        archive: PathBuf,
+        /// Replace the database and originals already in the data dir
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -587,6 +618,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             } => commands::eval::search(&config, &query, project.as_deref(), k, &mode, json).await,
             Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
             Command::Schedules(cmd) => commands::schedules::run(&config, cmd).await,
+            Command::Backup(cmd) => commands::backup::run(config, cmd).await,
             Command::Ask {
                 question,
                 project,

@@ -3,6 +3,7 @@
 //! adapters at once.
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod embedder;

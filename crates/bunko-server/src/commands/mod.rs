@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod answers;
+pub mod backup;
 pub mod config;
 pub mod eval;
 pub mod eval_rag;

@@ -137,6 +137,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     refresh_job_gauges(&state).await;
     refresh_index_gauges(&state).await;
     refresh_schedule_gauges(&state).await;
+    if let Some(b) = crate::backup::last(state.store.as_ref()).await {
+        let m = &state.metrics;
+        m.backup_last_success.set(b.at_ms as f64 / 1000.0);
+        m.backup_last_size.set(b.bytes as f64);
+        m.backup_last_duration.set(b.seconds);
+    }
     let text = state.metrics.render();
     (
         [(

@@ -1,5 +1,6 @@
 pub mod ask;
 mod authz;
+mod backup;
 mod cli;
 mod crash;
 pub mod documents;

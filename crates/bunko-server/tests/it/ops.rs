@@ -235,8 +235,17 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
         .unwrap();
         c.providers = llm.providers;
         c.models = llm.models;
+        c.schedules = vec![
+            toml::from_str(
+                "name = \"nightly-backup\"\ncron = \"30 2 * * *\"\njob = \"backup.create\"",
+            )
+            .unwrap(),
+        ];
+        c.scheduler.tick_secs = 1;
+        c.scheduler.lease_secs = 5;
     })
     .await;
+    bunko_server::scheduler::start(&d.state).await.unwrap();
     let up = d
         .upload(&[file(
             "ops.md",

@@ -74,6 +74,36 @@ impl SqliteStore {
     }
 }
 
+/// Opens a database file read-only, without migrating it (a backup's copy): its schema version
+/// and the result of `PRAGMA integrity_check` ("ok" when sound).
+pub async fn inspect(path: &Path) -> Result<(i64, String), String> {
+    check_header(path).map_err(|e| e.to_string())?;
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(|e| format!("does not open: {e}"))?;
+    let out = async {
+        let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| format!("integrity check: {e}"))?;
+        let version: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM bunko_migrations")
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| format!("not a bunko database: {e}"))?;
+        Ok((version, check))
+    }
+    .await;
+    pool.close().await;
+    out
+}
+
 /// A file that exists and is not empty must start with the SQLite header; anything else is
 /// refused before SQLite gets a chance to treat it as something to overwrite.
 fn check_header(path: &Path) -> Result<(), OpenError> {
@@ -211,6 +241,19 @@ impl MetaStore for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn snapshot_into(&self, path: &Path) -> StoreResult<()> {
+        // One read transaction on a reader connection: writers go on (WAL).
+        let target = path
+            .to_str()
+            .ok_or_else(|| StoreError::Backend(format!("{} is not UTF-8", path.display())))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.reader)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     async fn close(&self) {
