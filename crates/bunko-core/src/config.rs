@@ -555,6 +555,9 @@ pub struct JobsConfig {
     pub backoff_max_ms: u64,
     /// Per-queue settings; queues not listed use concurrency 1.
     pub queues: BTreeMap<String, QueueConfig>,
+    /// Succeeded and cancelled jobs are deleted this many days after they finished (the daily
+    /// `maintenance.cleanup`); dead jobs stay until handled.
+    pub retention_days: u32,
 }
 
 impl Default for JobsConfig {
@@ -569,6 +572,7 @@ impl Default for JobsConfig {
             backoff_base_ms: 1_000,
             backoff_max_ms: 300_000,
             queues,
+            retention_days: 30,
         }
     }
 }

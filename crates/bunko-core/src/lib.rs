@@ -18,6 +18,7 @@ pub mod ids;
 pub mod jobs;
 pub mod limits;
 pub mod llm;
+pub mod maintenance;
 pub mod metrics;
 pub mod models;
 pub mod ports;

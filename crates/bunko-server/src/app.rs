@@ -280,7 +280,8 @@ async fn bootstrap_admin(
     Ok(Some((user.email, password)))
 }
 
-/// Enqueues the daily maintenance jobs (idempotent per day, so several processes enqueue one).
+/// Enqueues the daily maintenance jobs, `audit.prune` and `maintenance.cleanup` (idempotent
+/// per day, so several processes enqueue one).
 fn daily_maintenance(store: Arc<dyn MetaStore>, tasks: &Tasks) {
     let stop = tasks.shutdown_token();
     tasks.spawn(async move {
@@ -290,10 +291,15 @@ fn daily_maintenance(store: Arc<dyn MetaStore>, tasks: &Tasks) {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
                     let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
-                    let mut job = bunko_core::jobs::NewJob::new("default", "audit.prune", serde_json::json!({}));
-                    job.idempotency_key = Some(format!("audit.prune:{day}"));
-                    if let Err(e) = store.enqueue(job).await {
-                        tracing::warn!(error = %e, "enqueuing audit.prune failed");
+                    for (queue, kind) in [
+                        ("default", "audit.prune"),
+                        (crate::maintenance::QUEUE, crate::maintenance::KIND),
+                    ] {
+                        let mut job = bunko_core::jobs::NewJob::new(queue, kind, serde_json::json!({}));
+                        job.idempotency_key = Some(format!("{kind}:{day}"));
+                        if let Err(e) = store.enqueue(job).await {
+                            tracing::warn!(error = %e, kind, "enqueuing daily maintenance failed");
+                        }
                     }
                 }
             }
@@ -421,6 +427,15 @@ impl Runtime {
             Arc::new(crate::backup::BackupJob {
                 store: store.clone(),
                 config: config.clone(),
+            }),
+        );
+        registry.register(
+            crate::maintenance::KIND,
+            crate::maintenance::QUEUE,
+            Arc::new(crate::maintenance::Cleanup {
+                store: store.clone(),
+                blobs_dir: crate::ingest::blobs_dir(&config.data_dir),
+                job_retention_days: config.jobs.retention_days,
             }),
         );
         let vector = Arc::new(crate::embedder::VectorHalf::new(&config));

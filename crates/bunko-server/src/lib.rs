@@ -10,6 +10,7 @@ pub mod embedder;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
+pub mod maintenance;
 pub mod quota;
 pub mod routes;
 pub mod sample;

@@ -49,7 +49,8 @@ macro_rules! contract_tests {
             documents_dedupe_finish_atomically_and_cascade, usage_ledger_appends_and_totals,
             conversations_keep_turns_in_order, summaries_latest_wins_and_cascade,
             notes_crud_filter_and_cascade, schedules_sync_pause_and_history,
-            one_scheduler_lease_at_a_time, scheduler_fires_each_slot_once_and_handles_missed_slots);
+            one_scheduler_lease_at_a_time, scheduler_fires_each_slot_once_and_handles_missed_slots,
+            cleanup_purges_finished_jobs_and_expired_sessions);
     };
     (@each $make:expr; $($name:ident),+) => {
         $(
@@ -1363,4 +1364,80 @@ pub async fn scheduler_fires_each_slot_once_and_handles_missed_slots(s: Store) {
             .unwrap_err(),
         StoreError::NotFound(_)
     ));
+}
+
+pub async fn cleanup_purges_finished_jobs_and_expired_sessions(s: Store) {
+    // Jobs: succeeded and cancelled go once past the cutoff; dead and queued stay.
+    let ok = s.enqueue(job("ok")).await.unwrap().id;
+    let leased = s.lease("q", "w", TTL).await.unwrap().unwrap();
+    assert_eq!(leased.id, ok);
+    assert!(s.complete(ok, "w", None).await.unwrap());
+    let cancelled = s.enqueue(job("c")).await.unwrap().id;
+    s.cancel(cancelled).await.unwrap();
+    let dead = s
+        .enqueue(NewJob {
+            max_attempts: 1,
+            ..job("d")
+        })
+        .await
+        .unwrap()
+        .id;
+    let j = s.lease("q", "w", TTL).await.unwrap().unwrap();
+    assert_eq!(j.id, dead);
+    s.fail(
+        dead,
+        "w",
+        &JobFailure::permanent(Code::JobFailed, "x"),
+        None,
+    )
+    .await
+    .unwrap();
+    let waiting = s.enqueue(job("w")).await.unwrap().id;
+    let now = bunko_core::ids::now_ms();
+    assert_eq!(
+        s.purge_finished_jobs(now - 60_000).await.unwrap(),
+        0,
+        "too recent"
+    );
+    assert_eq!(s.purge_finished_jobs(now + 60_000).await.unwrap(), 2);
+    assert!(s.get_job(ok).await.unwrap().is_none());
+    assert!(s.get_job(cancelled).await.unwrap().is_none());
+    assert!(s.get_job(dead).await.unwrap().is_some());
+    assert!(s.get_job(waiting).await.unwrap().is_some());
+
+    // Sessions: expired tokens go; a session left without tokens goes when revoked (or a day
+    // old); a live one stays.
+    let u = s.create_user(new_user("clean@x")).await.unwrap();
+    let live = s.create_session(u.id, None, None).await.unwrap();
+    s.add_refresh_token(live, "live", now + 600_000)
+        .await
+        .unwrap();
+    let gone = s.create_session(u.id, None, None).await.unwrap();
+    s.add_refresh_token(gone, "old", now - 1_000).await.unwrap();
+    s.revoke_session(gone, "logout").await.unwrap();
+    let fresh = s.create_session(u.id, None, None).await.unwrap();
+    s.add_refresh_token(fresh, "stale", now - 1_000)
+        .await
+        .unwrap();
+    assert_eq!(s.purge_expired_sessions(now).await.unwrap(), (2, 1));
+    assert!(s.session_user(live, u.id).await.unwrap().is_some());
+    assert_eq!(
+        s.use_refresh_token("live", now).await.unwrap(),
+        bunko_core::ports::RefreshUse::Rotated {
+            session_id: live,
+            user_id: u.id
+        }
+    );
+    // The unrevoked session without tokens is less than a day old: kept for now.
+    assert_eq!(s.purge_expired_sessions(now).await.unwrap(), (0, 0));
+    assert_eq!(
+        s.purge_expired_sessions(now + 2 * 86_400_000)
+            .await
+            .unwrap()
+            .1,
+        2,
+        "a day later: the stale session and the live one, whose token has expired too"
+    );
+    let _ = fresh;
+    assert!(s.referenced_blobs().await.unwrap().is_empty());
 }

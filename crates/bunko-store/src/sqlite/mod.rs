@@ -6,6 +6,7 @@ mod answers;
 mod documents;
 mod identity;
 mod jobs;
+mod maintenance;
 mod migrate;
 mod projects;
 mod schedules;

@@ -1,0 +1,139 @@
+//! `maintenance.cleanup` (daily, and on demand): succeeded and cancelled jobs past
+//! `maintenance.job_retention_days`, expired refresh tokens and the sessions they leave, and
+//! originals no document refers to any more (older than a day, so an upload between storing
+//! its file and creating its document is never taken for an orphan).
+
+use bunko_core::Code;
+use bunko_core::ids::now_ms;
+use bunko_core::jobs::{JobContext, JobFailure, JobHandler};
+use bunko_core::ports::MetaStore;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub const KIND: &str = "maintenance.cleanup";
+pub const QUEUE: &str = "maintenance";
+
+pub struct Cleanup {
+    pub store: Arc<dyn MetaStore>,
+    pub blobs_dir: PathBuf,
+    pub job_retention_days: u32,
+}
+
+/// Removes original files under `dir` whose name (their SHA-256) is not in `keep` and that are
+/// older than `min_age`. Returns (removed, bytes freed).
+pub fn remove_orphans(
+    dir: &std::path::Path,
+    keep: &std::collections::HashSet<String>,
+    min_age: Duration,
+) -> (u64, u64) {
+    let now = SystemTime::now();
+    let (mut removed, mut freed) = (0, 0);
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                if p != dir.join("staging") {
+                    dirs.push(p);
+                }
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Only content-addressed files (64 hex digits) are ever considered.
+            if name.len() != 64
+                || !name.bytes().all(|b| b.is_ascii_hexdigit())
+                || keep.contains(&name)
+            {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else { continue };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age >= min_age);
+            if old && std::fs::remove_file(&p).is_ok() {
+                removed += 1;
+                freed += meta.len();
+            }
+        }
+    }
+    (removed, freed)
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Cleanup {
+    async fn run(&self, _ctx: JobContext) -> Result<Option<serde_json::Value>, JobFailure> {
+        let fail = |e: bunko_core::ports::StoreError| {
+            JobFailure::retryable(Code::JobFailed, e.to_string())
+        };
+        let now = now_ms();
+        let cutoff = now - i64::from(self.job_retention_days) * 86_400_000;
+        let jobs = self.store.purge_finished_jobs(cutoff).await.map_err(fail)?;
+        let (tokens, sessions) = self.store.purge_expired_sessions(now).await.map_err(fail)?;
+        let keep = self.store.referenced_blobs().await.map_err(fail)?;
+        let dir = self.blobs_dir.clone();
+        let (blobs, freed) = tokio::task::spawn_blocking(move || {
+            remove_orphans(&dir, &keep, Duration::from_secs(86_400))
+        })
+        .await
+        .map_err(|e| JobFailure::retryable(Code::JobFailed, e.to_string()))?;
+        tracing::info!(
+            jobs,
+            tokens,
+            sessions,
+            blobs,
+            freed_bytes = freed,
+            "cleanup done"
+        );
+        Ok(Some(json!({
+            "jobs_deleted": jobs,
+            "refresh_tokens_deleted": tokens,
+            "sessions_deleted": sessions,
+            "orphan_blobs_deleted": blobs,
+            "bytes_freed": freed,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn only_old_unreferenced_originals_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |sha: &str, days_old: u64| {
+            let p = dir.path().join(&sha[..2]).join(&sha[2..4]);
+            std::fs::create_dir_all(&p).unwrap();
+            let f = std::fs::File::create(p.join(sha)).unwrap();
+            std::io::Write::write_all(&mut &f, b"original").unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(days_old * 86_400 + 60))
+                .unwrap();
+            p.join(sha)
+        };
+        let sha = |c: char| c.to_string().repeat(64);
+        let kept = put(&sha('a'), 10);
+        let orphan = put(&sha('b'), 10);
+        let young = put(&sha('c'), 0);
+        std::fs::create_dir_all(dir.path().join("staging")).unwrap();
+        let staged = dir.path().join("staging").join(sha('d'));
+        std::fs::write(&staged, b"upload in progress").unwrap();
+        let other = dir.path().join("README");
+        std::fs::write(&other, b"not a blob").unwrap();
+        let keep = [sha('a')].into_iter().collect();
+        let (n, bytes) = remove_orphans(dir.path(), &keep, Duration::from_secs(86_400));
+        assert_eq!((n, bytes), (1, 8));
+        assert!(!orphan.exists());
+        for p in [kept, young, staged, other] {
+            assert!(p.exists(), "{}", p.display());
+        }
+    }
+}

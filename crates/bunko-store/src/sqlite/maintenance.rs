@@ -1,0 +1,49 @@
+use super::{SqliteStore, db_err};
+use async_trait::async_trait;
+use bunko_core::maintenance::MaintenanceQueries;
+use bunko_core::ports::StoreResult;
+use std::collections::HashSet;
+
+#[async_trait]
+impl MaintenanceQueries for SqliteStore {
+    async fn purge_finished_jobs(&self, before_ms: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND finished_at < ?",
+        )
+        .bind(before_ms)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<(u64, u64)> {
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ?")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE NOT EXISTS
+                 (SELECT 1 FROM refresh_tokens t WHERE t.session_id = sessions.id)
+               AND (revoked_at IS NOT NULL OR created_at < ?)",
+        )
+        .bind(now_ms - 86_400_000)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        tx.commit().await.map_err(db_err)?;
+        Ok((tokens, sessions))
+    }
+
+    async fn referenced_blobs(&self) -> StoreResult<HashSet<String>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT DISTINCT sha256 FROM documents")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().collect())
+    }
+}
