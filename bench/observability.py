@@ -27,6 +27,8 @@ import gateway as g  # noqa: E402
 
 SECS = float(os.environ.get("BENCH_SECS", "30"))
 RPS = int(os.environ.get("BENCH_RPS", "200"))
+# The order the three bunko variants run in (the first run after the mock has measured noisier).
+ORDER = os.environ.get("BENCH_ORDER", "off,10,100").split(",")
 
 
 class Sink(BaseHTTPRequestHandler):
@@ -56,11 +58,13 @@ def main():
         g.load(mock_url, "x", RPS, 3, "json")
         floor = g.load(mock_url, "x", RPS, SECS, "json")
         rows.append({"target": "mock upstream alone", **floor})
-        for name, extra in [
-            ("bunko, tracing off", ""),
-            ("bunko, sampled 10 %", f'\n[otel]\nenabled = true\nendpoint = "{endpoint}"\nsample_ratio = 0.1\n'),
-            ("bunko, sampled 100 %", f'\n[otel]\nenabled = true\nendpoint = "{endpoint}"\nsample_ratio = 1.0\n'),
-        ]:
+        variants = {
+            "off": ("bunko, tracing off", ""),
+            "10": ("bunko, sampled 10 %", f'\n[otel]\nenabled = true\nendpoint = "{endpoint}"\nsample_ratio = 0.1\n'),
+            "100": ("bunko, sampled 100 %", f'\n[otel]\nenabled = true\nendpoint = "{endpoint}"\nsample_ratio = 1.0\n'),
+        }
+        for key in ORDER:
+            name, extra = variants[key]
             with tempfile.TemporaryDirectory() as tmp:
                 before = dict(Sink.received)
                 p, url, key = g.start_bunko(tmp, mock_url, extra)
