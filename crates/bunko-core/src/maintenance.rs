@@ -16,4 +16,8 @@ pub trait MaintenanceQueries: Send + Sync {
     async fn purge_expired_sessions(&self, now_ms: i64) -> StoreResult<(u64, u64)>;
     /// The SHA-256 of every original a document refers to.
     async fn referenced_blobs(&self) -> StoreResult<HashSet<String>>;
+    /// The database's own consistency check: "ok", or what is wrong.
+    async fn integrity_check(&self) -> StoreResult<String>;
+    /// Chunks of all documents (what a complete search index holds).
+    async fn chunk_count(&self) -> StoreResult<u64>;
 }

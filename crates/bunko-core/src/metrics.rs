@@ -59,6 +59,8 @@ pub struct Metrics {
     pub backup_last_success: prometheus::Gauge,
     pub backup_last_size: prometheus::Gauge,
     pub backup_last_duration: prometheus::Gauge,
+    pub selfcheck_status: IntGaugeVec,
+    pub selfcheck_last_run: prometheus::Gauge,
 }
 
 /// Gateway overhead buckets: 10 µs to 50 ms.
@@ -386,6 +388,18 @@ impl Metrics {
             )
             .expect("metric"),
         );
+        let selfcheck_status = b.gauges(
+            "bunko_selfcheck_status",
+            "The last self-check, per check (database, index, disk, models, llm): 0 ok, 1 warning, 2 failed.",
+            &["check"],
+        );
+        let selfcheck_last_run = b.add(
+            prometheus::Gauge::new(
+                "bunko_selfcheck_last_run_timestamp_seconds",
+                "When the last self-check ran (Unix seconds; 0 = not yet).",
+            )
+            .expect("metric"),
+        );
         let build_info = b.gauges(
             "bunko_build_info",
             "Always 1; labels say which build is running.",
@@ -478,6 +492,8 @@ impl Metrics {
             backup_last_success,
             backup_last_size,
             backup_last_duration,
+            selfcheck_status,
+            selfcheck_last_run,
         }
     }
 

@@ -280,8 +280,8 @@ async fn bootstrap_admin(
     Ok(Some((user.email, password)))
 }
 
-/// Enqueues the daily maintenance jobs, `audit.prune` and `maintenance.cleanup` (idempotent
-/// per day, so several processes enqueue one).
+/// Enqueues the daily maintenance jobs, `audit.prune` and `maintenance.cleanup`, and the hourly
+/// `maintenance.selfcheck` (idempotent per day / hour, so several processes enqueue one).
 fn daily_maintenance(store: Arc<dyn MetaStore>, tasks: &Tasks) {
     let stop = tasks.shutdown_token();
     tasks.spawn(async move {
@@ -300,6 +300,17 @@ fn daily_maintenance(store: Arc<dyn MetaStore>, tasks: &Tasks) {
                         if let Err(e) = store.enqueue(job).await {
                             tracing::warn!(error = %e, kind, "enqueuing daily maintenance failed");
                         }
+                    }
+                    // The self-check every hour (and now, at start).
+                    let hour = jiff::Timestamp::now().strftime("%Y-%m-%dT%H").to_string();
+                    let mut job = bunko_core::jobs::NewJob::new(
+                        crate::selfcheck::QUEUE,
+                        crate::selfcheck::KIND,
+                        serde_json::json!({}),
+                    );
+                    job.idempotency_key = Some(format!("{}:{hour}", crate::selfcheck::KIND));
+                    if let Err(e) = store.enqueue(job).await {
+                        tracing::warn!(error = %e, "enqueuing the self-check failed");
                     }
                 }
             }
@@ -474,6 +485,16 @@ impl Runtime {
                 store: store.clone(),
                 gateway: gateway.clone(),
                 config: config.rag.clone(),
+            }),
+        );
+        registry.register(
+            crate::selfcheck::KIND,
+            crate::selfcheck::QUEUE,
+            Arc::new(crate::selfcheck::SelfCheck {
+                store: store.clone(),
+                keyword: keyword.clone(),
+                gateway: gateway.clone(),
+                config: config.clone(),
             }),
         );
         let registry = Arc::new(registry);

@@ -15,6 +15,7 @@ pub mod quota;
 pub mod routes;
 pub mod sample;
 pub mod scheduler;
+pub mod selfcheck;
 pub mod summary;
 pub mod telemetry;
 pub mod tls;

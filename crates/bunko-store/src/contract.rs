@@ -1440,4 +1440,6 @@ pub async fn cleanup_purges_finished_jobs_and_expired_sessions(s: Store) {
     );
     let _ = fresh;
     assert!(s.referenced_blobs().await.unwrap().is_empty());
+    assert_eq!(s.integrity_check().await.unwrap(), "ok");
+    assert_eq!(s.chunk_count().await.unwrap(), 0);
 }

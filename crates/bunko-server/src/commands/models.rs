@@ -284,7 +284,7 @@ fn extract(wheel: &Path, member: &str, to: &Path, append: bool) -> Result<(), Cl
     Ok(())
 }
 
-fn sha256_file(path: &Path) -> Result<String, CliError> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String, CliError> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| CliError::failure(format!("cannot read {}: {e}", path.display())))?;
     let mut h = Sha256::new();

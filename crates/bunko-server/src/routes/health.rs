@@ -51,6 +51,40 @@ fn up(detail: Option<String>, latency_ms: Option<f64>) -> Component {
     }
 }
 
+/// The last self-check: `down` when its database or disk check failed, `up` otherwise (its
+/// warnings in the detail).
+async fn selfcheck_component(state: &AppState) -> Component {
+    use crate::selfcheck::Status;
+    let Ok(Some(r)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        crate::selfcheck::last(state.store.as_ref()),
+    )
+    .await
+    else {
+        return up(Some("no self-check has run yet".into()), None);
+    };
+    let notes: Vec<String> = r
+        .checks
+        .iter()
+        .filter(|c| c.status != Status::Ok)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    let failed = r
+        .checks
+        .iter()
+        .any(|c| c.status == Status::Fail && matches!(c.name.as_str(), "database" | "disk"));
+    let at = bunko_core::ids::rfc3339(r.at_ms);
+    Component {
+        status: if failed { "down" } else { "up" },
+        detail: Some(if notes.is_empty() {
+            format!("all checks ok at {at}")
+        } else {
+            format!("at {at}: {}", notes.join("; "))
+        }),
+        latency_ms: None,
+    }
+}
+
 /// Readiness: every component's state; 503 when one is down or the server is shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
@@ -103,6 +137,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             },
         },
     );
+    components.insert("selfcheck", selfcheck_component(&state).await);
     components.insert(
         "server",
         if state.is_draining() {
@@ -137,6 +172,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     refresh_job_gauges(&state).await;
     refresh_index_gauges(&state).await;
     refresh_schedule_gauges(&state).await;
+    if let Some(r) = crate::selfcheck::last(state.store.as_ref()).await {
+        let m = &state.metrics;
+        m.selfcheck_last_run.set(r.at_ms as f64 / 1000.0);
+        for c in &r.checks {
+            if crate::selfcheck::CHECKS.contains(&c.name.as_str()) {
+                m.selfcheck_status
+                    .with_label_values(&[c.name.as_str()])
+                    .set(c.status.value());
+            }
+        }
+    }
     if let Some(b) = crate::backup::last(state.store.as_ref()).await {
         let m = &state.metrics;
         m.backup_last_success.set(b.at_ms as f64 / 1000.0);

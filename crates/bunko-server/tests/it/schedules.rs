@@ -203,3 +203,47 @@ fn bad_schedules_in_the_configuration_are_refused_at_load() {
         assert!(err.contains("schedules[0]") && err.contains(why), "{err}");
     }
 }
+
+/// The self-check runs at start (and hourly): its report is in `/readyz` and `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_check_reports_in_readyz_and_metrics() {
+    let d = start(|_| {}).await;
+    let until = Instant::now() + Duration::from_secs(60);
+    let detail = loop {
+        let v = d.get("/readyz").await.json();
+        let c = &v["components"]["selfcheck"];
+        let detail = c["detail"].as_str().unwrap_or_default().to_owned();
+        if !detail.starts_with("no self-check") {
+            assert_eq!(c["status"], "up", "{v}");
+            assert_eq!(v["status"], "ready", "{v}");
+            break detail;
+        }
+        assert!(Instant::now() < until, "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        detail.starts_with("all checks ok") || detail.starts_with("at "),
+        "{detail}"
+    );
+    let m = String::from_utf8(d.get("/metrics").await.body).unwrap();
+    assert!(
+        m.contains(r#"bunko_selfcheck_status{check="database"} 0"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"bunko_selfcheck_status{check="disk"}"#), "{m}");
+    assert!(
+        !m.contains("bunko_selfcheck_last_run_timestamp_seconds 0\n"),
+        "{m}"
+    );
+    // The job's own report.
+    let jobs = d
+        .get("/api/v1/jobs?kind=maintenance.selfcheck&state=succeeded")
+        .await
+        .json();
+    let checks = jobs["items"][0]["result"]["checks"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["database", "index", "disk", "models", "llm"]);
+}

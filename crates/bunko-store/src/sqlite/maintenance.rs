@@ -39,6 +39,22 @@ impl MaintenanceQueries for SqliteStore {
         Ok((tokens, sessions))
     }
 
+    async fn integrity_check(&self) -> StoreResult<String> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.join("; "))
+    }
+
+    async fn chunk_count(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn referenced_blobs(&self) -> StoreResult<HashSet<String>> {
         let rows: Vec<String> = sqlx::query_scalar("SELECT DISTINCT sha256 FROM documents")
             .fetch_all(&self.reader)
