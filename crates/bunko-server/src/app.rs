@@ -290,27 +290,18 @@ fn daily_maintenance(store: Arc<dyn MetaStore>, tasks: &Tasks) {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
-                    let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
-                    for (queue, kind) in [
-                        ("default", "audit.prune"),
-                        (crate::maintenance::QUEUE, crate::maintenance::KIND),
+                    // One job per period (the key names it): daily, and the self-check hourly.
+                    let now = jiff::Timestamp::now();
+                    for (queue, kind, period) in [
+                        ("default", "audit.prune", "%Y-%m-%d"),
+                        (crate::maintenance::QUEUE, crate::maintenance::KIND, "%Y-%m-%d"),
+                        (crate::selfcheck::QUEUE, crate::selfcheck::KIND, "%Y-%m-%dT%H"),
                     ] {
                         let mut job = bunko_core::jobs::NewJob::new(queue, kind, serde_json::json!({}));
-                        job.idempotency_key = Some(format!("{kind}:{day}"));
+                        job.idempotency_key = Some(format!("{kind}:{}", now.strftime(period)));
                         if let Err(e) = store.enqueue(job).await {
-                            tracing::warn!(error = %e, kind, "enqueuing daily maintenance failed");
+                            tracing::warn!(error = %e, kind, "enqueuing maintenance failed");
                         }
-                    }
-                    // The self-check every hour (and now, at start).
-                    let hour = jiff::Timestamp::now().strftime("%Y-%m-%dT%H").to_string();
-                    let mut job = bunko_core::jobs::NewJob::new(
-                        crate::selfcheck::QUEUE,
-                        crate::selfcheck::KIND,
-                        serde_json::json!({}),
-                    );
-                    job.idempotency_key = Some(format!("{}:{hour}", crate::selfcheck::KIND));
-                    if let Err(e) = store.enqueue(job).await {
-                        tracing::warn!(error = %e, "enqueuing the self-check failed");
                     }
                 }
             }

@@ -152,35 +152,13 @@ fn add_file<W: Write>(
     })
 }
 
-/// Every original under `blobs/` (not the staging area), by relative path.
+/// Every original under `blobs/` (not the staging area), by its name in the archive.
 fn blob_files(blobs: &Path) -> Result<Vec<(String, PathBuf)>, BackupError> {
-    let mut out = Vec::new();
-    let mut dirs = vec![blobs.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let rd = match std::fs::read_dir(&d) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io("listing the blobs")(e)),
-        };
-        for e in rd {
-            let e = e.map_err(io("listing the blobs"))?;
-            let p = e.path();
-            let rel = p
-                .strip_prefix(blobs)
-                .map(|r| r.to_string_lossy().replace('\\', "/"))
-                .unwrap_or_default();
-            if rel == "staging" {
-                continue;
-            }
-            if e.file_type().map_err(io("listing the blobs"))?.is_dir() {
-                dirs.push(p);
-            } else {
-                out.push((format!("blobs/{rel}"), p));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(bunko_store::blobs::stored_files(blobs)
+        .map_err(io("listing the blobs"))?
+        .into_iter()
+        .map(|(rel, p)| (format!("blobs/{rel}"), p))
+        .collect())
 }
 
 fn stamp(at: jiff::Timestamp) -> String {

@@ -4,6 +4,7 @@
 //! its file and creating its document is never taken for an orphan).
 
 use bunko_core::Code;
+use bunko_core::documents::is_sha256_hex;
 use bunko_core::ids::now_ms;
 use bunko_core::jobs::{JobContext, JobFailure, JobHandler};
 use bunko_core::ports::MetaStore;
@@ -22,49 +23,37 @@ pub struct Cleanup {
 }
 
 /// Removes original files under `dir` whose name (their SHA-256) is not in `keep` and that are
-/// older than `min_age`. Returns (removed, bytes freed).
+/// older than `min_age` (the staging area and files not named by a hash are never touched).
+/// Returns (removed, bytes freed); a blob directory that cannot be listed is an error.
 pub fn remove_orphans(
     dir: &std::path::Path,
     keep: &std::collections::HashSet<String>,
     min_age: Duration,
-) -> (u64, u64) {
+) -> std::io::Result<(u64, u64)> {
     let now = SystemTime::now();
     let (mut removed, mut freed) = (0, 0);
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
+    for (_, p) in bunko_store::blobs::stored_files(dir)? {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !is_sha256_hex(&name) || keep.contains(&name) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(&p) else {
             continue;
         };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                if p != dir.join("staging") {
-                    dirs.push(p);
-                }
-                continue;
-            }
-            let name = e.file_name().to_string_lossy().into_owned();
-            // Only content-addressed files (64 hex digits) are ever considered.
-            if name.len() != 64
-                || !name.bytes().all(|b| b.is_ascii_hexdigit())
-                || keep.contains(&name)
-            {
-                continue;
-            }
-            let Ok(meta) = e.metadata() else { continue };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age >= min_age);
-            if old && std::fs::remove_file(&p).is_ok() {
-                removed += 1;
-                freed += meta.len();
-            }
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= min_age);
+        if old && std::fs::remove_file(&p).is_ok() {
+            removed += 1;
+            freed += meta.len();
         }
     }
-    (removed, freed)
+    Ok((removed, freed))
 }
 
 #[async_trait::async_trait]
@@ -83,7 +72,10 @@ impl JobHandler for Cleanup {
             remove_orphans(&dir, &keep, Duration::from_secs(86_400))
         })
         .await
-        .map_err(|e| JobFailure::retryable(Code::JobFailed, e.to_string()))?;
+        .map_err(|e| JobFailure::retryable(Code::JobFailed, e.to_string()))?
+        .map_err(|e| {
+            JobFailure::retryable(Code::JobFailed, format!("listing the originals: {e}"))
+        })?;
         tracing::info!(
             jobs,
             tokens,
@@ -129,7 +121,7 @@ mod tests {
         let other = dir.path().join("README");
         std::fs::write(&other, b"not a blob").unwrap();
         let keep = [sha('a')].into_iter().collect();
-        let (n, bytes) = remove_orphans(dir.path(), &keep, Duration::from_secs(86_400));
+        let (n, bytes) = remove_orphans(dir.path(), &keep, Duration::from_secs(86_400)).unwrap();
         assert_eq!((n, bytes), (1, 8));
         assert!(!orphan.exists());
         for p in [kept, young, staged, other] {

@@ -7,6 +7,38 @@ use bunko_core::documents::{BlobStore, is_sha256_hex};
 use bunko_core::ports::{StoreError, StoreResult};
 use std::path::{Path, PathBuf};
 
+/// Every file under a blob root except the staging area: (path relative to `root` with `/`
+/// separators, full path), sorted. A missing root is empty; any other I/O error is returned.
+pub fn stored_files(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in rd {
+            let e = e?;
+            let p = e.path();
+            if p == root.join("staging") {
+                continue;
+            }
+            if e.file_type()?.is_dir() {
+                dirs.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(root)
+                    .map(|r| r.to_string_lossy().replace('\\', "/"))
+                    .unwrap_or_default();
+                out.push((rel, p));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 pub struct LocalBlobs {
     root: PathBuf,
 }

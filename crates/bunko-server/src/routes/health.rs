@@ -211,15 +211,12 @@ async fn refresh_schedule_gauges(state: &AppState) {
     m.schedule_next_run.reset();
     m.schedule_last_run.reset();
     m.schedule_last_outcome.reset();
-    const OUTCOMES: [&str; 7] = [
-        "queued",
-        "running",
-        "succeeded",
-        "dead",
-        "cancelled",
-        "skipped",
-        "none",
-    ];
+    // The job states, plus `skipped` (missed slots passed over) and `none` (never fired).
+    let outcomes: Vec<&str> = JobState::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .chain(["skipped", "none"])
+        .collect();
     for s in schedules {
         let name = s.def.name.as_str();
         if let Some(t) = s.next_run_ms.filter(|_| s.def.enabled && !s.paused) {
@@ -236,21 +233,15 @@ async fn refresh_schedule_gauges(state: &AppState) {
             Ok(runs) => runs.into_iter().next(),
             Err(_) => continue,
         };
-        let outcome = match last {
+        let outcome = match last.map(|r| r.job_id) {
             None => "none",
-            Some(r) if r.job_id.is_none() => "skipped",
-            Some(r) => match state.store.get_job(r.job_id.unwrap_or_default()).await {
-                Ok(Some(j)) => match j.state {
-                    JobState::Queued => "queued",
-                    JobState::Running => "running",
-                    JobState::Succeeded => "succeeded",
-                    JobState::Dead => "dead",
-                    JobState::Cancelled => "cancelled",
-                },
+            Some(None) => "skipped",
+            Some(Some(id)) => match state.store.get_job(id).await {
+                Ok(Some(j)) => j.state.as_str(),
                 _ => "none",
             },
         };
-        for o in OUTCOMES {
+        for &o in &outcomes {
             m.schedule_last_outcome
                 .with_label_values(&[name, o])
                 .set(i64::from(o == outcome));
