@@ -350,6 +350,38 @@ pub struct Document {
     pub job_id: Option<Uuid>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Where a crawled document came from and which version it is (none for uploads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<DocOrigin>,
+}
+
+/// A document taken from a source: the item it is (`arxiv:2101.00001`,
+/// `egov:411AC0000000127`), which version (arXiv `v2`, a law's revision id) and from when to
+/// when that version is the valid one. Each version is its own document; `current` marks the
+/// one search and ask see unless asked "as of" a date.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DocOrigin {
+    pub external_id: String,
+    pub version: Option<String>,
+    /// `YYYY-MM-DD`: published (a paper's version) or in force (a law's revision).
+    pub valid_from: Option<String>,
+    /// The next version's `valid_from`; none for the newest.
+    pub valid_to: Option<String>,
+    pub current: bool,
+    /// The source's own metadata (arXiv: abstract, categories, DOI, journal ref, dates; e-Gov:
+    /// law number, type, promulgation and enforcement dates).
+    pub meta: serde_json::Value,
+}
+
+/// [`DocOrigin`] as a crawler gives it for a new document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewOrigin {
+    pub external_id: String,
+    pub version: Option<String>,
+    pub valid_from: Option<String>,
+    /// Becomes the document's title for good (the file's own metadata does not replace it).
+    pub title: Option<String>,
+    pub meta: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -362,6 +394,7 @@ pub struct NewDocument {
     pub size_bytes: u64,
     pub source: String,
     pub tags: Vec<String>,
+    pub origin: Option<NewOrigin>,
 }
 
 /// One physical page's text after normalisation (`raw` is what the extractor gave).
@@ -468,6 +501,23 @@ pub trait DocumentQueries: Send + Sync {
     async fn document_password(&self, id: Uuid) -> StoreResult<Option<String>>;
     /// How many documents (in any project) reference these bytes.
     async fn blob_references(&self, sha256: &str) -> StoreResult<i64>;
+    /// Every version of the item `external_id` in a project, oldest first.
+    async fn document_versions(
+        &self,
+        project: Uuid,
+        external_id: &str,
+    ) -> StoreResult<Vec<Document>>;
+    /// Recomputes `valid_to` and `current` of an item's versions: `current` is the newest
+    /// version valid on `today` (`YYYY-MM-DD`), else the oldest one not yet valid.
+    async fn refresh_versions(
+        &self,
+        project: Uuid,
+        external_id: &str,
+        today: &str,
+    ) -> StoreResult<()>;
+    /// Whether any of these projects holds a superseded version (search then keeps to the
+    /// current ones unless asked "as of" a date).
+    async fn has_superseded(&self, projects: &[Uuid]) -> StoreResult<bool>;
 }
 
 /// Keeps a file name a user gave safe to store and show: no path, no control characters,

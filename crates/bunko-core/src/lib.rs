@@ -27,6 +27,7 @@ pub mod rag;
 pub mod schedule;
 pub mod search;
 pub mod secret;
+pub mod sources;
 pub mod summarize;
 pub mod tasks;
 pub mod text;

@@ -214,6 +214,7 @@ pub trait MetaStore:
     + UsageQueries
     + crate::answers::AnswerQueries
     + crate::schedule::ScheduleQueries
+    + crate::sources::SourceQueries
     + crate::maintenance::MaintenanceQueries
 {
     /// A cheap round trip; used by `/readyz`.

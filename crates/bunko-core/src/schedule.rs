@@ -65,18 +65,7 @@ fn yes() -> bool {
 impl ScheduleDef {
     /// The parsed expression, or why the definition is wrong.
     pub fn validate(&self) -> Result<Cron, String> {
-        if self.name.is_empty()
-            || self.name.len() > 64
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
-        {
-            return Err(format!(
-                "name `{}` must be 1-64 lowercase letters, digits, `-`, `_` or `.`",
-                self.name
-            ));
-        }
+        check_name(&self.name)?;
         if self.job.trim().is_empty() {
             return Err("job (the job kind to enqueue) must not be empty".into());
         }
@@ -93,6 +82,21 @@ impl ScheduleDef {
             &self.queue
         }
     }
+}
+
+/// A schedule's or source's name: 1-64 lowercase letters, digits, `-`, `_` or `.`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "name `{name}` must be 1-64 lowercase letters, digits, `-`, `_` or `.`"
+        ));
+    }
+    Ok(())
 }
 
 /// Where a schedule came from: the configuration (replaced at each start) or the API.

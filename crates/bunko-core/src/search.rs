@@ -42,6 +42,9 @@ pub struct SearchFilters {
     /// A document matches when it has any of these tags.
     pub tags: Vec<String>,
     pub sources: Vec<String>,
+    /// `YYYY-MM-DD`: of documents with versions (laws, papers), the version valid on that day
+    /// instead of the current one.
+    pub as_of: Option<String>,
 }
 
 impl SearchFilters {
@@ -170,10 +173,11 @@ pub fn parse_filters(v: &serde_json::Value) -> Result<SearchFilters, Error> {
             "date_to" => f.date_to = date(val, key)?,
             "tags" => f.tags = strings(val, key)?,
             "source" | "sources" => f.sources = strings(val, key)?,
+            "as_of" => f.as_of = date(val, key)?,
             other => {
                 return Err(filter_err(
                     other,
-                    "unknown filter; filters are document_ids, type, language, date_from, date_to, tags, source",
+                    "unknown filter; filters are document_ids, type, language, date_from, date_to, tags, source, as_of",
                 ));
             }
         }

@@ -4,6 +4,7 @@
 //! The native tools run as child processes with time limits: a hostile or broken file can
 //! hang or crash a parser, never the server. Depends on bunko-core only.
 
+pub mod crawl;
 mod html;
 mod ocr;
 mod pdf;

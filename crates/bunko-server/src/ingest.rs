@@ -277,6 +277,7 @@ impl Ingest {
                 size_bytes: staged.size,
                 source: source.to_owned(),
                 tags: tags.to_vec(),
+                origin: None,
             })
             .await?;
         if !created {

@@ -710,6 +710,7 @@ pub async fn documents_dedupe_finish_atomically_and_cascade(s: Store) {
         size_bytes: 10,
         source: "upload".into(),
         tags: vec!["t".into()],
+        origin: None,
     };
     let (a, created) = s.create_document(new("aa", "A")).await.unwrap();
     assert!(created);
@@ -1063,6 +1064,7 @@ async fn one_document(s: &Store, slug: &str) -> (uuid::Uuid, uuid::Uuid) {
             size_bytes: 1,
             source: "upload".into(),
             tags: vec![],
+            origin: None,
         })
         .await
         .unwrap();

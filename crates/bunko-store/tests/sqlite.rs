@@ -71,7 +71,7 @@ mod open {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bunko.db");
         let s = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(s.schema_version().await.unwrap(), 6);
+        assert_eq!(s.schema_version().await.unwrap(), 7);
         drop(s);
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
             .await

@@ -368,20 +368,8 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
         None => projects = projects_for(state.store.as_ref(), p, None, Scope::Ask).await?,
     }
     let retrieval_started = Instant::now();
-    let documents: Option<HashSet<String>> = if filters.is_empty() {
-        None
-    } else {
-        let pids: Vec<Uuid> = projects.iter().map(|p| p.id).collect();
-        Some(
-            state
-                .store
-                .filter_documents(&pids, &filters)
-                .await?
-                .into_iter()
-                .map(|d| d.to_string())
-                .collect(),
-        )
-    };
+    let pids: Vec<Uuid> = projects.iter().map(|p| p.id).collect();
+    let documents = super::search::document_set(state.store.as_ref(), &pids, &filters).await?;
     let mut found = Vec::new();
     let nothing_to_search =
         projects.is_empty() || documents.as_ref().is_some_and(HashSet::is_empty);

@@ -144,6 +144,9 @@ pub struct SearchFilters {
     tags: Option<Vec<String>>,
     /// `upload`, `sample`, or a crawler's name.
     source: Option<Vec<String>>,
+    /// `YYYY-MM-DD`: of documents with versions (a law's revisions, a paper's arXiv versions),
+    /// the version valid on that day; without it, the current version.
+    as_of: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -362,6 +365,26 @@ pub async fn locate(
     Ok(())
 }
 
+/// The documents a search may return, applied inside both index halves: `None` (all of the
+/// projects') when there are no filters and no superseded versions to keep out.
+pub async fn document_set(
+    store: &dyn bunko_core::ports::MetaStore,
+    projects: &[Uuid],
+    filters: &bunko_core::search::SearchFilters,
+) -> Result<Option<std::collections::HashSet<String>>, Error> {
+    if filters.is_empty() && !store.has_superseded(projects).await? {
+        return Ok(None);
+    }
+    Ok(Some(
+        store
+            .filter_documents(projects, filters)
+            .await?
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect(),
+    ))
+}
+
 async fn run(
     s: &AppState,
     p: &Principal,
@@ -371,20 +394,8 @@ async fn run(
     let started = Instant::now();
     let query = parse_query(params.q.as_deref(), params.k, params.mode.as_deref())?;
     let projects = searchable_projects(s.store.as_ref(), p, params.project.as_deref()).await?;
-    // Filters become a set of documents of the searchable projects, applied inside both halves.
-    let documents: Option<std::collections::HashSet<String>> = if filters.is_empty() {
-        None
-    } else {
-        let pids: Vec<Uuid> = projects.iter().map(|p| p.id).collect();
-        Some(
-            s.store
-                .filter_documents(&pids, &filters)
-                .await?
-                .into_iter()
-                .map(|d| d.to_string())
-                .collect(),
-        )
-    };
+    let pids: Vec<Uuid> = projects.iter().map(|p| p.id).collect();
+    let documents = document_set(s.store.as_ref(), &pids, &filters).await?;
     let Ok(_permit) = s.search_permits.clone().try_acquire_owned() else {
         return Err(ApiError(
             Error::unavailable("search is at capacity; retry shortly")

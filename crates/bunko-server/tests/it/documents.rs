@@ -216,6 +216,7 @@ impl Docs {
                 size_bytes: 1,
                 source: "upload".into(),
                 tags: vec![],
+                origin: None,
             })
             .await
             .unwrap()

@@ -1,8 +1,8 @@
 use super::{SqliteStore, db_err, to_page};
 use async_trait::async_trait;
 use bunko_core::documents::{
-    ChunkRecord, DocError, DocMeta, DocStatus, DocType, Document, DocumentFilter, DocumentQueries,
-    NewDocument, PageMethod, PageText, Processed,
+    ChunkRecord, DocError, DocMeta, DocOrigin, DocStatus, DocType, Document, DocumentFilter,
+    DocumentQueries, NewDocument, PageMethod, PageText, Processed,
 };
 use bunko_core::ids::{new_id, now_ms};
 use bunko_core::ports::{Page, PageRequest, StoreError, StoreResult};
@@ -55,7 +55,28 @@ fn row_to_document(r: &SqliteRow) -> StoreResult<Document> {
         job_id: job.and_then(|j| Uuid::parse_str(&j).ok()),
         created_at_ms: r.try_get("created_at").map_err(db_err)?,
         updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
+        origin: row_to_origin(r)?,
     })
+}
+
+fn row_to_origin(r: &SqliteRow) -> StoreResult<Option<DocOrigin>> {
+    let Some(external_id) = r
+        .try_get::<Option<String>, _>("external_id")
+        .map_err(db_err)?
+    else {
+        return Ok(None);
+    };
+    let meta: Option<String> = r.try_get("origin_meta").map_err(db_err)?;
+    Ok(Some(DocOrigin {
+        external_id,
+        version: r.try_get("version").map_err(db_err)?,
+        valid_from: r.try_get("valid_from").map_err(db_err)?,
+        valid_to: r.try_get("valid_to").map_err(db_err)?,
+        current: r.try_get::<i64, _>("is_current").map_err(db_err)? != 0,
+        meta: meta
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or(serde_json::Value::Null),
+    }))
 }
 
 fn row_to_chunk(r: &SqliteRow) -> StoreResult<ChunkRecord> {
@@ -88,16 +109,23 @@ impl DocumentQueries for SqliteStore {
         let tags =
             serde_json::to_string(&d.tags).map_err(|e| StoreError::Backend(e.to_string()))?;
         // The unique (project, sha256) index makes a concurrent second upload a no-op.
+        let origin = d.origin.as_ref();
+        let origin_meta = origin
+            .map(|o| serde_json::to_string(&o.meta))
+            .transpose()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let title = origin.and_then(|o| o.title.clone()).unwrap_or(d.title);
         let inserted = sqlx::query(
             "INSERT INTO documents (id, project_id, title, filename, doc_type, sha256, size_bytes,
-                                    status, source, tags, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)
+                                    status, source, tags, created_at, updated_at,
+                                    external_id, version, valid_from, origin_meta)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (project_id, sha256) DO NOTHING
              RETURNING *",
         )
         .bind(new_id().to_string())
         .bind(d.project_id.to_string())
-        .bind(&d.title)
+        .bind(&title)
         .bind(&d.filename)
         .bind(d.doc_type.as_str())
         .bind(&d.sha256)
@@ -106,6 +134,10 @@ impl DocumentQueries for SqliteStore {
         .bind(tags)
         .bind(now)
         .bind(now)
+        .bind(origin.map(|o| o.external_id.as_str()))
+        .bind(origin.and_then(|o| o.version.as_deref()))
+        .bind(origin.and_then(|o| o.valid_from.as_deref()))
+        .bind(origin_meta)
         .fetch_optional(&self.writer)
         .await
         .map_err(|e| super::constraint_err(e, String::new, "project"))?;
@@ -276,7 +308,10 @@ impl DocumentQueries for SqliteStore {
         let r = sqlx::query(
             "UPDATE documents SET status = 'ready', stage = NULL, progress = 1, error_code = NULL,
                     error_message = NULL, page_count = ?, chunk_count = ?, language = ?,
-                    meta = ?, title = COALESCE(?, title), updated_at = ?
+                    meta = ?,
+                    -- a crawled document keeps the title its source gave
+                    title = CASE WHEN external_id IS NULL THEN COALESCE(?, title) ELSE title END,
+                    updated_at = ?
              WHERE id = ?",
         )
         .bind(p.pages.len() as i64)
@@ -478,7 +513,11 @@ impl DocumentQueries for SqliteStore {
                AND (? IS NULL OR COALESCE(substr(json_extract(meta, '$.created'), 1, 10),
                                           date(created_at / 1000, 'unixepoch')) >= ?)
                AND (? IS NULL OR COALESCE(substr(json_extract(meta, '$.created'), 1, 10),
-                                          date(created_at / 1000, 'unixepoch')) <= ?)",
+                                          date(created_at / 1000, 'unixepoch')) <= ?)
+               AND CASE WHEN ? IS NULL THEN is_current = 1
+                        ELSE external_id IS NULL
+                             OR ((valid_from IS NULL OR valid_from <= ?)
+                                 AND (valid_to IS NULL OR valid_to > ?)) END",
         )
         .bind(projects)
         .bind(&ids)
@@ -495,9 +534,76 @@ impl DocumentQueries for SqliteStore {
         .bind(&f.date_from)
         .bind(&f.date_to)
         .bind(&f.date_to)
+        .bind(&f.as_of)
+        .bind(&f.as_of)
+        .bind(&f.as_of)
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
         rows.iter().map(|r| uuid(r, "id")).collect()
+    }
+
+    async fn document_versions(
+        &self,
+        project: Uuid,
+        external_id: &str,
+    ) -> StoreResult<Vec<Document>> {
+        sqlx::query(
+            "SELECT * FROM documents WHERE project_id = ? AND external_id = ?
+             ORDER BY COALESCE(valid_from, ''), created_at, id",
+        )
+        .bind(project.to_string())
+        .bind(external_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(row_to_document)
+        .collect()
+    }
+
+    async fn refresh_versions(
+        &self,
+        project: Uuid,
+        external_id: &str,
+        today: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "WITH v AS (
+                 SELECT id,
+                        LEAD(valid_from) OVER (ORDER BY COALESCE(valid_from, ''), created_at, id)
+                            AS next_from,
+                        ROW_NUMBER() OVER (
+                            ORDER BY CASE WHEN valid_from IS NULL OR valid_from <= ?1 THEN 0 ELSE 1 END,
+                                     CASE WHEN valid_from IS NULL OR valid_from <= ?1
+                                          THEN COALESCE(valid_from, '') END DESC,
+                                     valid_from, created_at DESC, id DESC) AS rank
+                 FROM documents WHERE project_id = ?2 AND external_id = ?3)
+             UPDATE documents
+                SET valid_to = (SELECT next_from FROM v WHERE v.id = documents.id),
+                    is_current = (SELECT rank = 1 FROM v WHERE v.id = documents.id)
+              WHERE project_id = ?2 AND external_id = ?3",
+        )
+        .bind(today)
+        .bind(project.to_string())
+        .bind(external_id)
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn has_superseded(&self, projects: &[Uuid]) -> StoreResult<bool> {
+        let ids = serde_json::to_string(&projects.iter().map(Uuid::to_string).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM documents
+                            WHERE is_current = 0 AND project_id IN (SELECT value FROM json_each(?)))",
+        )
+        .bind(ids)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        Ok(n != 0)
     }
 }

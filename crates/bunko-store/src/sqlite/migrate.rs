@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules",
         include_str!("../../migrations/sqlite/0006_schedules.sql"),
     ),
+    (
+        7,
+        "sources",
+        include_str!("../../migrations/sqlite/0007_sources.sql"),
+    ),
 ];
 
 /// Must equal [`APPLICATION_ID`] (checked by a test).

@@ -10,6 +10,7 @@ mod maintenance;
 mod migrate;
 mod projects;
 mod schedules;
+mod sources;
 mod usage;
 
 use crate::OpenError;
