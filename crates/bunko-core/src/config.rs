@@ -55,6 +55,93 @@ pub struct Config {
     pub schedules: Vec<crate::schedule::ScheduleDef>,
     /// `[backup]`: where archives go and how many are kept.
     pub backup: BackupConfig,
+    /// `[crawl]`: how sources are fetched (User-Agent, allowed hosts, limits).
+    pub crawl: CrawlConfig,
+    /// `[[sources]]`: crawlers and watched folders (more can be made over `/api/v1/sources`).
+    pub sources: Vec<crate::sources::SourceDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrawlConfig {
+    /// Sent with every request unless a source sets its own; name a contact, as arXiv's and
+    /// e-Gov's terms ask.
+    pub user_agent: String,
+    /// Hosts sources may reach: exact names or `.suffix`; a source elsewhere is refused (at
+    /// config load, over the API, and at every redirect). Empty = any public host.
+    pub allow_hosts: Vec<String>,
+    /// Let sources reach loopback, private and link-local addresses (an intranet feed, a
+    /// stand-in server). Off: such addresses are refused even behind a public name.
+    pub allow_private_networks: bool,
+    /// Per request.
+    pub timeout_secs: u64,
+    /// Largest response taken (a listing page or a file).
+    pub max_response_bytes: u64,
+    /// The longest `Retry-After` waited out within a crawl; longer ends the crawl, which the
+    /// job queue retries later from the saved cursor.
+    pub max_retry_wait_secs: u64,
+    /// An HTTP(S) proxy for all crawling (`http://proxy:3128`); none = direct.
+    pub proxy: Option<String>,
+    /// A watched folder with more files than this is refused (split it).
+    pub folder_max_files: usize,
+}
+
+impl Default for CrawlConfig {
+    fn default() -> Self {
+        Self {
+            user_agent: format!(
+                "bunko/{} (document crawler; set crawl.user_agent to name your contact)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            allow_hosts: vec![
+                "export.arxiv.org".into(),
+                "arxiv.org".into(),
+                "oaipmh.arxiv.org".into(),
+                "laws.e-gov.go.jp".into(),
+            ],
+            allow_private_networks: false,
+            timeout_secs: 60,
+            max_response_bytes: 200 * 1024 * 1024,
+            max_retry_wait_secs: 120,
+            proxy: None,
+            folder_max_files: 100_000,
+        }
+    }
+}
+
+impl CrawlConfig {
+    /// Whether `host` is on the allow-list (an empty list allows any).
+    pub fn host_allowed(&self, host: &str) -> bool {
+        crate::sources::host_allowed(&self.allow_hosts, host)
+    }
+
+    /// A source's definition checked, including its host against the allow-list.
+    /// `invalid_input` for a malformed definition, `source_refused` for a host not allowed.
+    pub fn check_source(&self, def: &crate::sources::SourceDef) -> Result<(), crate::Error> {
+        def.validate()
+            .map_err(|e| crate::Error::new(crate::Code::InvalidInput, e))?;
+        if let Some(url) = def.url() {
+            let host = url
+                .split_once("://")
+                .map(|(_, r)| r.split(['/', '?', '#']).next().unwrap_or(""))
+                .unwrap_or("");
+            let host = match host.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => host,
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if !self.host_allowed(host) {
+                return Err(crate::Error::new(
+                    crate::Code::SourceRefused,
+                    format!(
+                        "host `{host}` is not in crawl.allow_hosts ({}); add it there to crawl it",
+                        self.allow_hosts.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +197,8 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             schedules: Vec::new(),
             backup: BackupConfig::default(),
+            crawl: CrawlConfig::default(),
+            sources: Vec::new(),
             database: DatabaseConfig::default(),
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
@@ -996,6 +1085,27 @@ impl Config {
             if !names.insert(s.name.as_str()) {
                 err(&key, format!("name `{}` is used twice", s.name));
             }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = format!("sources[{i}]");
+            if let Err(e) = self.crawl.check_source(s) {
+                err(&key, format!("`{}`: {}", s.name, e.detail));
+            }
+            if !names.insert(s.name.as_str()) {
+                err(&key, format!("name `{}` is used twice", s.name));
+            }
+        }
+        if self.crawl.timeout_secs == 0 || self.crawl.max_response_bytes == 0 {
+            err(
+                "crawl",
+                "timeout_secs and max_response_bytes must be above 0".into(),
+            );
+        }
+        if let Some(p) = &self.crawl.proxy
+            && !(p.starts_with("http://") || p.starts_with("https://"))
+        {
+            err("crawl.proxy", format!("`{p}` is not an http(s) URL"));
         }
         if !(0.0..=1.0).contains(&self.otel.sample_ratio) {
             err("otel.sample_ratio", "must be between 0 and 1".into());

@@ -109,6 +109,11 @@ error_codes! {
     NoAnswer => (422, "no_answer", "The documents hold no answer"),
     /// The document is still queued or being processed (or failed): it has no text yet.
     DocumentNotReady => (409, "document_not_ready", "Document not ready"),
+    /// A source's address is not allowed (not in `crawl.allow_hosts`, or an internal
+    /// address): refused against server-side request forgery.
+    SourceRefused => (422, "source_refused", "Source address refused"),
+    /// A source answered with an error or with something that is not its documented format.
+    SourceFailed => (502, "source_failed", "Source failed"),
 }
 
 impl fmt::Display for Code {

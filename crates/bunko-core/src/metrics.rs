@@ -53,6 +53,9 @@ pub struct Metrics {
     pub rag_citations: IntCounterVec,
     pub rag_answers: IntCounterVec,
     pub summaries: IntCounterVec,
+    pub crawl_items: IntCounterVec,
+    pub crawl_requests: IntCounterVec,
+    pub crawl_runs: IntCounterVec,
     pub schedule_next_run: prometheus::GaugeVec,
     pub schedule_last_run: prometheus::GaugeVec,
     pub schedule_last_outcome: IntGaugeVec,
@@ -341,6 +344,22 @@ impl Metrics {
             "Document summary jobs finished, by outcome (generated/failed).",
             &["outcome"],
         );
+        // Sources are named by administrators (config or API), not by request data.
+        let crawl_items = b.counters(
+            "bunko_crawl_items_total",
+            "Items crawls looked at, by source and outcome (added/unchanged/failed/deleted).",
+            &["source", "outcome"],
+        );
+        let crawl_requests = b.counters(
+            "bunko_crawl_requests_total",
+            "HTTP requests made to sources (listings and files).",
+            &["source"],
+        );
+        let crawl_runs = b.counters(
+            "bunko_crawl_runs_total",
+            "Crawls finished, by source and outcome (ok/failed).",
+            &["source", "outcome"],
+        );
         // Schedules are named by administrators (config or API), not by request data.
         let schedule_next_run = b.add(
             prometheus::GaugeVec::new(
@@ -486,6 +505,9 @@ impl Metrics {
             rag_citations,
             rag_answers,
             summaries,
+            crawl_items,
+            crawl_requests,
+            crawl_runs,
             schedule_next_run,
             schedule_last_run,
             schedule_last_outcome,

@@ -119,9 +119,6 @@ pub struct SourceDef {
     /// Tags given to its documents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// Summarise each new document (within `crawl.summary_daily_tokens`).
-    #[serde(default)]
-    pub summarize: bool,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -200,6 +197,20 @@ impl SourceDef {
     pub fn delay_ms(&self) -> u64 {
         self.delay_ms.unwrap_or(self.kind.default_delay_ms())
     }
+}
+
+/// Whether `host` matches the allow-list: exact names, or `.suffix` for a domain and its
+/// subdomains. An empty list allows any host.
+pub fn host_allowed(allow: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    allow.is_empty()
+        || allow.iter().any(|a| {
+            let a = a.to_ascii_lowercase();
+            match a.strip_prefix('.') {
+                Some(suffix) => host == suffix || host.ends_with(&format!(".{suffix}")),
+                None => host == a,
+            }
+        })
 }
 
 /// An `http(s)` URL with a host and no credentials in it.

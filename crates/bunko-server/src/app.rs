@@ -454,6 +454,11 @@ impl Runtime {
             crate::ingest::QUEUE,
             Arc::new(crate::ingest::ProcessDocument(ingest.clone())),
         );
+        registry.register(
+            crate::crawl::KIND,
+            crate::crawl::QUEUE,
+            Arc::new(crate::crawl::CrawlJob(ingest.clone())),
+        );
         let tasks = Tasks::new();
         let gateway = Arc::new(
             crate::gateway::GatewayService::start(

@@ -57,6 +57,16 @@ pub enum Command {
     /// The cron table: list schedules, run one now, pause or resume one
     #[command(subcommand)]
     Schedules(SchedulesCmd),
+    /// Crawl one source now ([[sources]]: arXiv, e-Gov law API, a feed, a watched folder)
+    Crawl {
+        source: String,
+        /// The crawl's statistics as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// The sources and their last crawls
+    #[command(subcommand)]
+    Sources(SourcesCmd),
     /// Back up the data dir to one archive, list, verify and restore archives
     #[command(subcommand)]
     Backup(BackupCmd),
@@ -348,6 +358,16 @@ pub enum BackupCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum SourcesCmd {
+    /// Every source with its last crawl
+    List {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum SchedulesCmd {
     /// Every schedule with its next and last run
     List {
@@ -618,6 +638,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             } => commands::eval::search(&config, &query, project.as_deref(), k, &mode, json).await,
             Command::Jobs(cmd) => commands::jobs::run(&config, cmd).await,
             Command::Schedules(cmd) => commands::schedules::run(&config, cmd).await,
+            Command::Crawl { source, json } => {
+                commands::sources::crawl(config, &source, json).await
+            }
+            Command::Sources(cmd) => commands::sources::run(&config, cmd).await,
             Command::Backup(cmd) => commands::backup::run(config, cmd).await,
             Command::Ask {
                 question,

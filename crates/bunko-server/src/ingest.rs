@@ -259,6 +259,21 @@ impl Ingest {
         password: Option<&str>,
         tags: &[String],
     ) -> Result<Added, Error> {
+        self.add_with_origin(project, staged, source, password, tags, None)
+            .await
+    }
+
+    /// [`Ingest::add_tagged`] for a crawled item: its external id, version, validity and the
+    /// source's metadata and title go with the new document.
+    pub async fn add_with_origin(
+        &self,
+        project: Uuid,
+        staged: Staged,
+        source: &str,
+        password: Option<&str>,
+        tags: &[String],
+        origin: Option<bunko_core::documents::NewOrigin>,
+    ) -> Result<Added, Error> {
         let title = staged
             .filename
             .rsplit_once('.')
@@ -277,7 +292,7 @@ impl Ingest {
                 size_bytes: staged.size,
                 source: source.to_owned(),
                 tags: tags.to_vec(),
-                origin: None,
+                origin,
             })
             .await?;
         if !created {
@@ -540,14 +555,19 @@ impl Ingest {
             overlap: self.config.ingest.chunk_overlap,
         };
         let project = doc.project_id;
-        let title_hint = doc.title.clone();
+        // A source's title (arXiv, e-Gov, a feed) is the title; else the file's own, else its name.
+        let title = if doc.origin.is_some() {
+            Title::Given(doc.title.clone())
+        } else {
+            Title::Hint(doc.title.clone())
+        };
         let (processed, texts) = tokio::task::spawn_blocking(move || {
             let ready = vector.get().ok();
             let counter = |s: &str| match ready {
                 Some(r) => r.encoder.tokenize(s, bunko_embed::Role::Passage).len(),
                 None => estimate_tokens(s),
             };
-            build(id, project, &title_hint, extracted, params, &counter)
+            build(id, project, &title, extracted, params, &counter)
         })
         .await
         .map_err(|e| Failed::Transient(Code::Internal, format!("chunking thread: {e}")))??;
@@ -836,11 +856,19 @@ pub struct ConsistencyReport {
     pub stale_failed: usize,
 }
 
+/// Where a document's title comes from.
+enum Title {
+    /// The source's: kept whatever the file says.
+    Given(String),
+    /// The file name: used when the file's metadata has none.
+    Hint(String),
+}
+
 /// Normalises pages and chunks them; the texts to embed come back beside the records.
 fn build(
     id: Uuid,
     project: Uuid,
-    title_hint: &str,
+    title: &Title,
     extracted: Extracted,
     params: ChunkParams,
     count: &dyn Fn(&str) -> usize,
@@ -883,11 +911,14 @@ fn build(
     if meta.arxiv_id.is_none() {
         meta.arxiv_id = bunko_core::documents::find_arxiv_id(&front);
     }
-    let title = meta
-        .title
-        .clone()
-        .filter(|t| !t.trim().is_empty())
-        .unwrap_or_else(|| title_hint.to_owned());
+    let title = match title {
+        Title::Given(t) => t.clone(),
+        Title::Hint(hint) => meta
+            .title
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| hint.clone()),
+    };
     // The document's language: the one most of its characters are in.
     let mut by_lang: std::collections::BTreeMap<&str, usize> = Default::default();
     for c in &chunks {

@@ -6,6 +6,7 @@ pub mod app;
 pub mod backup;
 pub mod cli;
 pub mod commands;
+pub mod crawl;
 pub mod embedder;
 pub mod gateway;
 pub mod http;

@@ -50,6 +50,16 @@ pub async fn start(state: &AppState) -> Result<(), CliError> {
             StoreError::Conflict(m) => CliError::usage(m),
             e => CliError::failure(format!("storing the schedules: {e}")),
         })?;
+    // Sources are checked at config load; here they become the store's `config` sources
+    // (cursors and item memory kept for names that stay).
+    state
+        .store
+        .sync_config_sources(&state.config.sources)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => CliError::usage(m),
+            e => CliError::failure(format!("storing the sources: {e}")),
+        })?;
     if !state.config.scheduler.enabled {
         tracing::info!("scheduler.enabled = false: this process fires no schedules");
         return Ok(());

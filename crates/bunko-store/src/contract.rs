@@ -50,7 +50,8 @@ macro_rules! contract_tests {
             conversations_keep_turns_in_order, summaries_latest_wins_and_cascade,
             notes_crud_filter_and_cascade, schedules_sync_pause_and_history,
             one_scheduler_lease_at_a_time, scheduler_fires_each_slot_once_and_handles_missed_slots,
-            cleanup_purges_finished_jobs_and_expired_sessions);
+            cleanup_purges_finished_jobs_and_expired_sessions,
+            sources_keep_cursors_items_and_outcomes, versions_are_ordered_and_current_by_date);
     };
     (@each $make:expr; $($name:ident),+) => {
         $(
@@ -1444,4 +1445,213 @@ pub async fn cleanup_purges_finished_jobs_and_expired_sessions(s: Store) {
     assert!(s.referenced_blobs().await.unwrap().is_empty());
     assert_eq!(s.integrity_check().await.unwrap(), "ok");
     assert_eq!(s.chunk_count().await.unwrap(), 0);
+}
+
+fn source(name: &str, url: &str) -> bunko_core::sources::SourceDef {
+    serde_json::from_value(json!({"name": name, "kind": "feed", "project": "p", "url": url}))
+        .unwrap()
+}
+
+pub async fn sources_keep_cursors_items_and_outcomes(s: Store) {
+    use bunko_core::schedule::Origin;
+    use bunko_core::sources::CrawlStats;
+    s.sync_config_sources(&[source("a", "https://a.example/feed")])
+        .await
+        .unwrap();
+    let api = s
+        .create_source(&source("b", "https://b.example/feed"))
+        .await
+        .unwrap();
+    assert_eq!(api.origin, Origin::Api);
+    assert!(matches!(
+        s.create_source(&source("a", "https://x/"))
+            .await
+            .unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    assert!(matches!(
+        s.sync_config_sources(&[source("b", "https://x/")])
+            .await
+            .unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    // Cursor and items survive a changed definition.
+    s.save_source_cursor("a", &serde_json::json!({"etag": "\"x\""}))
+        .await
+        .unwrap();
+    s.put_source_item("a", "k1", "h1", None).await.unwrap();
+    s.put_source_item("a", "k1", "h2", None).await.unwrap();
+    s.put_source_item("a", "k2", "h3", None).await.unwrap();
+    s.sync_config_sources(&[source("a", "https://a.example/other")])
+        .await
+        .unwrap();
+    let a = s.get_source("a").await.unwrap().unwrap();
+    assert_eq!(a.def.url.as_deref(), Some("https://a.example/other"));
+    assert_eq!(a.cursor["etag"], "\"x\"");
+    assert_eq!(
+        s.source_item("a", "k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .content_hash,
+        "h2"
+    );
+    assert_eq!(s.source_items("a").await.unwrap().len(), 2);
+    s.forget_source_item("a", "k2").await.unwrap();
+    assert!(s.source_item("a", "k2").await.unwrap().is_none());
+    // Outcomes.
+    let stats = CrawlStats {
+        added: 3,
+        ..Default::default()
+    };
+    s.finish_crawl("a", None, &stats, Some("source_failed: boom"))
+        .await
+        .unwrap();
+    let a = s.get_source("a").await.unwrap().unwrap();
+    assert_eq!(a.last_status.as_deref(), Some("failed"));
+    assert_eq!(a.last_stats.added, 3);
+    s.finish_crawl("a", None, &stats, None).await.unwrap();
+    let a = s.get_source("a").await.unwrap().unwrap();
+    assert_eq!((a.last_status.as_deref(), a.last_error), (Some("ok"), None));
+    // A config source that goes away takes its items along; API ones are deleted by name.
+    s.sync_config_sources(&[]).await.unwrap();
+    assert!(s.get_source("a").await.unwrap().is_none());
+    assert!(s.source_items("a").await.unwrap().is_empty());
+    assert_eq!(
+        s.list_sources()
+            .await
+            .unwrap()
+            .iter()
+            .map(|x| x.def.name.clone())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert!(s.delete_source("b").await.unwrap());
+    assert!(!s.delete_source("b").await.unwrap());
+}
+
+pub async fn versions_are_ordered_and_current_by_date(s: Store) {
+    use bunko_core::documents::*;
+    use bunko_core::search::SearchFilters;
+    let p = s
+        .create_project(NewProject {
+            name: "Laws".into(),
+            slug: "laws".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let version = |sha: &str, v: &str, from: &str| NewDocument {
+        project_id: p.id,
+        title: "file name".into(),
+        filename: format!("{v}.txt"),
+        doc_type: DocType::Text,
+        sha256: sha.into(),
+        size_bytes: 1,
+        source: "egov".into(),
+        tags: vec![],
+        origin: Some(NewOrigin {
+            external_id: "egov:law".into(),
+            version: Some(v.into()),
+            valid_from: Some(from.into()),
+            title: Some("Some Act".into()),
+            meta: serde_json::json!({"law_num": "No. 1"}),
+        }),
+    };
+    // Added out of order, one not yet in force.
+    let (b, _) = s
+        .create_document(version("b1", "r2", "2020-04-01"))
+        .await
+        .unwrap();
+    let (a, _) = s
+        .create_document(version("a1", "r1", "2010-01-01"))
+        .await
+        .unwrap();
+    let (c, _) = s
+        .create_document(version("c1", "r3", "2030-01-01"))
+        .await
+        .unwrap();
+    let (plain, _) = s
+        .create_document(NewDocument {
+            origin: None,
+            sha256: "d1".into(),
+            title: "Upload".into(),
+            ..version("x", "x", "x")
+        })
+        .await
+        .unwrap();
+    assert_eq!(b.title, "Some Act", "the source's title, not the file's");
+    assert!(!s.has_superseded(&[p.id]).await.unwrap());
+    s.refresh_versions(p.id, "egov:law", "2025-06-01")
+        .await
+        .unwrap();
+    let vs = s.document_versions(p.id, "egov:law").await.unwrap();
+    let ids: Vec<_> = vs.iter().map(|d| d.id).collect();
+    assert_eq!(ids, [a.id, b.id, c.id]);
+    let o = |i: usize| vs[i].origin.clone().unwrap();
+    assert_eq!(o(0).valid_to.as_deref(), Some("2020-04-01"));
+    assert_eq!(o(1).valid_to.as_deref(), Some("2030-01-01"));
+    assert_eq!(o(2).valid_to, None);
+    assert_eq!(
+        [o(0).current, o(1).current, o(2).current],
+        [false, true, false]
+    );
+    assert_eq!(o(1).meta["law_num"], "No. 1");
+    assert!(s.has_superseded(&[p.id]).await.unwrap());
+    // Once the date passes, the future revision is the current one.
+    s.refresh_versions(p.id, "egov:law", "2030-01-01")
+        .await
+        .unwrap();
+    let vs = s.document_versions(p.id, "egov:law").await.unwrap();
+    assert!(vs[2].origin.as_ref().unwrap().current && !vs[1].origin.as_ref().unwrap().current);
+    s.refresh_versions(p.id, "egov:law", "2025-06-01")
+        .await
+        .unwrap();
+
+    // Search filters: current versions by default; `as_of` picks the version of that day.
+    let done = Processed {
+        title: None,
+        meta: DocMeta::default(),
+        language: None,
+        pages: vec![],
+        chunks: vec![],
+    };
+    for d in [a.id, b.id, c.id, plain.id] {
+        s.finish_document(d, &done).await.unwrap();
+    }
+    assert_eq!(
+        s.get_document(b.id).await.unwrap().unwrap().title,
+        "Some Act"
+    );
+    let ready = |f: SearchFilters| {
+        let s = s.clone();
+        async move {
+            let mut v = s.filter_documents(&[p.id], &f).await.unwrap();
+            v.sort();
+            v
+        }
+    };
+    let mut want = vec![b.id, plain.id];
+    want.sort();
+    assert_eq!(ready(SearchFilters::default()).await, want);
+    for (day, version) in [
+        ("2015-05-05", a.id),
+        ("2020-04-01", b.id),
+        ("2031-01-01", c.id),
+    ] {
+        let mut want = vec![version, plain.id];
+        want.sort();
+        let got = ready(SearchFilters {
+            as_of: Some(day.into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(got, want, "as of {day}");
+    }
+    let before = ready(SearchFilters {
+        as_of: Some("2000-01-01".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(before, vec![plain.id], "no version was valid then");
 }

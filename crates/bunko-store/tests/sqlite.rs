@@ -87,7 +87,7 @@ mod open {
                 err,
                 OpenError::NewerSchema {
                     found: 999,
-                    supported: 6,
+                    supported: 7,
                     ..
                 }
             ),

@@ -75,17 +75,18 @@ pub async fn atom_page(
         parse_atom(&feed, def.fetch_files).map_err(|e| CrawlError::Format(url.to_string(), e))?;
     let n = items.len() as u64;
     let more = n > 0 && total.is_some_and(|t| start + n < t);
+    // The newest day seen over this crawl's pages: the next crawl looks again from there
+    // (items of that day already taken are skipped by their keys).
+    let newest = items
+        .iter()
+        .filter_map(|i| i.valid_from.clone())
+        .chain(s(cursor, "newest"))
+        .max();
     let cursor = if more {
-        json!({ "start": start + n, "from": from })
+        json!({ "start": start + n, "from": from, "newest": newest })
     } else {
-        // The next crawl looks again from the newest day seen: items of that day already
-        // taken are skipped by their keys.
-        let newest = items
-            .iter()
-            .filter_map(|i| i.valid_from.clone())
-            .max()
-            .or(from);
-        json!({ "start": 0, "from": newest })
+        let next_from = [newest, from].into_iter().flatten().max();
+        json!({ "start": 0, "from": next_from })
     };
     Ok(Page {
         items,

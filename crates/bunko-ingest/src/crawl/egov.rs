@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 struct LawsResponse {
     #[serde(default)]
     total_count: Option<u64>,
+    /// Read only to check the shape (a number).
+    #[serde(default)]
+    #[allow(dead_code)]
+    count: Option<u64>,
     #[serde(default)]
     next_offset: Option<u64>,
     laws: Vec<LawEntry>,

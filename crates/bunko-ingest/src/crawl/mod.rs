@@ -123,15 +123,7 @@ impl NetPolicy {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        if !self.allow_hosts.is_empty()
-            && !self.allow_hosts.iter().any(|a| {
-                let a = a.to_ascii_lowercase();
-                match a.strip_prefix('.') {
-                    Some(suffix) => host == suffix || host.ends_with(&format!(".{suffix}")),
-                    None => host == a,
-                }
-            })
-        {
+        if !bunko_core::sources::host_allowed(&self.allow_hosts, &host) {
             return Err(CrawlError::Refused(format!(
                 "host `{host}` is not in crawl.allow_hosts"
             )));

@@ -12,3 +12,4 @@ pub mod jobs;
 pub mod models;
 pub mod schedules;
 pub mod serve;
+pub mod sources;

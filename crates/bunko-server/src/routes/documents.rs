@@ -68,10 +68,67 @@ pub struct DocumentView {
     job_id: Option<Uuid>,
     created_at: String,
     updated_at: String,
+    /// For a document taken from a source: the item and which version of it this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<OriginView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OriginView {
+    /// The item all versions share: `arxiv:2101.00001`, `egov:411AC0000000127`,
+    /// `feed:NAME:ENTRY`, `folder:NAME:PATH`.
+    external_id: String,
+    /// arXiv `v2`, a law's revision id.
+    version: Option<String>,
+    /// `YYYY-MM-DD`: published (a paper version) or in force (a law revision).
+    valid_from: Option<String>,
+    /// The next version's `valid_from`.
+    valid_to: Option<String>,
+    /// The version search and ask see unless asked `as_of` a date.
+    current: bool,
+    /// The source's metadata (arXiv: abstract, categories, journal ref, dates; e-Gov: law
+    /// number, type, promulgation and enforcement dates, the amending law).
+    #[schema(value_type = Object)]
+    meta: serde_json::Value,
+}
+
+fn meta_strings(meta: &serde_json::Value, key: &str) -> Vec<String> {
+    meta.get(key)
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn meta_string(meta: &serde_json::Value, key: &str) -> Option<String> {
+    meta.get(key)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
 }
 
 impl From<Document> for DocumentView {
-    fn from(d: Document) -> Self {
+    fn from(mut d: Document) -> Self {
+        // What the source says fills what the file does not.
+        if let Some(o) = &d.origin {
+            if d.meta.authors.is_empty() {
+                d.meta.authors = meta_strings(&o.meta, "authors");
+            }
+            d.meta.doi = d.meta.doi.take().or_else(|| meta_string(&o.meta, "doi"));
+            d.meta.arxiv_id = d
+                .meta
+                .arxiv_id
+                .take()
+                .or_else(|| meta_string(&o.meta, "arxiv_id"));
+            d.meta.created = d
+                .meta
+                .created
+                .take()
+                .or_else(|| meta_string(&o.meta, "published"))
+                .or_else(|| meta_string(&o.meta, "promulgation_date"));
+        }
         Self {
             id: d.id,
             project_id: d.project_id,
@@ -100,6 +157,14 @@ impl From<Document> for DocumentView {
             job_id: d.job_id,
             created_at: rfc3339(d.created_at_ms),
             updated_at: rfc3339(d.updated_at_ms),
+            origin: d.origin.map(|o| OriginView {
+                external_id: o.external_id,
+                version: o.version,
+                valid_from: o.valid_from,
+                valid_to: o.valid_to,
+                current: o.current,
+                meta: o.meta,
+            }),
         }
     }
 }
@@ -398,6 +463,35 @@ pub async fn show(
 ) -> ApiResult<axum::Json<DocumentView>> {
     let d = document_for::<ReadScope>(&s, &caller, &id).await?;
     Ok(axum::Json(d.into()))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionList {
+    /// Oldest first; a document without a source is its own only version.
+    items: Vec<DocumentView>,
+}
+
+/// Every version of the item this document is a version of (a paper's arXiv versions, a
+/// law's revisions with the dates they are in force).
+#[utoipa::path(get, path = "/api/v1/documents/{id}/versions", tag = "documents", params(("id" = String, Path)),
+    responses((status = 200, body = VersionList), (status = 404, description = "not_found")), security(("bearer" = [])))]
+pub async fn versions(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<VersionList>> {
+    let d = document_for::<ReadScope>(&s, &caller, &id).await?;
+    let items = match &d.origin {
+        Some(o) => {
+            s.store
+                .document_versions(d.project_id, &o.external_id)
+                .await?
+        }
+        None => vec![d],
+    };
+    Ok(axum::Json(VersionList {
+        items: items.into_iter().map(DocumentView::from).collect(),
+    }))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -15,6 +15,7 @@ mod openai;
 mod projects;
 mod schedules;
 pub mod search;
+mod sources;
 mod usage;
 mod users;
 
@@ -114,6 +115,11 @@ fn table() -> Table {
             documents::list,
         )
         .add(M::GET, "/api/v1/documents/{id}", documents::show)
+        .add(
+            M::GET,
+            "/api/v1/documents/{id}/versions",
+            documents::versions,
+        )
         .add(M::DELETE, "/api/v1/documents/{id}", documents::delete)
         .add(M::GET, "/api/v1/documents/{id}/pages/{n}", documents::page)
         .add(
@@ -142,6 +148,11 @@ fn table() -> Table {
         .add(M::POST, "/api/chat", ollama::chat)
         .add(M::POST, "/api/generate", ollama::generate)
         .add(M::POST, "/api/embed", ollama::embed)
+        .add(M::GET, "/api/v1/sources", sources::list)
+        .add(M::POST, "/api/v1/sources", sources::create)
+        .add(M::GET, "/api/v1/sources/{name}", sources::show)
+        .add(M::DELETE, "/api/v1/sources/{name}", sources::delete)
+        .add(M::POST, "/api/v1/sources/{name}/crawl", sources::crawl_now)
         .add(M::GET, "/api/v1/schedules", schedules::list)
         .add(M::POST, "/api/v1/schedules", schedules::create)
         .add(M::GET, "/api/v1/schedules/{name}", schedules::show)

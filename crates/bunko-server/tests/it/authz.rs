@@ -170,6 +170,13 @@ fn expected(method: &Method, path: &str, w: Who) -> Option<Exp> {
             | "/api/v1/schedules/{name}/resume"
             | "/api/v1/schedules/{name}/run",
         ) => admin_only(w, 404),
+        ("GET", "/api/v1/sources") => admin_only(w, 200),
+        // An unknown field: administrators reach validation.
+        ("POST", "/api/v1/sources") => admin_only(w, 422),
+        ("GET" | "DELETE", "/api/v1/sources/{name}") | ("POST", "/api/v1/sources/{name}/crawl") => {
+            admin_only(w, 404)
+        }
+        ("GET", "/api/v1/documents/{id}/versions") => document(w, Scope::Read, 200),
         ("GET", "/api/v1/jobs") => admin_only(w, 200),
         ("POST", "/api/v1/jobs") => admin_only(w, 422),
         ("GET", "/api/v1/jobs/{id}") => admin_only(w, 404),

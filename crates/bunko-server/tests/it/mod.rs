@@ -3,6 +3,7 @@ mod authz;
 mod backup;
 mod cli;
 mod crash;
+mod crawl;
 pub mod documents;
 mod eval;
 mod gateway;
