@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 size_bytes: 1,
                 source: "upload".into(),
                 tags: vec![],
+                origin: None,
             })
             .await?;
         let mut page_text = String::new();

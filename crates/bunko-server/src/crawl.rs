@@ -206,7 +206,9 @@ impl Run<'_> {
                     "cancelled; resumes from the cursor",
                 ));
             }
-            let fetcher = self.fetcher.as_ref().expect("set above");
+            let Some(fetcher) = self.fetcher.as_ref() else {
+                return Err(JobFailure::permanent(Code::Internal, "no fetcher"));
+            };
             let page = crawl::list_page(&def, fetcher, &cursor)
                 .await
                 .map_err(|e| failure(&e))?;
@@ -378,10 +380,11 @@ impl Run<'_> {
                 .map_err(stage_err),
             Content::Path(p) => self.ingest.stage_path(p).await.map_err(stage_err),
             Content::Fetch { url, filename } | Content::EgovLaw { url, filename } => {
-                let fetcher = self
-                    .fetcher
-                    .as_ref()
-                    .expect("network sources have a fetcher");
+                let Some(fetcher) = self.fetcher.as_ref() else {
+                    return Err(Taken::Skip(
+                        "this source fetches nothing over the network".into(),
+                    ));
+                };
                 let got = fetcher.get(url, (None, None)).await.map_err(|e| match &e {
                     e if e.retryable() => Taken::Stop(failure(e)),
                     e => Taken::Skip(e.to_string()),

@@ -531,18 +531,18 @@ pub fn filename_from_url(url: &str, ext: &str) -> String {
     } else {
         name
     };
-    if !ext.is_empty() && !name.contains('.') {
-        format!("{name}.{ext}")
-    } else if !ext.is_empty()
-        && !name.rsplit_once('.').is_some_and(|(_, e)| {
-            e.len() <= 5
-                && e.chars().all(|c| c.is_ascii_alphanumeric())
-                && !e.chars().all(|c| c.is_ascii_digit())
-        })
-    {
-        format!("{name}.{ext}")
-    } else {
+    // A name without an extension of letters (`1501.05039v1` has the "extension" `05039v1`)
+    // gets the one given.
+    let has_ext = name.rsplit_once('.').is_some_and(|(_, e)| {
+        e.len() <= 5
+            && e.chars().all(|c| c.is_ascii_alphanumeric())
+            && !e.chars().all(|c| c.is_ascii_digit())
+            && !e.chars().next().is_some_and(|c| c.is_ascii_digit())
+    });
+    if ext.is_empty() || has_ext {
         name
+    } else {
+        format!("{name}.{ext}")
     }
 }
 
