@@ -70,6 +70,7 @@ pub fn fetch_config(c: &bunko_core::config::CrawlConfig) -> FetchConfig {
 fn failure(e: &CrawlError) -> JobFailure {
     match e {
         CrawlError::Refused(m) => JobFailure::permanent(Code::SourceRefused, m.clone()),
+        e @ CrawlError::Disallowed(_) => JobFailure::permanent(Code::SourceRefused, e.to_string()),
         e if e.retryable() => JobFailure::retryable(Code::SourceFailed, e.to_string()),
         e => JobFailure::permanent(Code::SourceFailed, e.to_string()),
     }

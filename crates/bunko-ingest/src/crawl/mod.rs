@@ -13,6 +13,7 @@ pub mod arxiv;
 pub mod egov;
 pub mod feed;
 pub mod folder;
+pub mod robots;
 pub mod xml;
 
 use bunko_core::sources::{SourceDef, SourceKind};
@@ -83,6 +84,9 @@ pub enum CrawlError {
     /// The response is not what the API documents (malformed XML, wrong JSON shape).
     #[error("unexpected response from {0}: {1}")]
     Format(String, String),
+    /// robots.txt of the host disallows the URL.
+    #[error("{0} is disallowed by the host's robots.txt")]
+    Disallowed(String),
     #[error("{0}")]
     Local(String),
 }
@@ -233,7 +237,15 @@ pub struct Fetcher {
     last: tokio::sync::Mutex<Option<Instant>>,
     /// Requests made (for the crawl's statistics).
     pub requests: std::sync::atomic::AtomicU32,
+    /// robots.txt rules per origin, for sources that fetch web pages (feeds); `None` for
+    /// APIs (arXiv, e-Gov), whose terms of use govern instead.
+    robots: Option<tokio::sync::Mutex<std::collections::HashMap<String, robots::Rules>>>,
 }
+
+/// The product token bunko looks for in robots.txt.
+pub const ROBOTS_AGENT: &str = "bunko";
+/// The longest Crawl-delay honoured.
+const MAX_CRAWL_DELAY: Duration = Duration::from_secs(60);
 
 const MAX_REDIRECTS: usize = 5;
 const MAX_ATTEMPTS: u32 = 4;
@@ -269,19 +281,57 @@ impl Fetcher {
             config,
             last: tokio::sync::Mutex::new(None),
             requests: std::sync::atomic::AtomicU32::new(0),
+            robots: (def.kind == SourceKind::Feed).then(Default::default),
         })
     }
 
-    /// Waits until the source's pause since the previous request has passed.
-    async fn pace(&self) {
+    /// Waits until the source's pause (or the host's longer Crawl-delay) since the previous
+    /// request has passed.
+    async fn pace(&self, host_delay: Duration) {
+        let delay = self.delay.max(host_delay.min(MAX_CRAWL_DELAY));
         let mut last = self.last.lock().await;
         if let Some(t) = *last {
             let since = t.elapsed();
-            if since < self.delay {
-                tokio::time::sleep(self.delay - since).await;
+            if since < delay {
+                tokio::time::sleep(delay - since).await;
             }
         }
         *last = Some(Instant::now());
+    }
+
+    /// The host's robots.txt rules (fetched once per crawl): a missing file (4xx) allows
+    /// everything; a failing one (5xx) stops the crawl for now, as RFC 9309 asks.
+    async fn robots_for(&self, url: &reqwest::Url) -> Result<Option<robots::Rules>, CrawlError> {
+        let Some(cache) = &self.robots else {
+            return Ok(None);
+        };
+        let origin = url.origin().ascii_serialization();
+        if let Some(r) = cache.lock().await.get(&origin) {
+            return Ok(Some(r.clone()));
+        }
+        let robots_url = format!("{origin}/robots.txt");
+        self.pace(Duration::ZERO).await;
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rules = match self.client.get(&robots_url).send().await {
+            Ok(resp) if resp.status().is_success() => {
+                let body = read_limited(resp, 512 * 1024).await?.unwrap_or_default();
+                robots::parse(&String::from_utf8_lossy(&body), ROBOTS_AGENT)
+            }
+            Ok(resp) if resp.status().is_server_error() => {
+                return Err(CrawlError::Status {
+                    url: robots_url,
+                    status: resp.status().as_u16(),
+                    detail: " (robots.txt unreachable: nothing is fetched from the host for now)"
+                        .into(),
+                    retry_after: None,
+                });
+            }
+            Ok(_) => robots::Rules::default(),
+            Err(e) => return Err(CrawlError::Network(format!("{robots_url}: {e}"))),
+        };
+        cache.lock().await.insert(origin, rules.clone());
+        Ok(Some(rules))
     }
 
     /// GET with the policy, pace, retries on 429/503 and redirects. `conditional` is the
@@ -333,7 +383,21 @@ impl Fetcher {
             .map_err(|e| CrawlError::Refused(format!("`{url}` is not a URL: {e}")))?;
         for _ in 0..=MAX_REDIRECTS {
             self.config.policy.check(&current)?;
-            self.pace().await;
+            let rules = self.robots_for(&current).await?;
+            if let Some(r) = &rules {
+                let path = match current.query() {
+                    Some(q) => format!("{}?{q}", current.path()),
+                    None => current.path().to_owned(),
+                };
+                if !r.allowed(&path) {
+                    return Err(CrawlError::Disallowed(current.to_string()));
+                }
+            }
+            let host_delay = rules
+                .and_then(|r| r.crawl_delay)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(Duration::ZERO);
+            self.pace(host_delay).await;
             self.requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut req = self.client.get(current.clone());

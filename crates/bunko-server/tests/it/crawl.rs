@@ -231,6 +231,31 @@ async fn pdf(State(s): S, UrlPath(id): UrlPath<String>) -> Response {
     ([(header::CONTENT_TYPE, "application/pdf")], bytes).into_response()
 }
 
+async fn robots_txt(State(s): S) -> &'static str {
+    s.log.lock().unwrap().push("/robots.txt".into());
+    "User-agent: *\nDisallow: /\n\nUser-agent: bunko\nDisallow: /private/\nCrawl-delay: 0\n"
+}
+
+async fn linked_feed(State(s): S) -> Response {
+    let base = s.base();
+    let body = format!(
+        r#"<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>links</title>
+        <entry><id>urn:a</id><title>公開ページ</title><link href="{base}/pages/a.html"/><updated>2024-09-01T00:00:00Z</updated></entry>
+        <entry><id>urn:b</id><title>非公開ページ</title><link href="{base}/private/b.html"/><updated>2024-09-01T00:00:00Z</updated></entry>
+        </feed>"#
+    );
+    ([(header::CONTENT_TYPE, "application/atom+xml")], body).into_response()
+}
+
+async fn page(State(s): S, UrlPath(name): UrlPath<String>) -> Response {
+    s.log.lock().unwrap().push(format!("/page/{name}"));
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!("<html><head><title>{name}</title></head><body><main><h1>お知らせ {name}</h1><p>窓口の受付時間を変更します。</p></main></body></html>"),
+    )
+        .into_response()
+}
+
 async fn stand_in(dir: PathBuf) -> Arc<Stand> {
     let st = Arc::new(Stand {
         dir,
@@ -243,6 +268,10 @@ async fn stand_in(dir: PathBuf) -> Arc<Stand> {
         .route("/api/2/law_data/{rev}", get(egov_law_data))
         .route("/feed.xml", get(feed))
         .route("/pdf/{id}", get(pdf))
+        .route("/robots.txt", get(robots_txt))
+        .route("/linked.xml", get(linked_feed))
+        .route("/pages/{name}", get(page))
+        .route("/private/{name}", get(page))
         .with_state(st.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     *st.base.lock().unwrap() = format!("http://{}", listener.local_addr().unwrap());
@@ -695,6 +724,27 @@ async fn feeds_and_watched_folders() {
         docs.iter()
             .any(|x| x["title"] == "入札公告" && x["status"] == "ready"),
         "{docs:#?}"
+    );
+
+    // Linked pages are fetched as robots.txt allows (bunko's own group, not `*`).
+    add_source(
+        &d,
+        json!({ "name": "linked", "kind": "feed", "project": "papers",
+                "url": format!("{}/linked.xml", stand.base()), "delay_ms": 0 }),
+    )
+    .await;
+    stand.log.lock().unwrap().clear();
+    let linked = crawl_here(&d, "linked").await.unwrap();
+    assert_eq!((linked.added, linked.failed), (1, 1), "{linked:?}");
+    let log = stand.log.lock().unwrap().clone();
+    assert_eq!(
+        log.iter().filter(|l| *l == "/robots.txt").count(),
+        1,
+        "once per crawl: {log:?}"
+    );
+    assert!(
+        log.contains(&"/page/a.html".to_owned()) && !log.contains(&"/page/b.html".to_owned()),
+        "{log:?}"
     );
 
     // A watched folder: new files in, a changed file as a new version, a deleted one gone.
