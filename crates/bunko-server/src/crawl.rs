@@ -221,6 +221,12 @@ impl Run<'_> {
                         "cancelled; resumes from the cursor",
                     ));
                 }
+                if self.stats.added >= def.max_items {
+                    // The cursor stays at this page: the next crawl lists it again and skips
+                    // what was taken.
+                    self.stats.more = true;
+                    return Ok(());
+                }
                 self.take(item).await?;
             }
             cursor = page.cursor;
