@@ -84,6 +84,11 @@ pub struct CrawlConfig {
     pub proxy: Option<String>,
     /// A watched folder with more files than this is refused (split it).
     pub folder_max_files: usize,
+    /// Tokens per UTC day the automatic summaries of sources' new documents may use (a
+    /// gateway quota on the `autosummary@bunko.local` account); 0 turns them off.
+    pub summary_daily_tokens: u64,
+    /// The model alias automatic summaries use; none = `rag.model`.
+    pub summary_model: Option<String>,
 }
 
 impl Default for CrawlConfig {
@@ -105,6 +110,8 @@ impl Default for CrawlConfig {
             max_retry_wait_secs: 120,
             proxy: None,
             folder_max_files: 100_000,
+            summary_daily_tokens: 200_000,
+            summary_model: None,
         }
     }
 }

@@ -515,6 +515,9 @@ pub trait DocumentQueries: Send + Sync {
         external_id: &str,
         today: &str,
     ) -> StoreResult<()>;
+    /// Documents (of every project) added in `[from_ms, to_ms)`, oldest first.
+    async fn documents_added_between(&self, from_ms: i64, to_ms: i64)
+    -> StoreResult<Vec<Document>>;
     /// Whether any of these projects holds a superseded version (search then keeps to the
     /// current ones unless asked "as of" a date).
     async fn has_superseded(&self, projects: &[Uuid]) -> StoreResult<bool>;

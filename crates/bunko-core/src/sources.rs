@@ -119,6 +119,9 @@ pub struct SourceDef {
     /// Tags given to its documents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Summarise each new document once it is ready (within `crawl.summary_daily_tokens`).
+    #[serde(default)]
+    pub summarize: bool,
     #[serde(default = "yes")]
     pub enabled: bool,
 }

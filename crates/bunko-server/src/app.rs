@@ -295,6 +295,7 @@ fn daily_maintenance(store: Arc<dyn MetaStore>, tasks: &Tasks) {
                     for (queue, kind, period) in [
                         ("default", "audit.prune", "%Y-%m-%d"),
                         (crate::maintenance::QUEUE, crate::maintenance::KIND, "%Y-%m-%d"),
+                        (crate::autosummary::DIGEST_QUEUE, crate::autosummary::DIGEST_KIND, "%Y-%m-%d"),
                         (crate::selfcheck::QUEUE, crate::selfcheck::KIND, "%Y-%m-%dT%H"),
                     ] {
                         let mut job = bunko_core::jobs::NewJob::new(queue, kind, serde_json::json!({}));
@@ -458,6 +459,11 @@ impl Runtime {
             crate::crawl::KIND,
             crate::crawl::QUEUE,
             Arc::new(crate::crawl::CrawlJob(ingest.clone())),
+        );
+        registry.register(
+            crate::autosummary::DIGEST_KIND,
+            crate::autosummary::DIGEST_QUEUE,
+            Arc::new(crate::autosummary::Digest(ingest.clone())),
         );
         let tasks = Tasks::new();
         let gateway = Arc::new(

@@ -176,7 +176,15 @@ impl GatewayService {
             cache,
             cache_ttl: Duration::from_secs(config.gateway.cache_ttl_secs),
             embedder: config.local.embedder.clone(),
-            quotas: Quotas::new(config.gateway.quotas.clone()),
+            quotas: Quotas::new(
+                config
+                    .gateway
+                    .quotas
+                    .iter()
+                    .cloned()
+                    .chain(crate::autosummary::quota(config))
+                    .collect(),
+            ),
             ledger,
         })
     }

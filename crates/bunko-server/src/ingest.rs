@@ -435,6 +435,18 @@ impl Ingest {
                 let took = started.elapsed();
                 self.metrics.document_processing.observe(took.as_secs_f64());
                 summary["took_ms"] = json!(took.as_millis() as u64);
+                // A source that asks for summaries gets one of each new document.
+                if let Ok(Some(doc)) = self.store.get_document(id).await {
+                    match crate::autosummary::request(self, &doc, &bunko_ingest::crawl::today())
+                        .await
+                    {
+                        Ok(Some(job)) => summary["summary_job_id"] = json!(job),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(document = %id, error = %e, "could not enqueue the automatic summary")
+                        }
+                    }
+                }
                 Ok(Some(summary))
             }
             Err(Failed::Deleted) => Ok(Some(json!({ "skipped": "the document was deleted" }))),

@@ -3,6 +3,7 @@
 //! adapters at once.
 
 pub mod app;
+pub mod autosummary;
 pub mod backup;
 pub mod cli;
 pub mod commands;

@@ -1581,6 +1581,21 @@ pub async fn versions_are_ordered_and_current_by_date(s: Store) {
         .await
         .unwrap();
     assert_eq!(b.title, "Some Act", "the source's title, not the file's");
+    let now = bunko_core::ids::now_ms();
+    let added = s
+        .documents_added_between(now - 60_000, now + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        added.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [b.id, a.id, c.id, plain.id]
+    );
+    assert!(
+        s.documents_added_between(now + 1, now + 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(!s.has_superseded(&[p.id]).await.unwrap());
     s.refresh_versions(p.id, "egov:law", "2025-06-01")
         .await

@@ -258,3 +258,163 @@ async fn japanese_documents_are_summarised_in_japanese_and_bad_requests_are_refu
         .await;
     assert_eq!(r.code(409), "document_not_ready");
 }
+
+/// A feed source with `summarize = true`: each new document is summarised as the service
+/// account once ready, within `crawl.summary_daily_tokens` (a gateway quota: past it, summary
+/// jobs end `quota_exceeded`); a source without it gets none; the daily digest note lists what
+/// arrived, with summaries, once per day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_get_automatic_summaries_within_a_daily_budget_and_a_digest() {
+    let s = stand_in().await;
+    let url = s.url.clone();
+    // A feed of three entries on the same loopback stand-in.
+    let feed = |n: usize| {
+        let mut x =
+            String::from(r#"<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>"#);
+        for i in 0..n {
+            x.push_str(&format!(
+                "<item><guid>e-{i}</guid><title>Notice {i}</title><description>Scanned page {i} is read by tesseract, which recognises Japanese and English text. The reading room opens at nine.</description></item>"
+            ));
+        }
+        x.push_str("</channel></rss>");
+        x
+    };
+    let body = feed(3);
+    let app = Router::new().route(
+        "/feed.xml",
+        axum::routing::get(move || {
+            let b = body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/rss+xml")], b) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let feed_url = format!("http://{}/feed.xml", listener.local_addr().unwrap());
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let d = start(move |c| {
+        crate::it::ask::use_stand_in(c, &url);
+        c.jobs.backoff_base_ms = 20;
+        c.jobs.backoff_max_ms = 50;
+        c.crawl.allow_hosts = vec!["127.0.0.1".into()];
+        c.crawl.allow_private_networks = true;
+        // Room for about two summaries of two calls (120 tokens each).
+        c.crawl.summary_daily_tokens = 300;
+    })
+    .await;
+    for (name, summarize) in [("notices", true), ("quiet", false)] {
+        let r = d
+            .post_json(
+                "/api/v1/sources",
+                &json!({ "name": name, "kind": "feed", "project": "papers", "url": feed_url,
+                         "fetch_files": false, "delay_ms": 0, "summarize": summarize,
+                         "tags": [name] })
+                .to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let token = tokio_util::sync::CancellationToken::new();
+    let got = bunko_server::crawl::crawl(&d.state.ingest, "notices", None, &token)
+        .await
+        .unwrap();
+    assert_eq!(got.added, 3);
+    // "quiet" lists the same entries: the same bytes in the project are the same documents,
+    // so it adds nothing new (and asks for no summaries).
+    let quiet = bunko_server::crawl::crawl(&d.state.ingest, "quiet", None, &token)
+        .await
+        .unwrap();
+    assert_eq!(quiet.added, 0);
+
+    // Every summary job finishes: some with a summary, the rest refused by the budget.
+    let until = Instant::now() + Duration::from_secs(60);
+    let jobs = loop {
+        let jobs = d
+            .state
+            .store
+            .list_jobs(
+                &bunko_core::jobs::JobFilter {
+                    kind: Some("document.summarize".into()),
+                    ..Default::default()
+                },
+                bunko_core::ports::PageRequest::new(Some(50), None).unwrap(),
+            )
+            .await
+            .unwrap()
+            .items;
+        if jobs.len() == 3
+            && jobs
+                .iter()
+                .all(|j| matches!(j.state, JobState::Succeeded | JobState::Dead))
+        {
+            break jobs;
+        }
+        assert!(Instant::now() < until, "summary jobs: {jobs:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let done = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Succeeded)
+        .count();
+    let refused: Vec<_> = jobs.iter().filter(|j| j.state == JobState::Dead).collect();
+    assert!((1..=2).contains(&done), "{jobs:#?}");
+    assert!(
+        !refused.is_empty(),
+        "the budget stopped the rest: {jobs:#?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|j| j.last_error_code.as_deref() == Some("quota_exceeded")),
+        "{refused:#?}"
+    );
+    assert!(
+        s.calls.load(Ordering::SeqCst) <= 4,
+        "no calls past the budget"
+    );
+    // As the service account, which cannot log in.
+    let account = d
+        .state
+        .store
+        .get_user_by_email(bunko_server::autosummary::ACCOUNT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(jobs[0].payload["user_id"], account.id.to_string());
+    assert!(account.password_hash.is_none());
+
+    // The digest of today (UTC): one note, replaced on a second run.
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let out = bunko_server::autosummary::digest(&d.state.ingest, today)
+        .await
+        .unwrap();
+    assert_eq!(out["notes"], 1, "{out}");
+    assert_eq!(out["documents"], 3);
+    bunko_server::autosummary::digest(&d.state.ingest, today)
+        .await
+        .unwrap();
+    let notes = d
+        .get("/api/v1/projects/papers/notes?tag=digest")
+        .await
+        .json();
+    let items = notes["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{notes:#}");
+    let note = &items[0];
+    assert_eq!(note["title"], format!("Digest {today}"));
+    let body = note["body"].as_str().unwrap();
+    assert!(body.starts_with("3 documents arrived on"), "{body}");
+    assert!(
+        body.contains("## notices — 3") && body.contains("[Notice 0]"),
+        "{body}"
+    );
+    assert!(
+        body.contains("This part says") || body.contains("tesseract"),
+        "a summary's first sentence: {body}"
+    );
+    // A day with nothing new writes nothing.
+    let empty = bunko_server::autosummary::digest(&d.state.ingest, today.yesterday().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(empty["notes"], 0);
+}

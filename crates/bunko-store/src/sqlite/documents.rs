@@ -593,6 +593,24 @@ impl DocumentQueries for SqliteStore {
         Ok(())
     }
 
+    async fn documents_added_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<Document>> {
+        sqlx::query(
+            "SELECT * FROM documents WHERE created_at >= ? AND created_at < ? ORDER BY created_at, id",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(row_to_document)
+        .collect()
+    }
+
     async fn has_superseded(&self, projects: &[Uuid]) -> StoreResult<bool> {
         let ids = serde_json::to_string(&projects.iter().map(Uuid::to_string).collect::<Vec<_>>())
             .map_err(|e| StoreError::Backend(e.to_string()))?;
