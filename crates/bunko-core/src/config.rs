@@ -373,6 +373,9 @@ pub struct GatewayConfig {
     pub cache_entries: usize,
     /// The usage ledger is written in batches this often (off the request path).
     pub ledger_flush_ms: u64,
+    /// Ledger rows (one per call) are kept this many days; the daily cleanup then rolls them
+    /// up into one row per day, user, key, project and model (totals stay exact).
+    pub ledger_detail_days: u32,
     /// `[[gateway.quotas]]`: limits per user, API key or project (`id = "*"`: each one).
     pub quotas: Vec<QuotaConfig>,
 }
@@ -383,6 +386,7 @@ impl Default for GatewayConfig {
             cache_ttl_secs: 300,
             cache_entries: 1000,
             ledger_flush_ms: 1000,
+            ledger_detail_days: 90,
             quotas: Vec::new(),
         }
     }

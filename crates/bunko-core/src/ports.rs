@@ -475,6 +475,9 @@ pub trait UsageQueries: Send + Sync {
         to_ms: i64,
         user: Option<Uuid>,
     ) -> StoreResult<Vec<UsageTotal>>;
+    /// Rolls ledger rows before `before_ms` up into one row per UTC day, user, key, project
+    /// and model (totals stay the same); returns how many ledger rows it folded.
+    async fn rollup_usage(&self, before_ms: i64) -> StoreResult<u64>;
 }
 
 #[cfg(test)]

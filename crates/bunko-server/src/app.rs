@@ -439,6 +439,7 @@ impl Runtime {
                 store: store.clone(),
                 blobs_dir: crate::ingest::blobs_dir(&config.data_dir),
                 job_retention_days: config.jobs.retention_days,
+                ledger_detail_days: config.gateway.ledger_detail_days,
             }),
         );
         let vector = Arc::new(crate::embedder::VectorHalf::new(&config));

@@ -220,7 +220,9 @@ pub async fn digest(ingest: &Ingest, day: jiff::civil::Date) -> Result<Value, St
                 // per day the digest runs.
                 if summary.is_none()
                     && d.status == bunko_core::documents::DocStatus::Ready
-                    && request(ingest, d, &bunko_ingest::crawl::today()).await?.is_some()
+                    && request(ingest, d, &bunko_ingest::crawl::today())
+                        .await?
+                        .is_some()
                 {
                     summaries_requested += 1;
                 }

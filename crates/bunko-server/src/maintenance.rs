@@ -1,5 +1,6 @@
 //! `maintenance.cleanup` (daily, and on demand): succeeded and cancelled jobs past
-//! `maintenance.job_retention_days`, expired refresh tokens and the sessions they leave, and
+//! `jobs.retention_days`, usage-ledger rows past `gateway.ledger_detail_days` rolled up by
+//! day, expired refresh tokens and the sessions they leave, and
 //! originals no document refers to any more (older than a day, so an upload between storing
 //! its file and creating its document is never taken for an orphan).
 
@@ -20,6 +21,7 @@ pub struct Cleanup {
     pub store: Arc<dyn MetaStore>,
     pub blobs_dir: PathBuf,
     pub job_retention_days: u32,
+    pub ledger_detail_days: u32,
 }
 
 /// Removes original files under `dir` whose name (their SHA-256) is not in `keep` and that are
@@ -66,6 +68,10 @@ impl JobHandler for Cleanup {
         let cutoff = now - i64::from(self.job_retention_days) * 86_400_000;
         let jobs = self.store.purge_finished_jobs(cutoff).await.map_err(fail)?;
         let (tokens, sessions) = self.store.purge_expired_sessions(now).await.map_err(fail)?;
+        // Whole UTC days only, so a day is either detailed or rolled up.
+        let day = 86_400_000;
+        let before = (now - i64::from(self.ledger_detail_days) * day) / day * day;
+        let usage_rows = self.store.rollup_usage(before).await.map_err(fail)?;
         let keep = self.store.referenced_blobs().await.map_err(fail)?;
         let dir = self.blobs_dir.clone();
         let (blobs, freed) = tokio::task::spawn_blocking(move || {
@@ -80,6 +86,7 @@ impl JobHandler for Cleanup {
             jobs,
             tokens,
             sessions,
+            usage_rows,
             blobs,
             freed_bytes = freed,
             "cleanup done"
@@ -88,6 +95,7 @@ impl JobHandler for Cleanup {
             "jobs_deleted": jobs,
             "refresh_tokens_deleted": tokens,
             "sessions_deleted": sessions,
+            "usage_rows_rolled_up": usage_rows,
             "orphan_blobs_deleted": blobs,
             "bytes_freed": freed,
         })))

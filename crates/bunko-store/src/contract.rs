@@ -994,6 +994,65 @@ pub async fn usage_ledger_appends_and_totals(s: Store) {
         .await
         .unwrap();
     assert_eq!(by_user.len(), 2);
+
+    // Rolled up by day: the same totals for every grouping, fewer rows. A second day's rows
+    // stay detailed; rolling up twice changes nothing.
+    const DAY: i64 = 86_400_000;
+    s.append_usage(&[rec(DAY + 5, u1, "fast", 3, "ok")])
+        .await
+        .unwrap();
+    let snapshot = |s: Store| async move {
+        let mut all = Vec::new();
+        for g in [
+            UsageGroup::User,
+            UsageGroup::Key,
+            UsageGroup::Project,
+            UsageGroup::Model,
+        ] {
+            for who in [None, Some(u1)] {
+                let mut t = s.usage_totals(g, 0, 2 * DAY, who).await.unwrap();
+                t.sort_by(|a, b| a.group.cmp(&b.group));
+                all.push(
+                    t.iter()
+                        .map(|t| {
+                            (
+                                t.group.clone(),
+                                t.requests,
+                                t.input_tokens,
+                                t.output_tokens,
+                                (t.cost_usd * 1e6).round() as i64,
+                                t.errors,
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        all
+    };
+    let before = snapshot(s.clone()).await;
+    assert_eq!(s.rollup_usage(DAY).await.unwrap(), 4);
+    assert_eq!(s.rollup_usage(DAY).await.unwrap(), 0);
+    assert_eq!(snapshot(s.clone()).await, before);
+    // Ranges still count by day for rolled-up rows.
+    let first_day = s
+        .usage_totals(UsageGroup::Model, 0, DAY, None)
+        .await
+        .unwrap();
+    assert_eq!(first_day.iter().map(|t| t.requests).sum::<u64>(), 4);
+    s.append_usage(&[rec(500, u1, "fast", 1, "ok")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.rollup_usage(DAY).await.unwrap(),
+        1,
+        "a late row joins its day's roll-up"
+    );
+    let fast = s
+        .usage_totals(UsageGroup::Model, 0, DAY, None)
+        .await
+        .unwrap();
+    assert_eq!(fast.iter().find(|t| t.group == "fast").unwrap().requests, 4);
 }
 
 pub async fn conversations_keep_turns_in_order(s: Store) {

@@ -36,3 +36,20 @@ CREATE TABLE source_items (
     seen_at       INTEGER NOT NULL,
     PRIMARY KEY (source, item_key)
 ) STRICT;
+
+-- The usage ledger rolled up: rows older than `gateway.ledger_detail_days` become one row per
+-- UTC day, user, key, project and model (the daily maintenance job moves them in one
+-- transaction). Totals read both tables.
+CREATE TABLE usage_daily (
+    at             INTEGER NOT NULL,     -- the day's start, ms since the epoch (UTC)
+    user_id        TEXT NOT NULL,
+    key_id         TEXT NOT NULL DEFAULT '',
+    project_id     TEXT NOT NULL DEFAULT '',
+    model          TEXT NOT NULL,
+    requests       INTEGER NOT NULL,
+    input_tokens   INTEGER NOT NULL,
+    output_tokens  INTEGER NOT NULL,
+    cost_usd       REAL NOT NULL,
+    errors         INTEGER NOT NULL,
+    PRIMARY KEY (at, user_id, key_id, project_id, model)
+) STRICT;

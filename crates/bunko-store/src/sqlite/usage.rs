@@ -57,17 +57,29 @@ impl UsageQueries for SqliteStore {
         } else {
             ""
         };
+        // The detailed ledger and its daily roll-up, summed alike.
         let sql = format!(
-            "SELECT {col} AS g, count(*) AS requests, COALESCE(sum(input_tokens), 0) AS input,
+            "SELECT {col} AS g, COALESCE(sum(requests), 0) AS requests,
+                    COALESCE(sum(input_tokens), 0) AS input,
                     COALESCE(sum(output_tokens), 0) AS output, COALESCE(sum(cost_usd), 0.0) AS cost,
-                    COALESCE(sum(outcome = 'error'), 0) AS errors
-             FROM usage_ledger WHERE at >= ? AND at < ? {by_user}
+                    COALESCE(sum(errors), 0) AS errors
+             FROM (SELECT user_id, key_id, project_id, model, 1 AS requests, input_tokens,
+                          output_tokens, cost_usd, (outcome = 'error') AS errors
+                   FROM usage_ledger WHERE at >= ? AND at < ? {by_user}
+                   UNION ALL
+                   SELECT user_id, NULLIF(key_id, ''), NULLIF(project_id, ''), model, requests,
+                          input_tokens, output_tokens, cost_usd, errors
+                   FROM usage_daily WHERE at >= ? AND at < ? {by_user})
              GROUP BY g ORDER BY cost DESC, requests DESC"
         );
         // Audited: `col` and `by_user` are literals chosen above.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(from_ms)
             .bind(to_ms);
+        if let Some(u) = user {
+            q = q.bind(u.to_string());
+        }
+        q = q.bind(from_ms).bind(to_ms);
         if let Some(u) = user {
             q = q.bind(u.to_string());
         }
@@ -87,5 +99,36 @@ impl UsageQueries for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn rollup_usage(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO usage_daily (at, user_id, key_id, project_id, model, requests,
+                                      input_tokens, output_tokens, cost_usd, errors)
+             SELECT (at / 86400000) * 86400000, user_id, COALESCE(key_id, ''),
+                    COALESCE(project_id, ''), model, count(*), sum(input_tokens),
+                    sum(output_tokens), sum(cost_usd), sum(outcome = 'error')
+             FROM usage_ledger WHERE at < ?
+             GROUP BY 1, 2, 3, 4, 5
+             ON CONFLICT (at, user_id, key_id, project_id, model) DO UPDATE SET
+                 requests = requests + excluded.requests,
+                 input_tokens = input_tokens + excluded.input_tokens,
+                 output_tokens = output_tokens + excluded.output_tokens,
+                 cost_usd = cost_usd + excluded.cost_usd,
+                 errors = errors + excluded.errors",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let folded = sqlx::query("DELETE FROM usage_ledger WHERE at < ?")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        tx.commit().await.map_err(db_err)?;
+        Ok(folded)
     }
 }
