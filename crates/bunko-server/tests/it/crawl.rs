@@ -855,3 +855,120 @@ async fn sources_are_refused_outside_the_allow_list_and_private_networks() {
         "not_found"
     );
 }
+
+/// `kill -9` of the server in the middle of a crawl job: after the restart the job is leased
+/// again, resumes at the saved cursor and ends with every paper once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crawl_killed_midway_resumes_after_restart_without_duplicates() {
+    use crate::it::support::{Server, client};
+    let Some(dir) = crawl_fixtures() else { return };
+    let stand = stand_in(dir).await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("bunko.toml");
+    std::fs::write(
+        &cfg,
+        "[crawl]\nallow_hosts = [\"127.0.0.1\"]\nallow_private_networks = true\n",
+    )
+    .unwrap();
+    let env = [
+        ("BUNKO__LOCAL__EMBEDDER", "none"),
+        ("BUNKO__JOBS__LEASE_TTL_SECS", "2"),
+        ("BUNKO__JOBS__POLL_INTERVAL_MS", "50"),
+        ("BUNKO__LIMITS__ENABLED", "false"),
+        ("BUNKO_CONFIG", cfg.to_str().unwrap()),
+    ];
+    let mut s = Server::start(&[], &env);
+    let token = s.token();
+    let c = client();
+    let post = |path: &str, body: Value| c.post(s.url(path)).bearer_auth(&token).json(&body).send();
+    assert_eq!(
+        post("/api/v1/projects", json!({"name": "Papers"}))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let r = post(
+        "/api/v1/sources",
+        json!({ "name": "slow", "kind": "arxiv", "project": "papers",
+                "url": format!("{}/api/query", stand.base()), "query": "all:science",
+                "page_size": 1, "fetch_files": false, "delay_ms": 400 }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(
+        post("/api/v1/sources/slow/crawl", json!({}))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    // Killed after a few pages.
+    let until = Instant::now() + Duration::from_secs(30);
+    while stand.log.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < until, "the crawl did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.signal("KILL");
+    let _ = s.stop_after_signal();
+    let seen_before = stand.log.lock().unwrap().len();
+    assert!(
+        seen_before < 10,
+        "the crawl finished before the kill; slow it down"
+    );
+    stand.log.lock().unwrap().clear();
+
+    let data_dir = s.data_dir.clone();
+    let cwd = data_dir.parent().unwrap().to_path_buf();
+    let mut s2 = Server::start_in(&cwd, &data_dir, &[], &env);
+    let token = s2.token();
+    let until = Instant::now() + Duration::from_secs(60);
+    let src = loop {
+        let v: Value = c
+            .get(s2.url("/api/v1/sources/slow"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["last_status"] == "ok" {
+            break v;
+        }
+        assert!(
+            Instant::now() < until,
+            "the crawl did not resume: {v}\n{}",
+            s2.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = stand.log.lock().unwrap().clone();
+    assert!(
+        !log[0].starts_with("/api/query?start=0&"),
+        "resumed from the cursor, not the start: {log:?}"
+    );
+    let docs: Value = c
+        .get(s2.url("/api/v1/projects/papers/documents?limit=100"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = docs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["origin"]["external_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 10, "every paper once: {docs:#}");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 10);
+    assert_eq!(src["cursor"]["start"], 0);
+    let (status, _) = s2.stop();
+    assert!(status.success());
+}
