@@ -21,18 +21,10 @@ pub async fn run(config: &Config, cmd: SchedulesCmd) -> Result<(), CliError> {
             if json {
                 for s in all {
                     let last = store.schedule_runs(&s.def.name, 1).await?;
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "name": s.def.name, "cron": s.def.cron, "timezone": s.def.timezone,
-                            "job": s.def.job, "queue": s.def.queue, "enabled": s.def.enabled,
-                            "origin": s.origin.as_str(), "paused": s.paused,
-                            "next_run": s.next_run_ms.map(rfc3339),
-                            "last_run": s.last_run_ms.map(rfc3339),
-                            "last_kind": last.first().map(|r| r.kind.as_str()),
-                            "last_job_id": s.last_job_id,
-                        })
-                    );
+                    let mut v =
+                        serde_json::to_value(crate::routes::schedule_view(s)).unwrap_or_default();
+                    v["last_kind"] = serde_json::json!(last.first().map(|r| r.kind.as_str()));
+                    println!("{v}");
                 }
             } else {
                 println!(

@@ -71,12 +71,7 @@ pub async fn run(config: &Config, cmd: SourcesCmd) -> Result<(), CliError> {
                 for s in all {
                     println!(
                         "{}",
-                        serde_json::json!({
-                            "name": s.def.name, "kind": s.def.kind.as_str(), "project": s.def.project,
-                            "origin": s.origin.as_str(), "enabled": s.def.enabled, "cursor": s.cursor,
-                            "last_run": s.last_run_ms.map(rfc3339), "last_status": s.last_status,
-                            "last_error": s.last_error, "last_stats": s.last_stats,
-                        })
+                        serde_json::to_string(&crate::routes::source_view(s)).unwrap_or_default()
                     );
                 }
             } else {

@@ -33,6 +33,16 @@ pub fn jobs_view(j: bunko_core::jobs::JobRecord) -> jobs::JobView {
     j.into()
 }
 
+/// The API's view of a schedule (also printed by `bunko schedules list --json`).
+pub fn schedule_view(s: bunko_core::schedule::Schedule) -> schedules::ScheduleView {
+    s.into()
+}
+
+/// The API's view of a source (also printed by `bunko sources list --json`).
+pub fn source_view(s: bunko_core::sources::Source) -> sources::SourceView {
+    s.into()
+}
+
 /// The allow-list: route templates anyone may call. Keep it short.
 pub const PUBLIC_ROUTES: &[&str] = &[
     "/",

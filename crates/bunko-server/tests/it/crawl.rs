@@ -972,3 +972,78 @@ async fn a_crawl_killed_midway_resumes_after_restart_without_duplicates() {
     let (status, _) = s2.stop();
     assert!(status.success());
 }
+
+/// The CLI: a bad `[[sources]]` entry stops it at load with the entry and the reason;
+/// `bunko crawl NAME` crawls a configured folder and prints its statistics; `bunko sources list
+/// --json` prints the API's view; an unknown source is a usage error.
+#[test]
+fn the_cli_crawls_lists_and_refuses_bad_sources() {
+    use crate::it::support::{bunko, text};
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("minutes");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("one.md"), "# Minutes\n\nThe first meeting.").unwrap();
+    let cfg = dir.path().join("bunko.toml");
+    let dd = dir.path().join("data");
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dd.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        bunko(dir.path(), &all)
+    };
+    for (entry, why) in [
+        (
+            "kind = \"feed\"\nurl = \"http://169.254.169.254/\"",
+            "crawl.allow_hosts",
+        ),
+        ("kind = \"feed\"", "needs `url`"),
+        ("kind = \"folder\"\npath = \"relative\"", "absolute"),
+        ("kind = \"gopher\"", "kind"),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!("[[sources]]\nname = \"bad\"\nproject = \"p\"\n{entry}\n"),
+        )
+        .unwrap();
+        let out = run(&["migrate"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("sources") && err.contains(why), "{err}");
+    }
+    std::fs::write(
+        &cfg,
+        format!(
+            "[local]\nembedder = \"none\"\n\n[[sources]]\nname = \"minutes\"\nkind = \"folder\"\nproject = \"minutes\"\npath = \"{}\"\n",
+            folder.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["project", "create", "Minutes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["crawl", "minutes", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (stats["added"].as_u64(), stats["seen"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    let out = run(&["sources", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["name"], "minutes");
+    assert_eq!(line["origin"], "config");
+    assert_eq!(line["last_status"], "ok");
+    assert_eq!(line["last_stats"]["added"], 1);
+    let out = run(&["crawl", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("sources list"),
+        "{}",
+        text(&out.stderr)
+    );
+}
