@@ -84,6 +84,10 @@ pub struct CrawlConfig {
     pub proxy: Option<String>,
     /// A watched folder with more files than this is refused (split it).
     pub folder_max_files: usize,
+    /// Directories under which folder sources made over the API may watch (folder sources in
+    /// this file may be anywhere: whoever writes it can read the disk already). Empty: folder
+    /// sources only from the configuration.
+    pub folder_roots: Vec<PathBuf>,
     /// Tokens per UTC day the automatic summaries of sources' new documents may use (a
     /// gateway quota on the `autosummary@bunko.local` account); 0 turns them off.
     pub summary_daily_tokens: u64,
@@ -110,6 +114,7 @@ impl Default for CrawlConfig {
             max_retry_wait_secs: 120,
             proxy: None,
             folder_max_files: 100_000,
+            folder_roots: Vec::new(),
             summary_daily_tokens: 200_000,
             summary_model: None,
         }
@@ -123,6 +128,35 @@ impl CrawlConfig {
     }
 
     /// A source's definition checked, including its host against the allow-list.
+    /// A folder source made over the API must watch a directory under `folder_roots` (no
+    /// `..`, symbolic links resolved): an administrator of bunko is not thereby one of the
+    /// machine's file system.
+    pub fn check_api_folder(&self, def: &crate::sources::SourceDef) -> Result<(), crate::Error> {
+        let Some(path) = def.path.as_deref() else {
+            return Ok(());
+        };
+        let p = std::path::Path::new(path);
+        let refused = |why: String| Err(crate::Error::new(crate::Code::SourceRefused, why));
+        if p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return refused(format!("path `{path}` must not contain `..`"));
+        }
+        let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let under = self.folder_roots.iter().any(|root| {
+            let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+            real.starts_with(&root)
+        });
+        if !under {
+            return refused(if self.folder_roots.is_empty() {
+                "folder sources can be defined only in the configuration (crawl.folder_roots is empty)".into()
+            } else {
+                format!("path `{path}` is not under crawl.folder_roots")
+            });
+        }
+        Ok(())
+    }
+
     /// `invalid_input` for a malformed definition, `source_refused` for a host not allowed.
     pub fn check_source(&self, def: &crate::sources::SourceDef) -> Result<(), crate::Error> {
         def.validate()

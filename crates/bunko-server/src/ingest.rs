@@ -365,6 +365,16 @@ impl Ingest {
         }
         self.unindex(doc.id).await.map_err(Error::internal)?;
         self.store.delete_document(doc.id).await?;
+        // The current version gone: the newest remaining one valid today takes its place.
+        if let Some(o) = &doc.origin {
+            self.store
+                .refresh_versions(
+                    doc.project_id,
+                    &o.external_id,
+                    &bunko_ingest::crawl::today(),
+                )
+                .await?;
+        }
         if self.store.blob_references(&doc.sha256).await? == 0 {
             self.blobs.delete(&doc.sha256).await?;
         }

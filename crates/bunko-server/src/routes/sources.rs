@@ -82,7 +82,8 @@ pub async fn list(_: AdminOnly, State(s): State<AppState>) -> ApiResult<axum::Js
 /// Make a source (the same fields as a `[[sources]]` entry: `name`, `kind`, `project`, and
 /// per kind `url`, `query`, `categories`, `from`, `law_type`, `category`, `law_ids`,
 /// `all_revisions`, `path`, `delete_missing`, `fetch_files`, `page_size`, `max_items`,
-/// `delay_ms`, `user_agent`, `tags`, `enabled`). Its host must be in `crawl.allow_hosts`.
+/// `delay_ms`, `user_agent`, `tags`, `summarize`, `enabled`). Its host must be in
+/// `crawl.allow_hosts`; a folder must be under `crawl.folder_roots`.
 #[utoipa::path(post, path = "/api/v1/sources", tag = "sources",
     request_body(content = Object, description = "a source definition"),
     responses((status = 201, body = SourceView), (status = 409, description = "the name is taken"),
@@ -94,6 +95,9 @@ pub async fn create(
     Json(def): Json<SourceDef>,
 ) -> ApiResult<(StatusCode, axum::Json<SourceView>)> {
     s.config.crawl.check_source(&def)?;
+    if def.kind == bunko_core::sources::SourceKind::Folder {
+        s.config.crawl.check_api_folder(&def)?;
+    }
     if s.store.get_project(&def.project).await?.is_none() {
         return Err(ApiError::new(
             Code::InvalidInput,

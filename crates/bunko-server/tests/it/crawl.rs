@@ -668,7 +668,11 @@ fn rss(items: &[(&str, &str, &str)]) -> Vec<u8> {
 async fn feeds_and_watched_folders() {
     let Some(dir) = crawl_fixtures() else { return };
     let stand = stand_in(dir).await;
-    let d = start(loopback_allowed).await;
+    let d = start(|c| {
+        loopback_allowed(c);
+        c.crawl.folder_roots = vec![std::env::temp_dir()];
+    })
+    .await;
     *stand.feed.lock().unwrap() = (
         "\"v1\"".into(),
         rss(&[
@@ -766,6 +770,20 @@ async fn feeds_and_watched_folders() {
                 "path": folder.path().to_str().unwrap(), "delete_missing": true }),
     )
     .await;
+    // Outside the roots, or climbing out of them: refused.
+    for path in [
+        "/etc".to_owned(),
+        format!("{}/../../etc", folder.path().display()),
+    ] {
+        let r = d
+            .post_json(
+                "/api/v1/sources",
+                &json!({ "name": "sneaky", "kind": "folder", "project": "papers", "path": path })
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(r.code(422), "source_refused", "{path}");
+    }
     let f = crawl_here(&d, "minutes").await.unwrap();
     assert_eq!(f.added, 2);
     let f = crawl_here(&d, "minutes").await.unwrap();
@@ -803,6 +821,11 @@ async fn sources_are_refused_outside_the_allow_list_and_private_networks() {
             .contains("crawl.allow_hosts")
     );
     for (body, code) in [
+        // Folders over the API only under crawl.folder_roots (none here).
+        (
+            r#"{"name": "x", "kind": "folder", "project": "papers", "path": "/etc"}"#,
+            "source_refused",
+        ),
         (
             r#"{"name": "x", "kind": "feed", "project": "papers"}"#,
             "invalid_input",
