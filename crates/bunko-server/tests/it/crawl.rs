@@ -231,6 +231,41 @@ async fn pdf(State(s): S, UrlPath(id): UrlPath<String>) -> Response {
     ([(header::CONTENT_TYPE, "application/pdf")], bytes).into_response()
 }
 
+/// OAI-PMH: the fixture's page with a resumption token added, then a second page (another
+/// record) that ends the list.
+async fn oai(State(s): S, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut keys: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    keys.sort();
+    s.log
+        .lock()
+        .unwrap()
+        .push(format!("/oai?{}", keys.join("&")));
+    let page1 = std::fs::read_to_string(
+        s.dir
+            .join("arxiv_oai/invenio_listrecords_arXiv_astro-ph_2013.xml"),
+    )
+    .unwrap();
+    let body = match q.get("resumptionToken").map(String::as_str) {
+        None => page1.replace(
+            "</ListRecords>",
+            r#"<resumptionToken cursor="0" completeListSize="2">tok-1</resumptionToken></ListRecords>"#,
+        ),
+        Some("tok-1") if s.fail_after_first.load(Ordering::SeqCst) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "3600")], "maintenance").into_response();
+        }
+        Some("tok-1") => page1
+            .replace("0801.3931", "0802.0001")
+            .replace("2013-03-26", "2013-03-27")
+            .replace("Dynamical study of 2D and 3D barred galaxy models", "A second record")
+            .replace("</ListRecords>", r#"<resumptionToken cursor="1" completeListSize="2"/></ListRecords>"#),
+        Some(_) => page1.replace("<ListRecords>", "").replace("</ListRecords>", "").replace(
+            "<request",
+            r#"<error code="badResumptionToken">The value of the resumptionToken argument is invalid or expired.</error><request"#,
+        ),
+    };
+    ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
+
 async fn robots_txt(State(s): S) -> &'static str {
     s.log.lock().unwrap().push("/robots.txt".into());
     "User-agent: *\nDisallow: /\n\nUser-agent: bunko\nDisallow: /private/\nCrawl-delay: 0\n"
@@ -269,6 +304,7 @@ async fn stand_in(dir: PathBuf) -> Arc<Stand> {
         .route("/feed.xml", get(feed))
         .route("/pdf/{id}", get(pdf))
         .route("/robots.txt", get(robots_txt))
+        .route("/oai", get(oai))
         .route("/linked.xml", get(linked_feed))
         .route("/pages/{name}", get(page))
         .route("/private/{name}", get(page))
@@ -1068,5 +1104,63 @@ fn the_cli_crawls_lists_and_refuses_bad_sources() {
         text(&out.stderr).contains("sources list"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// OAI-PMH: pages follow the resumption token; a crawl stopped on page 2 (503 with a
+/// Retry-After longer than the crawl waits) resumes with that token; the next crawl asks from
+/// the newest datestamp seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arxiv_oai_follows_resumption_tokens_and_resumes() {
+    let Some(dir) = crawl_fixtures() else { return };
+    let stand = stand_in(dir).await;
+    let d = start(loopback_allowed).await;
+    add_source(
+        &d,
+        json!({ "name": "astro", "kind": "arxiv_oai", "project": "papers",
+                "url": format!("{}/oai", stand.base()), "categories": ["physics:astro-ph"],
+                "from": "2013-03-25", "fetch_files": false, "delay_ms": 0 }),
+    )
+    .await;
+    stand.fail_after_first.store(true, Ordering::SeqCst);
+    let e = crawl_here(&d, "astro").await.unwrap_err();
+    assert_eq!(e.code, "source_failed");
+    assert!(e.retryable && e.message.contains("503"), "{}", e.message);
+    let src = d.get("/api/v1/sources/astro").await.json();
+    assert_eq!(src["cursor"]["resumption_token"], "tok-1", "{src}");
+    assert_eq!(documents(&d).await.len(), 1);
+
+    stand.fail_after_first.store(false, Ordering::SeqCst);
+    stand.log.lock().unwrap().clear();
+    let ok = crawl_here(&d, "astro").await.unwrap();
+    assert_eq!((ok.added, ok.seen), (1, 1), "{ok:?}");
+    let log = stand.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        ["/oai?resumptionToken=tok-1&verb=ListRecords"],
+        "resumed with the token"
+    );
+    let docs = documents(&d).await;
+    assert_eq!(docs.len(), 2);
+    let first = docs
+        .iter()
+        .find(|x| x["origin"]["external_id"] == "arxiv:0801.3931")
+        .unwrap();
+    assert_eq!(
+        first["title"],
+        "Dynamical study of 2D and 3D barred galaxy models"
+    );
+    assert_eq!(first["doi"], "10.1007/978-3-540-75826-6_11");
+    assert_eq!(first["authors"], json!(["T. Manos", "E. Athanassoula"]));
+    let src = d.get("/api/v1/sources/astro").await.json();
+    assert_eq!(src["cursor"]["from"], "2013-03-27", "{src}");
+
+    stand.log.lock().unwrap().clear();
+    let again = crawl_here(&d, "astro").await.unwrap();
+    assert_eq!((again.added, again.unchanged), (0, 2));
+    let log = stand.log.lock().unwrap().clone();
+    assert_eq!(
+        log[0],
+        "/oai?from=2013-03-27&metadataPrefix=arXiv&set=physics:astro-ph&verb=ListRecords"
     );
 }
