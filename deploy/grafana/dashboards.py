@@ -104,7 +104,7 @@ DASHBOARDS = {
         ("Quota events", "short", [
             ('sum by (event) (increase(bunko_llm_quota_events_total[1h]))', "{{event}}")], "timeseries"),
     ]),
-    "jobs": ("bunko — Jobs, scheduler and backups", [
+    "jobs": ("bunko — Jobs, scheduler, crawls and backups", [
         ("Jobs by queue and state", "short", [('sum by (queue, state) (bunko_jobs)', "{{queue}} {{state}}")], "timeseries"),
         ("Attempt duration p95", "s", [
             ('histogram_quantile(0.95, sum by (le, kind) (rate(bunko_job_duration_seconds_bucket[15m])))', "{{kind}}")], "timeseries"),
@@ -116,6 +116,12 @@ DASHBOARDS = {
             ('max by (schedule) (bunko_schedule_next_run_timestamp_seconds) - time()', "{{schedule}}")], "table"),
         ("Schedules: last outcome", "short", [
             ('max by (schedule, outcome) (bunko_schedule_last_outcome) == 1', "{{schedule}} {{outcome}}")], "table"),
+        ("Crawled items by source and outcome", "short", [
+            ('sum by (source, outcome) (increase(bunko_crawl_items_total[1h]))', "{{source}} {{outcome}}")], "timeseries"),
+        ("Crawls by source and outcome", "short", [
+            ('sum by (source, outcome) (increase(bunko_crawl_runs_total[6h]))', "{{source}} {{outcome}}")], "table"),
+        ("Requests to sources", "reqps", [
+            ('sum by (source) (rate(bunko_crawl_requests_total[5m]))', "{{source}}")], "timeseries"),
         ("Age of the last backup", "s", [
             ('time() - max(bunko_backup_last_success_timestamp_seconds)', "age")], "stat"),
         ("Last backup size and duration", "short", [

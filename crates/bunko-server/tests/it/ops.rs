@@ -221,6 +221,14 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
     // A live bunko that has done some work: a document processed, searches, an ask, a priced
     // model call, an error, a job.
     let upstream = crate::it::gateway::stand_in().await;
+    // A watched folder, crawled once.
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("minutes.md"),
+        "# Minutes\n\nThe crawl metrics.\n",
+    )
+    .unwrap();
+    let folder_path = folder.path().to_str().unwrap().to_owned();
     let d = start(|c| {
         #[derive(serde::Deserialize)]
         struct Llm {
@@ -243,9 +251,24 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
         ];
         c.scheduler.tick_secs = 1;
         c.scheduler.lease_secs = 5;
+        c.sources = vec![
+            serde_json::from_value(serde_json::json!({
+                "name": "minutes", "kind": "folder", "project": "papers", "path": folder_path,
+            }))
+            .unwrap(),
+        ];
     })
     .await;
     bunko_server::scheduler::start(&d.state).await.unwrap();
+    let crawled = bunko_server::crawl::crawl(
+        &d.state.ingest,
+        "minutes",
+        None,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(crawled.added, 1);
     let up = d
         .upload(&[file(
             "ops.md",
