@@ -85,15 +85,19 @@ fn otel_provider(cfg: &OtelConfig) -> Result<opentelemetry_sdk::trace::SdkTracer
         .build())
 }
 
+/// The exported span context of `span`, when it has a valid one.
+fn exported(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
 /// The `traceparent` naming the current span, for a request to another service (`None`
 /// when spans are not exported or there is no current span).
 fn current_traceparent() -> Option<String> {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = tracing::Span::current().context();
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| {
+    exported(&tracing::Span::current()).map(|sc| {
         format!(
             "00-{}-{}-{:02x}",
             sc.trace_id(),
@@ -105,13 +109,7 @@ fn current_traceparent() -> Option<String> {
 
 /// The exported ids of `span`.
 fn span_ids(span: &tracing::Span) -> Option<(String, String)> {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = span.context();
-    let s = cx.span();
-    let sc = s.span_context();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    exported(span).map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// Renames an exported span that has started (`otel.name` recorded later is not applied):
@@ -149,10 +147,7 @@ pub fn link_request_span(
         let remote = SpanContext::new(t, s, flags, true, TraceState::default());
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }
-    let cx = span.context();
-    let otel_span = cx.span();
-    let sc = otel_span.span_context();
-    if sc.is_valid() {
+    if let Some(sc) = exported(span) {
         trace.trace_id = sc.trace_id().to_string();
         trace.span_id = sc.span_id().to_string();
         trace.sampled = sc.is_sampled();
