@@ -518,9 +518,9 @@ pub trait DocumentQueries: Send + Sync {
     /// Documents (of every project) added in `[from_ms, to_ms)`, oldest first.
     async fn documents_added_between(&self, from_ms: i64, to_ms: i64)
     -> StoreResult<Vec<Document>>;
-    /// Whether any of these projects holds a superseded version (search then keeps to the
-    /// current ones unless asked "as of" a date).
-    async fn has_superseded(&self, projects: &[Uuid]) -> StoreResult<bool>;
+    /// The superseded versions in these projects (search keeps them out unless asked "as of"
+    /// a date); usually few, so excluding them is cheaper than listing every current one.
+    async fn superseded_documents(&self, projects: &[Uuid]) -> StoreResult<Vec<Uuid>>;
 }
 
 /// Keeps a file name a user gave safe to store and show: no path, no control characters,

@@ -370,7 +370,7 @@ impl KeywordIndex {
         k: usize,
         snippets: usize,
     ) -> IndexResult<Vec<Hit>> {
-        self.search_filtered(projects, None, query, k, snippets)
+        self.search_filtered(projects, &crate::DocScope::all(), query, k, snippets)
     }
 
     /// BM25 restricted to `projects` and, when given, to chunks of these documents — both
@@ -378,12 +378,12 @@ impl KeywordIndex {
     pub fn search_filtered(
         &self,
         projects: &[&str],
-        documents: Option<&[&str]>,
+        documents: &crate::DocScope,
         query: &str,
         k: usize,
         snippets: usize,
     ) -> IndexResult<Vec<Hit>> {
-        if documents.is_some_and(<[&str]>::is_empty) {
+        if documents.is_empty() {
             return Ok(Vec::new());
         }
         let terms = self.query_terms(MULTI, query);
@@ -446,7 +446,7 @@ impl KeywordIndex {
                 Box::new(ConstScoreQuery::new(Box::new(allowed), 0.0)),
             ),
         ];
-        if let Some(docs) = documents {
+        if let Some(docs) = &documents.only {
             let only = TermSetQuery::new(
                 docs.iter()
                     .map(|d| Term::from_field_text(self.f.document, d)),
@@ -455,6 +455,15 @@ impl KeywordIndex {
                 Occur::Must,
                 Box::new(ConstScoreQuery::new(Box::new(only), 0.0)),
             ));
+        }
+        if !documents.except.is_empty() {
+            let except = TermSetQuery::new(
+                documents
+                    .except
+                    .iter()
+                    .map(|d| Term::from_field_text(self.f.document, d)),
+            );
+            clauses.push((Occur::MustNot, Box::new(except)));
         }
         let q = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
@@ -761,22 +770,36 @@ mod tests {
         ix.commit().unwrap();
         // k = 5: the weaker document's chunk is still found when the filter asks for it.
         let hits = ix
-            .search_filtered(&["p"], Some(&["b"]), "heron", 5, 5)
+            .search_filtered(&["p"], &crate::DocScope::only(["b"]), "heron", 5, 5)
             .unwrap();
         assert_eq!(
             hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
             vec!["b:0"]
         );
         assert!(
-            ix.search_filtered(&["p"], Some(&[]), "heron", 5, 5)
-                .unwrap()
-                .is_empty()
+            ix.search_filtered(
+                &["p"],
+                &crate::DocScope::only(Vec::<String>::new()),
+                "heron",
+                5,
+                5
+            )
+            .unwrap()
+            .is_empty()
         );
         assert_eq!(
-            ix.search_filtered(&["p"], None, "heron", 5, 5)
+            ix.search_filtered(&["p"], &crate::DocScope::all(), "heron", 5, 5)
                 .unwrap()
                 .len(),
             5
+        );
+        // Excluded: every chunk of `a` left out inside the query, `b` found.
+        let mut except = crate::DocScope::all();
+        except.except.insert("a".into());
+        let hits = ix.search_filtered(&["p"], &except, "heron", 5, 5).unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            vec!["b:0"]
         );
     }
 

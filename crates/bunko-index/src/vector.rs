@@ -164,7 +164,7 @@ impl VectorIndex {
         query: &[f32],
         k: usize,
     ) -> Result<Vec<(String, String, f32)>, VectorError> {
-        self.search_filtered(projects, None, query, k)
+        self.search_filtered(projects, &crate::DocScope::all(), query, k)
     }
 
     /// Like [`VectorIndex::search`], and when `documents` is given only chunks whose id is
@@ -172,19 +172,22 @@ impl VectorIndex {
     pub fn search_filtered(
         &self,
         projects: &[&str],
-        documents: Option<&std::collections::HashSet<String>>,
+        documents: &crate::DocScope,
         query: &[f32],
         k: usize,
     ) -> Result<Vec<(String, String, f32)>, VectorError> {
-        if documents.is_some_and(std::collections::HashSet::is_empty) {
+        if documents.is_empty() {
             return Ok(Vec::new());
         }
         let g = self.graph.read().unwrap_or_else(|p| p.into_inner());
+        let unscoped = *documents == crate::DocScope::all();
         let allow = |key: &str| {
             key.split_once('/').is_some_and(|(p, id)| {
                 projects.contains(&p)
-                    && documents
-                        .is_none_or(|d| id.split_once(':').is_some_and(|(doc, _)| d.contains(doc)))
+                    && (unscoped
+                        || id
+                            .split_once(':')
+                            .is_some_and(|(doc, _)| documents.allows(doc)))
             })
         };
         Ok(g.search(query, k, &allow)?
@@ -350,16 +353,14 @@ mod tests {
             let doc = if i == 150 { "rare" } else { "common" };
             ix.upsert("p", &format!("{doc}:{i}"), &unit(16, i)).unwrap();
         }
-        let only: std::collections::HashSet<String> = ["rare".to_owned()].into();
+        let only = crate::DocScope::only(["rare"]);
         // The one allowed chunk is far from the query, and is still found.
-        let hits = ix
-            .search_filtered(&["p"], Some(&only), &unit(16, 3), 5)
-            .unwrap();
+        let hits = ix.search_filtered(&["p"], &only, &unit(16, 3), 5).unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].1, "rare:150");
-        let none = std::collections::HashSet::new();
+        let none = crate::DocScope::only(Vec::<String>::new());
         assert!(
-            ix.search_filtered(&["p"], Some(&none), &unit(16, 3), 5)
+            ix.search_filtered(&["p"], &none, &unit(16, 3), 5)
                 .unwrap()
                 .is_empty()
         );
@@ -367,11 +368,19 @@ mod tests {
         assert_eq!(ix.delete_document("rare"), 1);
         assert_eq!(ix.delete_document("rare"), 0);
         assert!(
-            ix.search_filtered(&["p"], Some(&only), &unit(16, 3), 5)
+            ix.search_filtered(&["p"], &only, &unit(16, 3), 5)
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(ix.all_ids().len(), 199);
+        // Excluded documents are left out inside the walk too.
+        let mut except = crate::DocScope::all();
+        except.except.insert("common".into());
+        assert!(
+            ix.search_filtered(&["p"], &except, &unit(16, 3), 5)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

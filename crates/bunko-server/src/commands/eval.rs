@@ -247,10 +247,17 @@ pub async fn search(
         config: &config.search,
         metrics: None,
     };
+    let pids: Vec<uuid::Uuid> = projects.iter().map(|p| p.id).collect();
+    let scope = crate::routes::search::document_set(
+        store.as_ref(),
+        &pids,
+        &bunko_core::search::SearchFilters::default(),
+    )
+    .await?;
     let mut out = crate::routes::search::search_blocking(
         &engines,
         &ids,
-        None,
+        &scope,
         &query.text,
         query.k,
         query.mode,

@@ -25,7 +25,7 @@ use bunko_core::search::{Mode, parse_filters, projects_for};
 use bunko_core::{Code, Error};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -371,8 +371,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
     let pids: Vec<Uuid> = projects.iter().map(|p| p.id).collect();
     let documents = super::search::document_set(state.store.as_ref(), &pids, &filters).await?;
     let mut found = Vec::new();
-    let nothing_to_search =
-        projects.is_empty() || documents.as_ref().is_some_and(HashSet::is_empty);
+    let nothing_to_search = projects.is_empty() || documents.is_empty();
     if !nothing_to_search {
         let Ok(_permit) = state.search_permits.clone().try_acquire_owned() else {
             return Err(ApiError(
@@ -389,14 +388,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
                 config: &st.config.search,
                 metrics: Some(&st.metrics),
             };
-            search_blocking(
-                &engines,
-                &ids,
-                documents.as_ref(),
-                &text,
-                k as usize,
-                Mode::Hybrid,
-            )
+            search_blocking(&engines, &ids, &documents, &text, k as usize, Mode::Hybrid)
         })
         .await
         .map_err(Error::internal)??;

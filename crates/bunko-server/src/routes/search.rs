@@ -205,18 +205,17 @@ pub struct Engines<'a> {
 }
 
 /// Both halves and the fusion; blocking (tantivy, the encoder and the graph are CPU work).
-/// Shared by the HTTP route and `bunko search`. With `documents`, only chunks of those
-/// documents (a clause of both halves' queries, not a filter on their results).
+/// Shared by the HTTP route and `bunko search`. `documents` says which documents' chunks may
+/// come back (clauses of both halves' queries, not a filter on their results).
 pub fn search_blocking(
     s: &Engines<'_>,
     projects: &[String],
-    documents: Option<&std::collections::HashSet<String>>,
+    documents: &bunko_index::DocScope,
     text: &str,
     k: usize,
     mode: Mode,
 ) -> Result<Outcome, Error> {
     let started = std::time::Instant::now();
-    let doc_refs: Option<Vec<&str>> = documents.map(|d| d.iter().map(String::as_str).collect());
     let refs: Vec<&str> = projects.iter().map(String::as_str).collect();
     let cand = s.config.candidates.max(k);
     let mut warnings = Vec::new();
@@ -224,10 +223,7 @@ pub fn search_blocking(
         (Vec::new(), leg("skipped", 0, None))
     } else {
         let hits = tracing::info_span!("search.keyword", candidates = cand)
-            .in_scope(|| {
-                s.keyword
-                    .search_filtered(&refs, doc_refs.as_deref(), text, cand, k)
-            })
+            .in_scope(|| s.keyword.search_filtered(&refs, documents, text, cand, k))
             .map_err(Error::internal)?;
         let n = hits.len();
         (hits, leg("ok", n, None))
@@ -365,23 +361,33 @@ pub async fn locate(
     Ok(())
 }
 
-/// The documents a search may return, applied inside both index halves: `None` (all of the
-/// projects') when there are no filters and no superseded versions to keep out.
+/// Up to this many superseded versions are excluded by name; beyond, current ones are listed.
+const MAX_EXCLUDED: usize = 2_000;
+
+/// The documents a search may return, applied inside both index halves: with filters, the
+/// documents passing them (current versions, or those valid `as_of`); without, every document
+/// but the superseded versions (usually few, so nothing is listed for a plain search).
 pub async fn document_set(
     store: &dyn bunko_core::ports::MetaStore,
     projects: &[Uuid],
     filters: &bunko_core::search::SearchFilters,
-) -> Result<Option<std::collections::HashSet<String>>, Error> {
-    if filters.is_empty() && !store.has_superseded(projects).await? {
-        return Ok(None);
+) -> Result<bunko_index::DocScope, Error> {
+    if filters.is_empty() {
+        let superseded = store.superseded_documents(projects).await?;
+        // A corpus of many revisions (laws with their whole history) is better listed by its
+        // current versions.
+        if superseded.len() <= MAX_EXCLUDED {
+            let mut scope = bunko_index::DocScope::all();
+            scope.except = superseded.into_iter().map(|d| d.to_string()).collect();
+            return Ok(scope);
+        }
     }
-    Ok(Some(
+    Ok(bunko_index::DocScope::only(
         store
             .filter_documents(projects, filters)
             .await?
             .into_iter()
-            .map(|d| d.to_string())
-            .collect(),
+            .map(|d| d.to_string()),
     ))
 }
 
@@ -411,7 +417,7 @@ async fn run(
             config: &state.config.search,
             metrics: Some(&state.metrics),
         };
-        search_blocking(&engines, &ids, documents.as_ref(), &text, k, mode)
+        search_blocking(&engines, &ids, &documents, &text, k, mode)
     })
     .await
     .map_err(Error::internal)??;

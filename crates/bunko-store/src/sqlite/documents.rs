@@ -611,17 +611,17 @@ impl DocumentQueries for SqliteStore {
         .collect()
     }
 
-    async fn has_superseded(&self, projects: &[Uuid]) -> StoreResult<bool> {
+    async fn superseded_documents(&self, projects: &[Uuid]) -> StoreResult<Vec<Uuid>> {
         let ids = serde_json::to_string(&projects.iter().map(Uuid::to_string).collect::<Vec<_>>())
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let n: i64 = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM documents
-                            WHERE is_current = 0 AND project_id IN (SELECT value FROM json_each(?)))",
+        let rows = sqlx::query(
+            "SELECT id FROM documents
+             WHERE is_current = 0 AND project_id IN (SELECT value FROM json_each(?))",
         )
         .bind(ids)
-        .fetch_one(&self.reader)
+        .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        Ok(n != 0)
+        rows.iter().map(|r| uuid(r, "id")).collect()
     }
 }
