@@ -1147,6 +1147,13 @@ impl Config {
                 "timeout_secs and max_response_bytes must be above 0".into(),
             );
         }
+        let ua = &self.crawl.user_agent;
+        if ua.trim().is_empty() || ua.len() > 256 || !ua.chars().all(|c| (' '..='~').contains(&c)) {
+            err(
+                "crawl.user_agent",
+                "must be 1-256 printable ASCII characters".into(),
+            );
+        }
         if let Some(p) = &self.crawl.proxy
             && !(p.starts_with("http://") || p.starts_with("https://"))
         {

@@ -137,6 +137,7 @@ fn max_items() -> u32 {
 }
 
 pub const MAX_PAGE_SIZE: u32 = 2000;
+pub const MAX_DELAY_MS: u64 = 3_600_000;
 
 impl SourceDef {
     /// Why the definition is wrong, if it is.
@@ -150,6 +151,16 @@ impl SourceDef {
         }
         if self.max_items == 0 {
             return Err("max_items must be at least 1".into());
+        }
+        if self.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
+            return Err(format!("delay_ms must be at most {MAX_DELAY_MS} (an hour)"));
+        }
+        if let Some(ua) = &self.user_agent
+            && (ua.trim().is_empty()
+                || ua.len() > 256
+                || !ua.chars().all(|c| (' '..='~').contains(&c)))
+        {
+            return Err("user_agent must be 1-256 printable ASCII characters".into());
         }
         if let Some(d) = &self.from
             && d.parse::<jiff::civil::Date>().is_err()
@@ -349,6 +360,12 @@ mod tests {
         assert!(e.contains("from"), "{e}");
         let e = def("name='a'\nkind='rss'\nproject='p'").unwrap_err();
         assert!(e.contains("kind"), "{e}");
+        let e = def("name='a'\nkind='feed'\nproject='p'\nurl='http://x/'\nuser_agent=\"a\\nb\"")
+            .unwrap_err();
+        assert!(e.contains("user_agent"), "{e}");
+        let e = def("name='a'\nkind='feed'\nproject='p'\nurl='http://x/'\ndelay_ms=99999999")
+            .unwrap_err();
+        assert!(e.contains("delay_ms"), "{e}");
         let e = def("name='a'\nkind='feed'\nproject='p'\nurl='http://x/'\nbogus=1").unwrap_err();
         assert!(e.contains("bogus"), "{e}");
     }
