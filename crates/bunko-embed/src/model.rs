@@ -96,6 +96,9 @@ pub struct Encoder {
     eln_b: Vec<f32>,
     layers: Vec<Layer>,
     fingerprint: String,
+    /// Activations scaled per 128 values (Hugging Face weights, quantised here per row, with
+    /// widths that are multiples of 128); per 32 for the 4-bit E5S1 file.
+    grouped: bool,
 }
 
 /// `hf:` + 12 hex digits of the weights' SHA-256 + 4 of the tokenizer's.
@@ -256,10 +259,15 @@ impl Encoder {
         } else {
             (String::new(), String::new())
         };
+        let grouped = hidden.is_multiple_of(kernels::GROUP)
+            && layers
+                .first()
+                .is_some_and(|l: &Layer| l.fi.rows().is_multiple_of(kernels::GROUP));
         Ok(Self {
             hidden,
             heads,
             max_positions: max_pos_table - pos_offset,
+            grouped,
             pos_offset,
             eps,
             tok,
@@ -376,6 +384,7 @@ impl Encoder {
         let type_emb = f32t("emb.type", get("emb.type")?.bytes.len() / 4)?;
         let fingerprint = e5s1_fingerprint(&hex::encode(Sha256::digest(file)));
         Ok(Self {
+            grouped: false,
             hidden,
             heads,
             max_positions,
@@ -544,17 +553,24 @@ impl Encoder {
         let mut ctx = vec![0f32; t_total * h];
         let mut tmp = vec![0f32; t_total * h];
         let mut mid = vec![0f32; t_total * ff];
+        let quantize = |a: &mut QuantActs, x: &[f32], cols: usize| {
+            if self.grouped {
+                a.quantize_grouped(x, cols);
+            } else {
+                a.quantize(x, cols);
+            }
+        };
         for l in &self.layers {
-            a.quantize(&x, h);
+            quantize(&mut a, &x, h);
             kernels::matmul(&l.qkv, Some(&l.qkv_b), &a, &mut qkv);
             kernels::attention(&qkv, h, self.heads, &segments, &mut ctx);
-            a.quantize(&ctx, h);
+            quantize(&mut a, &ctx, h);
             kernels::matmul(&l.ao, Some(&l.ao_b), &a, &mut tmp);
             kernels::add_layer_norm(&mut x, Some(&tmp), &l.aln_w, &l.aln_b, self.eps);
-            a.quantize(&x, h);
+            quantize(&mut a, &x, h);
             kernels::matmul(&l.fi, Some(&l.fi_b), &a, &mut mid);
             kernels::gelu_in_place(&mut mid);
-            a.quantize(&mid, ff);
+            quantize(&mut a, &mid, ff);
             kernels::matmul(&l.fo, Some(&l.fo_b), &a, &mut tmp);
             kernels::add_layer_norm(&mut x, Some(&tmp), &l.oln_w, &l.oln_b, self.eps);
         }
