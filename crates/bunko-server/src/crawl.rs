@@ -273,7 +273,7 @@ impl Run<'_> {
                 .await
                 .map_err(store_failure)?;
             for gone in known.iter().filter(|k| !present.contains(k.key.as_str())) {
-                let external = format!("folder:{}:{}", self.def().name, gone.key);
+                let external = crawl::folder::external_id(&self.def().name, &gone.key);
                 let versions = self
                     .ingest
                     .store

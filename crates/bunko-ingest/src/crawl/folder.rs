@@ -9,6 +9,11 @@ use bunko_core::sources::SourceDef;
 use serde_json::json;
 use std::path::Path;
 
+/// The item all versions of a watched file share.
+pub fn external_id(source: &str, rel: &str) -> String {
+    format!("folder:{source}:{rel}")
+}
+
 fn skipped(name: &str) -> bool {
     name.starts_with('.')
         || name.starts_with('~')
@@ -69,7 +74,7 @@ pub fn scan(def: &SourceDef, max: usize) -> Result<Vec<Item>, CrawlError> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| rel.clone());
             out.push(Item {
-                external_id: Some(format!("folder:{}:{rel}", def.name)),
+                external_id: Some(external_id(&def.name, &rel)),
                 version: None,
                 valid_from: modified.map(|t| t.strftime("%Y-%m-%d").to_string()),
                 title,

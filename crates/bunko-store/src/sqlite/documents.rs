@@ -19,6 +19,12 @@ fn uuid(r: &SqliteRow, col: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(&s).map_err(|_| bad(col, &s))
 }
 
+/// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn uuid_list(ids: &[Uuid]) -> StoreResult<String> {
+    serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
 fn row_to_document(r: &SqliteRow) -> StoreResult<Document> {
     let status: String = r.try_get("status").map_err(db_err)?;
     let doc_type: String = r.try_get("doc_type").map_err(db_err)?;
@@ -492,8 +498,7 @@ impl DocumentQueries for SqliteStore {
                     .map_err(|e| StoreError::Backend(e.to_string()))
             }
         };
-        let projects =
-            json(projects.iter().map(Uuid::to_string).collect())?.unwrap_or_else(|| "[]".into());
+        let projects = uuid_list(projects)?;
         let ids = json(f.document_ids.iter().map(Uuid::to_string).collect())?;
         let types = json(f.types.iter().map(|t| t.as_str().to_owned()).collect())?;
         let langs = json(f.languages.clone())?;
@@ -612,8 +617,7 @@ impl DocumentQueries for SqliteStore {
     }
 
     async fn superseded_documents(&self, projects: &[Uuid]) -> StoreResult<Vec<Uuid>> {
-        let ids = serde_json::to_string(&projects.iter().map(Uuid::to_string).collect::<Vec<_>>())
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let ids = uuid_list(projects)?;
         let rows = sqlx::query(
             "SELECT id FROM documents
              WHERE is_current = 0 AND project_id IN (SELECT value FROM json_each(?))",
