@@ -3,6 +3,7 @@
 //! URL's scheme. Depends on bunko-core only; knows nothing of HTTP.
 
 pub mod blobs;
+mod rows;
 pub mod sqlite;
 
 /// Compiled always (it is small) so other crates and backends can run it from their tests.

@@ -1,42 +1,10 @@
-use super::{SqliteStore, constraint_err, db_err, to_page};
+use super::{SqliteStore, constraint_err, db_err};
+use crate::rows;
 use async_trait::async_trait;
-use bunko_core::answers::{AnswerQueries, NewNote, Note, NotePatch, PageRef, Summary, Turn};
+use bunko_core::answers::{AnswerQueries, NewNote, Note, NotePatch, Summary, Turn};
 use bunko_core::ids::{new_id, now_ms};
 use bunko_core::ports::{Page, PageRequest, StoreError, StoreResult};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
-
-fn uuid(s: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(s).map_err(|e| StoreError::Backend(e.to_string()))
-}
-
-fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
-}
-
-fn unjson<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Backend(e.to_string()))
-}
-
-fn row_to_note(r: &SqliteRow) -> StoreResult<Note> {
-    let id: String = r.try_get("id").map_err(db_err)?;
-    let project: String = r.try_get("project_id").map_err(db_err)?;
-    let author: Option<String> = r.try_get("author_id").map_err(db_err)?;
-    let tags: String = r.try_get("tags").map_err(db_err)?;
-    let citations: String = r.try_get("citations").map_err(db_err)?;
-    Ok(Note {
-        id: uuid(&id)?,
-        project_id: uuid(&project)?,
-        title: r.try_get("title").map_err(db_err)?,
-        body: r.try_get("body").map_err(db_err)?,
-        tags: unjson(&tags)?,
-        author_id: author.as_deref().map(uuid).transpose()?,
-        citations: unjson::<Vec<PageRef>>(&citations)?,
-        created_at_ms: r.try_get("created_at").map_err(db_err)?,
-        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
-    })
-}
 
 #[async_trait]
 impl AnswerQueries for SqliteStore {
@@ -62,7 +30,7 @@ impl AnswerQueries for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(db_err)?;
-        owner.as_deref().map(uuid).transpose()
+        owner.as_deref().map(rows::parse_uuid).transpose()
     }
 
     async fn conversation_turns(&self, id: Uuid, limit: u32) -> StoreResult<Vec<Turn>> {
@@ -77,13 +45,7 @@ impl AnswerQueries for SqliteStore {
         .map_err(db_err)?;
         let mut turns = rows
             .iter()
-            .map(|r| {
-                Ok(Turn {
-                    question: r.try_get("question").map_err(db_err)?,
-                    answer: r.try_get("answer").map_err(db_err)?,
-                    at_ms: r.try_get("at").map_err(db_err)?,
-                })
-            })
+            .map(rows::turn)
             .collect::<StoreResult<Vec<_>>>()?;
         turns.reverse();
         Ok(turns)
@@ -122,7 +84,7 @@ impl AnswerQueries for SqliteStore {
         .bind(s.id.to_string())
         .bind(s.document_id.to_string())
         .bind(s.created_at_ms)
-        .bind(json(s)?)
+        .bind(rows::json(s)?)
         .execute(&self.writer)
         .await
         .map_err(|e| constraint_err(e, || "summary exists".into(), "document"))?;
@@ -137,7 +99,7 @@ impl AnswerQueries for SqliteStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(db_err)?;
-        body.as_deref().map(unjson).transpose()
+        body.as_deref().map(rows::unjson).transpose()
     }
 
     async fn create_note(&self, n: NewNote) -> StoreResult<Note> {
@@ -150,15 +112,15 @@ impl AnswerQueries for SqliteStore {
         .bind(n.project_id.to_string())
         .bind(&n.title)
         .bind(&n.body)
-        .bind(json(&n.tags)?)
+        .bind(rows::json(&n.tags)?)
         .bind(n.author_id.map(|a| a.to_string()))
-        .bind(json(&n.citations)?)
+        .bind(rows::json(&n.citations)?)
         .bind(now)
         .bind(now)
         .fetch_one(&self.writer)
         .await
         .map_err(|e| constraint_err(e, String::new, "project"))?;
-        row_to_note(&row)
+        rows::note(&row)
     }
 
     async fn get_note(&self, id: Uuid) -> StoreResult<Option<Note>> {
@@ -168,7 +130,7 @@ impl AnswerQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_note)
+            .map(rows::note)
             .transpose()
     }
 
@@ -193,12 +155,12 @@ impl AnswerQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        to_page(&rows, page.limit, row_to_note, |n| n.id)
+        rows::to_page(&rows, page.limit, rows::note, |n| n.id)
     }
 
     async fn update_note(&self, id: Uuid, patch: NotePatch) -> StoreResult<Option<Note>> {
-        let tags = patch.tags.as_ref().map(json).transpose()?;
-        let citations = patch.citations.as_ref().map(json).transpose()?;
+        let tags = patch.tags.as_ref().map(rows::json).transpose()?;
+        let citations = patch.citations.as_ref().map(rows::json).transpose()?;
         sqlx::query(
             "UPDATE notes SET title = COALESCE(?, title), body = COALESCE(?, body),
                 tags = COALESCE(?, tags), citations = COALESCE(?, citations), updated_at = ?
@@ -214,7 +176,7 @@ impl AnswerQueries for SqliteStore {
         .await
         .map_err(db_err)?
         .as_ref()
-        .map(row_to_note)
+        .map(rows::note)
         .transpose()
     }
 

@@ -1,112 +1,13 @@
-use super::{SqliteStore, db_err, to_page};
+use super::{SqliteStore, db_err};
+use crate::rows;
 use async_trait::async_trait;
 use bunko_core::documents::{
-    ChunkRecord, DocError, DocMeta, DocOrigin, DocStatus, DocType, Document, DocumentFilter,
-    DocumentQueries, NewDocument, PageMethod, PageText, Processed,
+    ChunkRecord, DocError, DocStatus, DocType, Document, DocumentFilter, DocumentQueries,
+    NewDocument, PageText, Processed,
 };
 use bunko_core::ids::{new_id, now_ms};
 use bunko_core::ports::{Page, PageRequest, StoreError, StoreResult};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
-
-fn bad(what: &str, v: &str) -> StoreError {
-    StoreError::Backend(format!("stored {what} `{v}` is not valid"))
-}
-
-fn uuid(r: &SqliteRow, col: &str) -> StoreResult<Uuid> {
-    let s: String = r.try_get(col).map_err(db_err)?;
-    Uuid::parse_str(&s).map_err(|_| bad(col, &s))
-}
-
-/// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
-fn uuid_list(ids: &[Uuid]) -> StoreResult<String> {
-    serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())
-        .map_err(|e| StoreError::Backend(e.to_string()))
-}
-
-fn row_to_document(r: &SqliteRow) -> StoreResult<Document> {
-    let status: String = r.try_get("status").map_err(db_err)?;
-    let doc_type: String = r.try_get("doc_type").map_err(db_err)?;
-    let meta: String = r.try_get("meta").map_err(db_err)?;
-    let tags: String = r.try_get("tags").map_err(db_err)?;
-    let code: Option<String> = r.try_get("error_code").map_err(db_err)?;
-    let message: Option<String> = r.try_get("error_message").map_err(db_err)?;
-    let job: Option<String> = r.try_get("job_id").map_err(db_err)?;
-    let size: i64 = r.try_get("size_bytes").map_err(db_err)?;
-    let progress: f64 = r.try_get("progress").map_err(db_err)?;
-    let pages: i64 = r.try_get("page_count").map_err(db_err)?;
-    let chunks: i64 = r.try_get("chunk_count").map_err(db_err)?;
-    Ok(Document {
-        id: uuid(r, "id")?,
-        project_id: uuid(r, "project_id")?,
-        title: r.try_get("title").map_err(db_err)?,
-        filename: r.try_get("filename").map_err(db_err)?,
-        doc_type: DocType::parse(&doc_type).ok_or_else(|| bad("doc_type", &doc_type))?,
-        sha256: r.try_get("sha256").map_err(db_err)?,
-        size_bytes: size.max(0) as u64,
-        status: DocStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
-        stage: r.try_get("stage").map_err(db_err)?,
-        progress: progress as f32,
-        error: code.map(|code| DocError {
-            code,
-            message: message.unwrap_or_default(),
-        }),
-        page_count: pages.max(0) as u32,
-        chunk_count: chunks.max(0) as u32,
-        language: r.try_get("language").map_err(db_err)?,
-        meta: serde_json::from_str::<DocMeta>(&meta).unwrap_or_default(),
-        source: r.try_get("source").map_err(db_err)?,
-        tags: serde_json::from_str(&tags).unwrap_or_default(),
-        job_id: job.and_then(|j| Uuid::parse_str(&j).ok()),
-        created_at_ms: r.try_get("created_at").map_err(db_err)?,
-        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
-        origin: row_to_origin(r)?,
-    })
-}
-
-fn row_to_origin(r: &SqliteRow) -> StoreResult<Option<DocOrigin>> {
-    let Some(external_id) = r
-        .try_get::<Option<String>, _>("external_id")
-        .map_err(db_err)?
-    else {
-        return Ok(None);
-    };
-    let meta: Option<String> = r.try_get("origin_meta").map_err(db_err)?;
-    Ok(Some(DocOrigin {
-        external_id,
-        version: r.try_get("version").map_err(db_err)?,
-        valid_from: r.try_get("valid_from").map_err(db_err)?,
-        valid_to: r.try_get("valid_to").map_err(db_err)?,
-        current: r.try_get::<i64, _>("is_current").map_err(db_err)? != 0,
-        meta: meta
-            .and_then(|m| serde_json::from_str(&m).ok())
-            .unwrap_or(serde_json::Value::Null),
-    }))
-}
-
-fn row_to_chunk(r: &SqliteRow) -> StoreResult<ChunkRecord> {
-    let n = |c: &str| -> StoreResult<u32> {
-        let v: i64 = r.try_get(c).map_err(db_err)?;
-        Ok(v.max(0) as u32)
-    };
-    let refs: i64 = r.try_get("is_references").map_err(db_err)?;
-    Ok(ChunkRecord {
-        id: r.try_get("id").map_err(db_err)?,
-        document_id: uuid(r, "document_id")?,
-        project_id: uuid(r, "project_id")?,
-        ord: n("ord")?,
-        text: r.try_get("text").map_err(db_err)?,
-        page_start: n("page_start")?,
-        page_end: n("page_end")?,
-        char_start: n("char_start")?,
-        char_end: n("char_end")?,
-        section_path: r.try_get("section_path").map_err(db_err)?,
-        language: r.try_get("language").map_err(db_err)?,
-        is_references: refs != 0,
-        content_hash: r.try_get("content_hash").map_err(db_err)?,
-    })
-}
 
 #[async_trait]
 impl DocumentQueries for SqliteStore {
@@ -148,7 +49,7 @@ impl DocumentQueries for SqliteStore {
         .await
         .map_err(|e| super::constraint_err(e, String::new, "project"))?;
         if let Some(row) = inserted {
-            return Ok((row_to_document(&row)?, true));
+            return Ok((rows::document(&row)?, true));
         }
         let row = sqlx::query("SELECT * FROM documents WHERE project_id = ? AND sha256 = ?")
             .bind(d.project_id.to_string())
@@ -156,7 +57,7 @@ impl DocumentQueries for SqliteStore {
             .fetch_one(&self.writer)
             .await
             .map_err(db_err)?;
-        Ok((row_to_document(&row)?, false))
+        Ok((rows::document(&row)?, false))
     }
 
     async fn get_document(&self, id: Uuid) -> StoreResult<Option<Document>> {
@@ -166,7 +67,7 @@ impl DocumentQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_document)
+            .map(rows::document)
             .transpose()
     }
 
@@ -208,7 +109,7 @@ impl DocumentQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        to_page(&rows, page.limit, row_to_document, |d| d.id)
+        rows::to_page(&rows, page.limit, rows::document, |d| d.id)
     }
 
     async fn queue_document(&self, id: Uuid, job: Uuid) -> StoreResult<bool> {
@@ -343,18 +244,7 @@ impl DocumentQueries for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(db_err)?;
-        let Some(r) = row else { return Ok(None) };
-        let method: String = r.try_get("method").map_err(db_err)?;
-        let confidence: Option<f64> = r.try_get("confidence").map_err(db_err)?;
-        let offsets: String = r.try_get("offsets").map_err(db_err)?;
-        Ok(Some(PageText {
-            page,
-            text: r.try_get("text").map_err(db_err)?,
-            raw: r.try_get("raw").map_err(db_err)?,
-            method: PageMethod::parse(&method).ok_or_else(|| bad("method", &method))?,
-            confidence: confidence.map(|c| c as f32),
-            offsets: serde_json::from_str(&offsets).map_err(|_| bad("offsets", &offsets))?,
-        }))
+        row.map(|r| rows::page_text(&r, page)).transpose()
     }
 
     async fn document_chunks(&self, id: Uuid) -> StoreResult<Vec<ChunkRecord>> {
@@ -364,7 +254,7 @@ impl DocumentQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .iter()
-            .map(row_to_chunk)
+            .map(rows::chunk)
             .collect()
     }
 
@@ -380,7 +270,7 @@ impl DocumentQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .iter()
-            .map(row_to_chunk)
+            .map(rows::chunk)
             .collect()
     }
 
@@ -396,7 +286,7 @@ impl DocumentQueries for SqliteStore {
         .await
         .map_err(db_err)?
         .iter()
-        .map(row_to_chunk)
+        .map(rows::chunk)
         .collect()
     }
 
@@ -405,12 +295,7 @@ impl DocumentQueries for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let n: i64 = r.try_get("chunk_count").map_err(db_err)?;
-                Ok((uuid(r, "id")?, n.max(0) as u32))
-            })
-            .collect()
+        rows.iter().map(rows::ready_document).collect()
     }
 
     async fn delete_document(&self, id: Uuid) -> StoreResult<Option<Document>> {
@@ -420,7 +305,7 @@ impl DocumentQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_document)
+            .map(rows::document)
             .transpose()
     }
 
@@ -473,15 +358,7 @@ impl DocumentQueries for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    row_to_document(r)?,
-                    r.try_get("job_error_code").map_err(db_err)?,
-                    r.try_get("job_error").map_err(db_err)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(rows::stale_document).collect()
     }
 
     async fn filter_documents(
@@ -498,7 +375,7 @@ impl DocumentQueries for SqliteStore {
                     .map_err(|e| StoreError::Backend(e.to_string()))
             }
         };
-        let projects = uuid_list(projects)?;
+        let projects = rows::uuid_list(projects)?;
         let ids = json(f.document_ids.iter().map(Uuid::to_string).collect())?;
         let types = json(f.types.iter().map(|t| t.as_str().to_owned()).collect())?;
         let langs = json(f.languages.clone())?;
@@ -545,7 +422,7 @@ impl DocumentQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        rows.iter().map(|r| uuid(r, "id")).collect()
+        rows.iter().map(|r| rows::uuid(r, "id")).collect()
     }
 
     async fn document_versions(
@@ -563,7 +440,7 @@ impl DocumentQueries for SqliteStore {
         .await
         .map_err(db_err)?
         .iter()
-        .map(row_to_document)
+        .map(rows::document)
         .collect()
     }
 
@@ -612,12 +489,12 @@ impl DocumentQueries for SqliteStore {
         .await
         .map_err(db_err)?
         .iter()
-        .map(row_to_document)
+        .map(rows::document)
         .collect()
     }
 
     async fn superseded_documents(&self, projects: &[Uuid]) -> StoreResult<Vec<Uuid>> {
-        let ids = uuid_list(projects)?;
+        let ids = rows::uuid_list(projects)?;
         let rows = sqlx::query(
             "SELECT id FROM documents
              WHERE is_current = 0 AND project_id IN (SELECT value FROM json_each(?))",
@@ -626,6 +503,6 @@ impl DocumentQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        rows.iter().map(|r| uuid(r, "id")).collect()
+        rows.iter().map(|r| rows::uuid(r, "id")).collect()
     }
 }

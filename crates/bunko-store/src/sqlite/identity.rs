@@ -1,73 +1,17 @@
 //! Users, memberships, sessions + refresh tokens, API keys, audit log.
 
-use super::projects::row_to_project;
-use super::{SqliteStore, constraint_err, db_err, to_page};
+use super::{SqliteStore, constraint_err, db_err};
+use crate::rows;
 use async_trait::async_trait;
-use bunko_core::identity::{GlobalRole, ProjectRole, Scope, UserStatus};
+use bunko_core::identity::{GlobalRole, ProjectRole, UserStatus};
 use bunko_core::ids::{new_id, now_ms};
 use bunko_core::ports::{
     ApiKey, ApiKeyQueries, AuditEvent, AuditFilter, AuditQueries, AuditRecord, Member,
     MembershipQueries, NewApiKey, NewUser, Page, PageRequest, Project, RefreshUse, SessionQueries,
-    StoreError, StoreResult, User, UserQueries,
+    StoreResult, User, UserQueries,
 };
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
-
-fn uuid(s: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(s).map_err(|e| StoreError::Backend(format!("bad id in database: {e}")))
-}
-
-fn opt_uuid(s: Option<String>) -> StoreResult<Option<Uuid>> {
-    s.as_deref().map(uuid).transpose()
-}
-
-fn bad(what: &str, v: &str) -> StoreError {
-    StoreError::Backend(format!("bad {what} `{v}` in database"))
-}
-
-fn row_to_user(r: &SqliteRow) -> StoreResult<User> {
-    let role: String = r.try_get("role").map_err(db_err)?;
-    let status: String = r.try_get("status").map_err(db_err)?;
-    Ok(User {
-        id: uuid(&r.try_get::<String, _>("id").map_err(db_err)?)?,
-        email: r.try_get("email").map_err(db_err)?,
-        display_name: r.try_get("display_name").map_err(db_err)?,
-        password_hash: r.try_get("password_hash").map_err(db_err)?,
-        role: GlobalRole::parse(&role).ok_or_else(|| bad("role", &role))?,
-        status: UserStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
-        created_at_ms: r.try_get("created_at").map_err(db_err)?,
-        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
-    })
-}
-
-fn row_to_key(r: &SqliteRow, prefix: &str) -> StoreResult<ApiKey> {
-    let col = |c: &str| format!("{prefix}{c}");
-    let scopes: String = r.try_get(col("scopes").as_str()).map_err(db_err)?;
-    Ok(ApiKey {
-        id: uuid(&r.try_get::<String, _>(col("id").as_str()).map_err(db_err)?)?,
-        user_id: uuid(
-            &r.try_get::<String, _>(col("user_id").as_str())
-                .map_err(db_err)?,
-        )?,
-        name: r.try_get(col("name").as_str()).map_err(db_err)?,
-        prefix: r.try_get(col("prefix").as_str()).map_err(db_err)?,
-        scopes: Scope::parse_list(&scopes).map_err(|_| bad("scopes", &scopes))?,
-        project_id: opt_uuid(r.try_get(col("project_id").as_str()).map_err(db_err)?)?,
-        expires_at_ms: r.try_get(col("expires_at").as_str()).map_err(db_err)?,
-        last_used_at_ms: r.try_get(col("last_used_at").as_str()).map_err(db_err)?,
-        revoked_at_ms: r.try_get(col("revoked_at").as_str()).map_err(db_err)?,
-        created_at_ms: r.try_get(col("created_at").as_str()).map_err(db_err)?,
-    })
-}
-
-fn scopes_text(scopes: &[Scope]) -> String {
-    scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 #[async_trait]
 impl UserQueries for SqliteStore {
@@ -87,7 +31,7 @@ impl UserQueries for SqliteStore {
         .fetch_one(&self.writer)
         .await
         .map_err(|e| constraint_err(e, || format!("a user with email `{}` already exists", u.email), ""))?;
-        row_to_user(&row)
+        rows::user(&row)
     }
 
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
@@ -97,7 +41,7 @@ impl UserQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_user)
+            .map(rows::user)
             .transpose()
     }
 
@@ -108,7 +52,7 @@ impl UserQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_user)
+            .map(rows::user)
             .transpose()
     }
 
@@ -122,7 +66,7 @@ impl UserQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        to_page(&rows, page.limit, row_to_user, |u| u.id)
+        rows::to_page(&rows, page.limit, rows::user, |u| u.id)
     }
 
     async fn set_password_hash(&self, id: Uuid, hash: &str) -> StoreResult<bool> {
@@ -208,7 +152,7 @@ impl MembershipQueries for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(db_err)?;
-        role.map(|r| ProjectRole::parse(&r).ok_or_else(|| bad("project role", &r)))
+        role.map(|r| ProjectRole::parse(&r).ok_or_else(|| rows::bad("project role", &r)))
             .transpose()
     }
 
@@ -222,18 +166,7 @@ impl MembershipQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let role: String = r.try_get("role").map_err(db_err)?;
-                Ok(Member {
-                    user_id: uuid(&r.try_get::<String, _>("user_id").map_err(db_err)?)?,
-                    email: r.try_get("email").map_err(db_err)?,
-                    display_name: r.try_get("display_name").map_err(db_err)?,
-                    role: ProjectRole::parse(&role).ok_or_else(|| bad("project role", &role))?,
-                    created_at_ms: r.try_get("created_at").map_err(db_err)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::member).collect()
     }
 
     async fn count_owners(&self, project: Uuid) -> StoreResult<i64> {
@@ -258,7 +191,7 @@ impl MembershipQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        to_page(&rows, page.limit, row_to_project, |p| p.id)
+        rows::to_page(&rows, page.limit, rows::project, |p| p.id)
     }
 }
 
@@ -318,8 +251,8 @@ impl SessionQueries for SqliteStore {
         let Some(r) = row else {
             return Ok(RefreshUse::Invalid);
         };
-        let session_id = uuid(&r.try_get::<String, _>("session_id").map_err(db_err)?)?;
-        let user_id = uuid(&r.try_get::<String, _>("user_id").map_err(db_err)?)?;
+        let session_id = rows::uuid(&r, "session_id")?;
+        let user_id = rows::uuid(&r, "user_id")?;
         let used: Option<i64> = r.try_get("used_at").map_err(db_err)?;
         let revoked: Option<i64> = r.try_get("revoked_at").map_err(db_err)?;
         let expires: i64 = r.try_get("expires_at").map_err(db_err)?;
@@ -389,7 +322,7 @@ impl SessionQueries for SqliteStore {
         .await
         .map_err(db_err)?
         .as_ref()
-        .map(row_to_user)
+        .map(rows::user)
         .transpose()
     }
 }
@@ -406,14 +339,14 @@ impl ApiKeyQueries for SqliteStore {
         .bind(&k.name)
         .bind(&k.prefix)
         .bind(&k.secret_hash)
-        .bind(scopes_text(&k.scopes))
+        .bind(rows::scopes_text(&k.scopes))
         .bind(k.project_id.map(|p| p.to_string()))
         .bind(k.expires_at_ms)
         .bind(now_ms())
         .fetch_one(&self.writer)
         .await
         .map_err(|e| constraint_err(e, String::new, "user or project"))?;
-        row_to_key(&row, "")
+        rows::api_key(&row, "")
     }
 
     async fn api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<(ApiKey, User)>> {
@@ -428,7 +361,7 @@ impl ApiKeyQueries for SqliteStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(db_err)?;
-        row.map(|r| Ok((row_to_key(&r, "k_")?, row_to_user(&r)?)))
+        row.map(|r| Ok((rows::api_key(&r, "k_")?, rows::user(&r)?)))
             .transpose()
     }
 
@@ -438,7 +371,7 @@ impl ApiKeyQueries for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(db_err)?
-            .map(|r| row_to_key(&r, ""))
+            .map(|r| rows::api_key(&r, ""))
             .transpose()
     }
 
@@ -457,7 +390,7 @@ impl ApiKeyQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        to_page(&rows, page.limit, |r| row_to_key(r, ""), |k| k.id)
+        rows::to_page(&rows, page.limit, |r| rows::api_key(r, ""), |k| k.id)
     }
 
     async fn revoke_api_key(&self, id: Uuid) -> StoreResult<bool> {
@@ -529,29 +462,7 @@ impl AuditQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        to_page(
-            &rows,
-            page.limit,
-            |r| {
-                Ok(AuditRecord {
-                    id: uuid(&r.try_get::<String, _>("id").map_err(db_err)?)?,
-                    at_ms: r.try_get("at").map_err(db_err)?,
-                    event: AuditEvent {
-                        event: r.try_get("event").map_err(db_err)?,
-                        outcome: r.try_get("outcome").map_err(db_err)?,
-                        actor_user: opt_uuid(r.try_get("actor_user").map_err(db_err)?)?,
-                        actor_key: opt_uuid(r.try_get("actor_key").map_err(db_err)?)?,
-                        actor: r.try_get("actor").map_err(db_err)?,
-                        target: r.try_get("target").map_err(db_err)?,
-                        project_id: opt_uuid(r.try_get("project_id").map_err(db_err)?)?,
-                        ip: r.try_get("ip").map_err(db_err)?,
-                        user_agent: r.try_get("user_agent").map_err(db_err)?,
-                        detail: r.try_get("detail").map_err(db_err)?,
-                    },
-                })
-            },
-            |a| a.id,
-        )
+        rows::to_page(&rows, page.limit, rows::audit, |a| a.id)
     }
 
     async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {

@@ -1,55 +1,13 @@
-use super::{SqliteStore, db_err, to_page};
+use super::{SqliteStore, db_err};
+use crate::rows;
 use async_trait::async_trait;
 use bunko_core::ids::{new_id, now_ms};
 use bunko_core::jobs::{
     Enqueued, Heartbeat, JobFailure, JobFilter, JobRecord, JobState, LeasedJob, NewJob,
 };
 use bunko_core::ports::{JobQueue, Page, PageRequest, StoreError, StoreResult};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use std::time::Duration;
 use uuid::Uuid;
-
-fn parse_uuid(s: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(s).map_err(|e| StoreError::Backend(format!("bad id in database: {e}")))
-}
-
-fn parse_json(s: &str) -> StoreResult<serde_json::Value> {
-    serde_json::from_str(s).map_err(|e| StoreError::Backend(format!("bad JSON in database: {e}")))
-}
-
-fn row_to_job(r: &SqliteRow) -> StoreResult<JobRecord> {
-    let g = |e| db_err(e);
-    let id: String = r.try_get("id").map_err(g)?;
-    let state: String = r.try_get("state").map_err(g)?;
-    let payload: String = r.try_get("payload").map_err(g)?;
-    let result: Option<String> = r.try_get("result").map_err(g)?;
-    let attempts: i64 = r.try_get("attempts").map_err(g)?;
-    let max_attempts: i64 = r.try_get("max_attempts").map_err(g)?;
-    let cancel: i64 = r.try_get("cancel_requested").map_err(g)?;
-    Ok(JobRecord {
-        id: parse_uuid(&id)?,
-        queue: r.try_get("queue").map_err(g)?,
-        kind: r.try_get("kind").map_err(g)?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| StoreError::Backend(format!("bad job state `{state}`")))?,
-        payload: parse_json(&payload)?,
-        result: result.as_deref().map(parse_json).transpose()?,
-        idempotency_key: r.try_get("idempotency_key").map_err(g)?,
-        priority: r.try_get::<i64, _>("priority").map_err(g)? as i32,
-        attempts: attempts as u32,
-        max_attempts: max_attempts as u32,
-        run_at_ms: r.try_get("run_at").map_err(g)?,
-        lease_owner: r.try_get("lease_owner").map_err(g)?,
-        lease_expires_at_ms: r.try_get("lease_expires_at").map_err(g)?,
-        cancel_requested: cancel != 0,
-        last_error_code: r.try_get("last_error_code").map_err(g)?,
-        last_error: r.try_get("last_error").map_err(g)?,
-        created_at_ms: r.try_get("created_at").map_err(g)?,
-        updated_at_ms: r.try_get("updated_at").map_err(g)?,
-        finished_at_ms: r.try_get("finished_at").map_err(g)?,
-    })
-}
 
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
@@ -95,7 +53,7 @@ impl JobQueue for SqliteStore {
                 .await
                 .map_err(db_err)?;
         Ok(Enqueued {
-            id: parse_uuid(&existing)?,
+            id: rows::parse_uuid(&existing)?,
             created: false,
         })
     }
@@ -147,17 +105,7 @@ impl JobQueue for SqliteStore {
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        let Some(r) = row else { return Ok(None) };
-        let id: String = r.try_get("id").map_err(db_err)?;
-        let payload: String = r.try_get("payload").map_err(db_err)?;
-        Ok(Some(LeasedJob {
-            id: parse_uuid(&id)?,
-            queue: r.try_get("queue").map_err(db_err)?,
-            kind: r.try_get("kind").map_err(db_err)?,
-            payload: parse_json(&payload)?,
-            attempts: r.try_get::<i64, _>("attempts").map_err(db_err)? as u32,
-            max_attempts: r.try_get::<i64, _>("max_attempts").map_err(db_err)? as u32,
-        }))
+        row.as_ref().map(rows::leased_job).transpose()
     }
 
     async fn heartbeat(&self, id: Uuid, worker: &str, ttl: Duration) -> StoreResult<Heartbeat> {
@@ -304,7 +252,7 @@ impl JobQueue for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_job)
+            .map(rows::job)
             .transpose()
     }
 
@@ -328,7 +276,7 @@ impl JobQueue for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        to_page(&rows, page.limit, row_to_job, |j| j.id)
+        rows::to_page(&rows, page.limit, rows::job, |j| j.id)
     }
 
     async fn job_counts(&self) -> StoreResult<Vec<(String, JobState, i64)>> {
@@ -337,17 +285,7 @@ impl JobQueue for SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state").map_err(db_err)?;
-                Ok((
-                    r.try_get("queue").map_err(db_err)?,
-                    JobState::parse(&state)
-                        .ok_or_else(|| StoreError::Backend(format!("bad state {state}")))?,
-                    r.try_get("n").map_err(db_err)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(rows::job_count).collect()
     }
 }
 
@@ -367,7 +305,7 @@ impl SqliteStore {
             .await
             .map_err(db_err)?;
         match row {
-            Some(r) => row_to_job(&r),
+            Some(r) => rows::job(&r),
             None => match self.get_job(id).await? {
                 None => Err(StoreError::NotFound(format!("job {id}"))),
                 Some(j) => Err(StoreError::InvalidState(refused(j.state))),

@@ -166,18 +166,6 @@ pub(crate) fn constraint_err(
     }
 }
 
-/// Maps rows fetched with one look-ahead row into a page (see `projects::paginate`).
-pub(crate) fn to_page<T>(
-    rows: &[sqlx::sqlite::SqliteRow],
-    limit: u32,
-    map: impl Fn(&sqlx::sqlite::SqliteRow) -> StoreResult<T>,
-    id: impl Fn(&T) -> uuid::Uuid,
-) -> StoreResult<bunko_core::ports::Page<T>> {
-    let mut items = rows.iter().map(map).collect::<StoreResult<Vec<_>>>()?;
-    let next_cursor = projects::paginate(&mut items, limit, id);
-    Ok(bunko_core::ports::Page { items, next_cursor })
-}
-
 /// Maps a driver error to a port error; the message is for the log only.
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     match &e {

@@ -1,24 +1,9 @@
-use super::{SqliteStore, constraint_err, db_err, to_page};
+use super::{SqliteStore, constraint_err, db_err};
+use crate::rows;
 use async_trait::async_trait;
 use bunko_core::ids::{new_id, now_ms};
-use bunko_core::ports::{
-    NewProject, Page, PageRequest, Project, ProjectQueries, StoreError, StoreResult,
-};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use bunko_core::ports::{NewProject, Page, PageRequest, Project, ProjectQueries, StoreResult};
 use uuid::Uuid;
-
-pub(crate) fn row_to_project(r: &SqliteRow) -> StoreResult<Project> {
-    let id: String = r.try_get("id").map_err(db_err)?;
-    Ok(Project {
-        id: Uuid::parse_str(&id).map_err(|e| StoreError::Backend(e.to_string()))?,
-        name: r.try_get("name").map_err(db_err)?,
-        slug: r.try_get("slug").map_err(db_err)?,
-        description: r.try_get("description").map_err(db_err)?,
-        created_at_ms: r.try_get("created_at").map_err(db_err)?,
-        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
-    })
-}
 
 #[async_trait]
 impl ProjectQueries for SqliteStore {
@@ -43,7 +28,7 @@ impl ProjectQueries for SqliteStore {
                 "",
             )
         })?;
-        row_to_project(&row)
+        rows::project(&row)
     }
 
     async fn get_project(&self, id_or_slug: &str) -> StoreResult<Option<Project>> {
@@ -54,7 +39,7 @@ impl ProjectQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_project)
+            .map(rows::project)
             .transpose()
     }
 
@@ -78,20 +63,6 @@ impl ProjectQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        to_page(&rows, page.limit, row_to_project, |p| p.id)
-    }
-}
-
-/// Trims the look-ahead row and returns the cursor for the next page, if there is one.
-pub(crate) fn paginate<T>(
-    items: &mut Vec<T>,
-    limit: u32,
-    id: impl Fn(&T) -> Uuid,
-) -> Option<String> {
-    if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|t| id(t).to_string())
-    } else {
-        None
+        rows::to_page(&rows, page.limit, rows::project, |p| p.id)
     }
 }

@@ -1,35 +1,9 @@
 use super::{SqliteStore, constraint_err, db_err};
+use crate::rows;
 use async_trait::async_trait;
 use bunko_core::ids::now_ms;
 use bunko_core::ports::{StoreError, StoreResult};
-use bunko_core::schedule::{Origin, RunKind, Schedule, ScheduleDef, ScheduleQueries, ScheduleRun};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-use uuid::Uuid;
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-fn row_to_schedule(r: &SqliteRow) -> StoreResult<Schedule> {
-    let def: String = r.try_get("definition").map_err(db_err)?;
-    let origin: String = r.try_get("origin").map_err(db_err)?;
-    let job: Option<String> = r.try_get("last_job_id").map_err(db_err)?;
-    Ok(Schedule {
-        def: serde_json::from_str(&def).map_err(backend)?,
-        origin: Origin::parse(&origin).ok_or_else(|| backend(format!("origin {origin}")))?,
-        paused: r.try_get::<i64, _>("paused").map_err(db_err)? != 0,
-        next_run_ms: r.try_get("next_run").map_err(db_err)?,
-        last_run_ms: r.try_get("last_run").map_err(db_err)?,
-        last_job_id: job
-            .as_deref()
-            .map(Uuid::parse_str)
-            .transpose()
-            .map_err(backend)?,
-        created_at_ms: r.try_get("created_at").map_err(db_err)?,
-        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
-    })
-}
+use bunko_core::schedule::{Schedule, ScheduleDef, ScheduleQueries, ScheduleRun};
 
 #[async_trait]
 impl ScheduleQueries for SqliteStore {
@@ -42,7 +16,7 @@ impl ScheduleQueries for SqliteStore {
                 .await
                 .map_err(db_err)?;
         for def in defs {
-            let text = serde_json::to_string(def).map_err(backend)?;
+            let text = serde_json::to_string(def).map_err(rows::backend)?;
             match existing.iter().find(|(n, _, _)| *n == def.name) {
                 Some((_, origin, _)) if origin == "api" => {
                     return Err(StoreError::Conflict(format!(
@@ -97,7 +71,7 @@ impl ScheduleQueries for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(db_err)?;
-        rows.iter().map(row_to_schedule).collect()
+        rows.iter().map(rows::schedule).collect()
     }
 
     async fn get_schedule(&self, name: &str) -> StoreResult<Option<Schedule>> {
@@ -109,7 +83,7 @@ impl ScheduleQueries for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(row_to_schedule).transpose()
+        row.as_ref().map(rows::schedule).transpose()
     }
 
     async fn create_schedule(&self, def: &ScheduleDef) -> StoreResult<Schedule> {
@@ -118,7 +92,7 @@ impl ScheduleQueries for SqliteStore {
             "INSERT INTO schedules (name, definition, origin, created_at, updated_at) VALUES (?, ?, 'api', ?, ?)",
         )
         .bind(&def.name)
-        .bind(serde_json::to_string(def).map_err(backend)?)
+        .bind(serde_json::to_string(def).map_err(rows::backend)?)
         .bind(now)
         .bind(now)
         .execute(&self.writer)
@@ -204,25 +178,7 @@ impl ScheduleQueries for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind").map_err(db_err)?;
-                let job: Option<String> = r.try_get("job_id").map_err(db_err)?;
-                Ok(ScheduleRun {
-                    schedule: r.try_get("schedule").map_err(db_err)?,
-                    slot_ms: r.try_get("slot").map_err(db_err)?,
-                    fired_at_ms: r.try_get("fired_at").map_err(db_err)?,
-                    kind: RunKind::parse(&kind).ok_or_else(|| backend(format!("kind {kind}")))?,
-                    job_id: job
-                        .as_deref()
-                        .map(Uuid::parse_str)
-                        .transpose()
-                        .map_err(backend)?,
-                    slots: u32::try_from(r.try_get::<i64, _>("slots").map_err(db_err)?)
-                        .unwrap_or(1),
-                })
-            })
-            .collect()
+        rows.iter().map(rows::schedule_run).collect()
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool> {

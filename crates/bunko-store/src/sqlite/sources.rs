@@ -1,54 +1,10 @@
 use super::{SqliteStore, constraint_err, db_err};
+use crate::rows;
 use async_trait::async_trait;
 use bunko_core::ids::now_ms;
 use bunko_core::ports::{StoreError, StoreResult};
-use bunko_core::schedule::Origin;
 use bunko_core::sources::{CrawlStats, Source, SourceDef, SourceItem, SourceQueries};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-fn row_to_source(r: &SqliteRow) -> StoreResult<Source> {
-    let def: String = r.try_get("definition").map_err(db_err)?;
-    let origin: String = r.try_get("origin").map_err(db_err)?;
-    let cursor: String = r.try_get("cursor").map_err(db_err)?;
-    let stats: String = r.try_get("last_stats").map_err(db_err)?;
-    let job: Option<String> = r.try_get("last_job_id").map_err(db_err)?;
-    Ok(Source {
-        def: serde_json::from_str(&def).map_err(backend)?,
-        origin: Origin::parse(&origin).ok_or_else(|| backend(format!("origin {origin}")))?,
-        cursor: serde_json::from_str(&cursor).map_err(backend)?,
-        last_run_ms: r.try_get("last_run").map_err(db_err)?,
-        last_job_id: job
-            .as_deref()
-            .map(Uuid::parse_str)
-            .transpose()
-            .map_err(backend)?,
-        last_status: r.try_get("last_status").map_err(db_err)?,
-        last_error: r.try_get("last_error").map_err(db_err)?,
-        last_stats: serde_json::from_str::<CrawlStats>(&stats).unwrap_or_default(),
-        created_at_ms: r.try_get("created_at").map_err(db_err)?,
-        updated_at_ms: r.try_get("updated_at").map_err(db_err)?,
-    })
-}
-
-fn row_to_item(r: &SqliteRow) -> StoreResult<SourceItem> {
-    let doc: Option<String> = r.try_get("document_id").map_err(db_err)?;
-    Ok(SourceItem {
-        key: r.try_get("item_key").map_err(db_err)?,
-        content_hash: r.try_get("content_hash").map_err(db_err)?,
-        document_id: doc
-            .as_deref()
-            .map(Uuid::parse_str)
-            .transpose()
-            .map_err(backend)?,
-        seen_at_ms: r.try_get("seen_at").map_err(db_err)?,
-    })
-}
 
 #[async_trait]
 impl SourceQueries for SqliteStore {
@@ -60,7 +16,7 @@ impl SourceQueries for SqliteStore {
             .await
             .map_err(db_err)?;
         for def in defs {
-            let text = serde_json::to_string(def).map_err(backend)?;
+            let text = serde_json::to_string(def).map_err(rows::backend)?;
             match existing.iter().find(|(n, _)| *n == def.name) {
                 Some((_, origin)) if origin == "api" => {
                     return Err(StoreError::Conflict(format!(
@@ -112,7 +68,7 @@ impl SourceQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .iter()
-            .map(row_to_source)
+            .map(rows::source)
             .collect()
     }
 
@@ -123,7 +79,7 @@ impl SourceQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_source)
+            .map(rows::source)
             .transpose()
     }
 
@@ -133,7 +89,7 @@ impl SourceQueries for SqliteStore {
             "INSERT INTO sources (name, definition, origin, created_at, updated_at) VALUES (?, ?, 'api', ?, ?)",
         )
         .bind(&def.name)
-        .bind(serde_json::to_string(def).map_err(backend)?)
+        .bind(serde_json::to_string(def).map_err(rows::backend)?)
         .bind(now)
         .bind(now)
         .execute(&self.writer)
@@ -155,7 +111,7 @@ impl SourceQueries for SqliteStore {
 
     async fn save_source_cursor(&self, name: &str, cursor: &serde_json::Value) -> StoreResult<()> {
         sqlx::query("UPDATE sources SET cursor = ?, updated_at = ? WHERE name = ?")
-            .bind(serde_json::to_string(cursor).map_err(backend)?)
+            .bind(serde_json::to_string(cursor).map_err(rows::backend)?)
             .bind(now_ms())
             .bind(name)
             .execute(&self.writer)
@@ -180,7 +136,7 @@ impl SourceQueries for SqliteStore {
         .bind(job.map(|j| j.to_string()))
         .bind(if error.is_some() { "failed" } else { "ok" })
         .bind(error)
-        .bind(serde_json::to_string(stats).map_err(backend)?)
+        .bind(serde_json::to_string(stats).map_err(rows::backend)?)
         .bind(now)
         .bind(name)
         .execute(&self.writer)
@@ -197,7 +153,7 @@ impl SourceQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .as_ref()
-            .map(row_to_item)
+            .map(rows::source_item)
             .transpose()
     }
 
@@ -232,7 +188,7 @@ impl SourceQueries for SqliteStore {
             .await
             .map_err(db_err)?
             .iter()
-            .map(row_to_item)
+            .map(rows::source_item)
             .collect()
     }
 

@@ -1,7 +1,7 @@
 use super::{SqliteStore, db_err};
+use crate::rows;
 use async_trait::async_trait;
 use bunko_core::ports::{StoreResult, UsageGroup, UsageQueries, UsageRecord, UsageTotal};
-use sqlx::Row;
 use uuid::Uuid;
 
 #[async_trait]
@@ -84,21 +84,7 @@ impl UsageQueries for SqliteStore {
             q = q.bind(u.to_string());
         }
         let rows = q.fetch_all(&self.reader).await.map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let n = |c: &str| -> StoreResult<u64> {
-                    Ok(u64::try_from(r.try_get::<i64, _>(c).map_err(db_err)?).unwrap_or(0))
-                };
-                Ok(UsageTotal {
-                    group: r.try_get("g").map_err(db_err)?,
-                    requests: n("requests")?,
-                    input_tokens: n("input")?,
-                    output_tokens: n("output")?,
-                    cost_usd: r.try_get("cost").map_err(db_err)?,
-                    errors: n("errors")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::usage_total).collect()
     }
 
     async fn rollup_usage(&self, before_ms: i64) -> StoreResult<u64> {
