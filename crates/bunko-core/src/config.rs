@@ -612,11 +612,23 @@ impl Default for OtelConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`; default `sqlite://<data_dir>/bunko.db`.
+    /// `sqlite://PATH` (default `sqlite://<data_dir>/bunko.db`) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB[?sslmode=require]`.
     pub url: Option<DatabaseUrl>,
+    /// PostgreSQL: the most connections this process opens (each replica opens its own).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 10,
+        }
+    }
 }
 
 /// A database URL whose password never prints.
@@ -1102,13 +1114,19 @@ impl Config {
         }
         match self.database_url().scheme() {
             "sqlite" => {}
-            "postgres" | "postgresql" => err(
-                "database.url",
-                "the PostgreSQL backend is not available in this build yet; use sqlite://".into(),
-            ),
+            "postgres" | "postgresql" => {
+                if !(2..=1000).contains(&self.database.max_connections) {
+                    err(
+                        "database.max_connections",
+                        "must be between 2 and 1000".into(),
+                    );
+                }
+            }
             other => err(
                 "database.url",
-                format!("unsupported scheme `{other}`; use sqlite://PATH"),
+                format!(
+                    "unsupported scheme `{other}`; use sqlite://PATH or postgres://USER@HOST/DB"
+                ),
             ),
         }
         if !(1..=60).contains(&self.scheduler.tick_secs) {

@@ -125,7 +125,7 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), CliError> {
 
 /// Opens the store of a prepared data dir, mapping failures to one clear CLI error.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn MetaStore>, CliError> {
-    bunko_store::open(&config.database_url())
+    bunko_store::open(&config.database_url(), config.database.max_connections)
         .await
         .map_err(|e| {
             CliError::failure(e.to_string()).hint("bunko never recreates a database it cannot read")

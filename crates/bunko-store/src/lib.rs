@@ -1,14 +1,20 @@
 //! bunko-store: adapters for the `MetaStore` and `JobQueue` ports of bunko-core. SQLite (WAL,
-//! one writer connection) is the embedded default; the backend is chosen from the database
-//! URL's scheme. Depends on bunko-core only; knows nothing of HTTP.
+//! one writer connection) is the embedded default; PostgreSQL serves several processes; the
+//! backend is chosen from the database URL's scheme. Depends on bunko-core only; knows
+//! nothing of HTTP.
 
 pub mod blobs;
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
 /// Compiled always (it is small) so other crates and backends can run it from their tests.
 #[doc(hidden)]
 pub mod contract;
+
+/// Test support (fresh PostgreSQL databases); compiled always so other crates' tests use it.
+#[doc(hidden)]
+pub mod testing;
 
 use bunko_core::config::DatabaseUrl;
 use bunko_core::ports::MetaStore;
@@ -39,18 +45,27 @@ pub enum OpenError {
     },
     #[error("cannot open database {path}: {detail}")]
     Io { path: PathBuf, detail: String },
-    #[error("unsupported database URL `{0}`: this build supports sqlite://PATH")]
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Backend(String),
 }
 
-/// Opens the store the URL names and brings its schema up to date.
-pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn MetaStore>, OpenError> {
+/// Opens the store the URL names and brings its schema up to date. `max_connections` bounds a
+/// PostgreSQL pool (SQLite has one writer and a few readers).
+pub async fn open(
+    url: &DatabaseUrl,
+    max_connections: u32,
+) -> Result<Arc<dyn MetaStore>, OpenError> {
     match url.scheme() {
         "sqlite" => {
             let path = url.expose().trim_start_matches("sqlite://");
             let store = sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
+            Ok(Arc::new(store))
+        }
+        "postgres" | "postgresql" => {
+            let store =
+                postgres::PgStore::open(url.expose(), &url.redacted(), max_connections).await?;
             Ok(Arc::new(store))
         }
         _ => Err(OpenError::UnsupportedUrl(url.redacted())),

@@ -22,7 +22,7 @@ async fn fresh() -> (Arc<dyn MetaStore>, tempfile::TempDir) {
 
 mod contract {
     use super::fresh;
-    bunko_store::contract_tests!(fresh());
+    bunko_store::contract_tests!(async { Some(fresh().await) });
 }
 
 mod open {

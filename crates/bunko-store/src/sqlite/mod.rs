@@ -7,7 +7,7 @@ mod documents;
 mod identity;
 mod jobs;
 mod maintenance;
-mod migrate;
+pub(crate) mod migrate;
 mod projects;
 mod schedules;
 mod sources;
