@@ -300,7 +300,35 @@ async fn upload_process_read_search_and_delete() {
     let (Some(shared), true) = (shared(), tools()) else {
         return;
     };
-    let d = start(|_| {}).await;
+    document_cycle(start(|_| {}).await, &shared).await;
+}
+
+/// The same cycle with the documents, pages, chunks and jobs in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_process_read_search_and_delete_on_postgres() {
+    let (Some(shared), true) = (shared(), tools()) else {
+        return;
+    };
+    let Some(db) = bunko_store::testing::PgDatabase::create().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let d = start(|c| c.database.url = Some(bunko_core::config::DatabaseUrl::new(url))).await;
+    assert_eq!(d.state.store.backend(), "postgres");
+    document_cycle(d, &shared).await;
+    // The rows are PostgreSQL's: what the cycle left (two documents and their chunks).
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let (docs, chunks): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(docs, 2);
+    assert!(chunks > 0);
+    pool.close().await;
+}
+
+async fn document_cycle(d: Docs, shared: &Path) {
     let zoo = std::fs::read(shared.join("fixtures/pdfs/papers_en/zoo.pdf")).unwrap();
     let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode(
         "第一章 総則\n第一条 この法律は、文庫の検索を定める。\n2 前項の規定は、全文に適用する。\n第二条 用語の意義は、次のとおりとする。\n第三条 細目は、別に定める。\n",

@@ -10,6 +10,7 @@ mod gateway;
 mod http;
 mod notes;
 mod ops;
+mod postgres;
 mod process;
 mod schedules;
 mod security;
