@@ -618,6 +618,8 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` (default `sqlite://<data_dir>/bunko.db`) or
     /// `postgres://USER:PASSWORD@HOST:PORT/DB[?sslmode=require]`.
     pub url: Option<DatabaseUrl>,
+    /// Read `url` from this file instead (it holds a password; trailing newline trimmed).
+    pub url_file: Option<PathBuf>,
     /// PostgreSQL: the most connections this process opens (each replica opens its own).
     pub max_connections: u32,
 }
@@ -626,6 +628,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: None,
+            url_file: None,
             max_connections: 10,
         }
     }
@@ -1001,6 +1004,14 @@ impl Config {
                 source,
             })?;
             self.auth.jwt_secret = Some(Secret::new(text.trim_end_matches(['\r', '\n'])));
+        }
+        if let Some(path) = &self.database.url_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                key: "database.url_file".into(),
+                path: path.clone(),
+                source,
+            })?;
+            self.database.url = Some(DatabaseUrl::new(text.trim()));
         }
         Ok(())
     }
@@ -1683,6 +1694,22 @@ fallbacks = ["local"]
         let out = c.to_redacted_toml();
         assert!(!out.contains("s3cr3t"), "{out}");
         assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn database_url_file_is_read_and_its_password_never_rendered() {
+        let url = write("postgres://bunko:pa55word@db:5432/bunko\n");
+        let e = env(&[("BUNKO__DATABASE__URL_FILE", url.path().to_str().unwrap())]);
+        let (c, _) = Config::load(None, e, &CliOverrides::default()).unwrap();
+        assert_eq!(
+            c.database_url().expose(),
+            "postgres://bunko:pa55word@db:5432/bunko"
+        );
+        assert!(c.check().iter().all(|p| !p.key.starts_with("database")));
+        assert!(!c.to_redacted_toml().contains("pa55word"));
+        let e = env(&[("BUNKO__DATABASE__URL_FILE", "/nonexistent/db-url")]);
+        let err = Config::load(None, e, &CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("database.url_file"), "{err}");
     }
 
     #[test]

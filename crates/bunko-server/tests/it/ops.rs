@@ -448,6 +448,7 @@ fn compose_files_dockerfile_and_deploy_config_validate() {
         "bunko",
         "bunko-worker",
         "models",
+        "postgres",
         "nginx",
         "ollama",
         "prometheus",
@@ -467,6 +468,10 @@ fn compose_files_dockerfile_and_deploy_config_validate() {
         "only nginx publishes ports"
     );
     assert!(compose_text.contains("GF_SECURITY_ADMIN_PASSWORD__FILE"));
+    // bunko reads its database URL (with the password) from a secret, never from the file.
+    assert!(compose_text.contains("BUNKO__DATABASE__URL_FILE: /run/secrets/database_url"));
+    assert!(compose_text.contains("POSTGRES_PASSWORD_FILE"));
+    assert!(!compose_text.contains("POSTGRES_PASSWORD:"));
     assert!(!compose_text.contains("GF_SECURITY_ADMIN_PASSWORD:"));
     let (ok, out) = run(Command::new(&hadolint).arg(deploy().join("docker/Dockerfile")));
     assert!(ok, "{out}");
