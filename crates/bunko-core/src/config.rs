@@ -35,6 +35,7 @@ pub struct Config {
     /// `[otel]`: OpenTelemetry traces over OTLP/HTTP (off by default).
     pub otel: OtelConfig,
     pub database: DatabaseConfig,
+    pub blobs: BlobsConfig,
     pub jobs: JobsConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
@@ -241,6 +242,7 @@ impl Default for Config {
             crawl: CrawlConfig::default(),
             sources: Vec::new(),
             database: DatabaseConfig::default(),
+            blobs: BlobsConfig::default(),
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
@@ -634,6 +636,48 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// Where original files are kept: `<data_dir>/blobs` by default, or an S3-compatible bucket
+/// shared by every process (AWS S3, MinIO, Ceph RGW, Garage, …).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    /// `s3://BUCKET[/PREFIX]`; unset = the local directory.
+    pub url: Option<String>,
+    /// `http(s)://HOST:PORT` of an S3-compatible server (path-style requests); unset = AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// Read `secret_access_key` from this file instead.
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            secret_access_key_file: None,
+        }
+    }
+}
+
+impl BlobsConfig {
+    /// `(bucket, prefix)` of an `s3://` URL; None for the local directory.
+    pub fn s3_location(&self) -> Option<(String, String)> {
+        let rest = self.url.as_deref()?.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut prefix = prefix.to_owned();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Some((bucket.to_owned(), prefix))
+    }
+}
+
 /// A database URL whose password never prints.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -1005,6 +1049,14 @@ impl Config {
             })?;
             self.auth.jwt_secret = Some(Secret::new(text.trim_end_matches(['\r', '\n'])));
         }
+        if let Some(path) = &self.blobs.secret_access_key_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                key: "blobs.secret_access_key_file".into(),
+                path: path.clone(),
+                source,
+            })?;
+            self.blobs.secret_access_key = Some(Secret::new(text.trim()));
+        }
         if let Some(path) = &self.database.url_file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
                 key: "database.url_file".into(),
@@ -1139,6 +1191,40 @@ impl Config {
                     "unsupported scheme `{other}`; use sqlite://PATH or postgres://USER@HOST/DB"
                 ),
             ),
+        }
+        if let Some(url) = &self.blobs.url {
+            match self.blobs.s3_location() {
+                None => err(
+                    "blobs.url",
+                    format!(
+                        "`{url}` is not s3://BUCKET[/PREFIX] (leave it unset for the data dir)"
+                    ),
+                ),
+                Some((bucket, _)) => {
+                    let ok = (3..=63).contains(&bucket.len())
+                        && bucket.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                        });
+                    if !ok {
+                        err(
+                            "blobs.url",
+                            format!("`{bucket}` is not a valid bucket name (3–63 of a-z 0-9 . -)"),
+                        );
+                    }
+                    if self.blobs.access_key_id.is_none() || self.blobs.secret_access_key.is_none()
+                    {
+                        err(
+                            "blobs.access_key_id",
+                            "an s3:// blob store needs access_key_id and secret_access_key (or secret_access_key_file)".into(),
+                        );
+                    }
+                    if let Some(ep) = &self.blobs.endpoint
+                        && !(ep.starts_with("http://") || ep.starts_with("https://"))
+                    {
+                        err("blobs.endpoint", format!("`{ep}` is not an http(s):// URL"));
+                    }
+                }
+            }
         }
         if !(1..=60).contains(&self.scheduler.tick_secs) {
             err("scheduler.tick_secs", "must be between 1 and 60".into());
@@ -1710,6 +1796,30 @@ fallbacks = ["local"]
         let e = env(&[("BUNKO__DATABASE__URL_FILE", "/nonexistent/db-url")]);
         let err = Config::load(None, e, &CliOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("database.url_file"), "{err}");
+    }
+
+    #[test]
+    fn s3_blob_settings_are_checked_and_the_secret_never_rendered() {
+        let mut c = Config::default();
+        c.blobs.url = Some("s3://Bad_Bucket".into());
+        let keys: Vec<_> = c.check().into_iter().map(|p| p.key).collect();
+        assert!(keys.contains(&"blobs.url".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"blobs.access_key_id".to_owned()), "{keys:?}");
+        c.blobs.url = Some("/var/blobs".into());
+        assert!(c.check().iter().any(|p| p.key == "blobs.url"));
+        c.blobs.url = Some("s3://bunko-originals/prod/blobs".into());
+        c.blobs.endpoint = Some("minio:9000".into());
+        c.blobs.access_key_id = Some("AKIA".into());
+        c.blobs.secret_access_key = Some(Secret::new("very-secret-key"));
+        let problems: Vec<_> = c.check().into_iter().map(|p| p.key).collect();
+        assert_eq!(problems, vec!["blobs.endpoint".to_owned()]);
+        c.blobs.endpoint = Some("http://minio:9000".into());
+        assert!(c.check().iter().all(|p| !p.key.starts_with("blobs")));
+        assert_eq!(
+            c.blobs.s3_location(),
+            Some(("bunko-originals".into(), "prod/blobs/".into()))
+        );
+        assert!(!c.to_redacted_toml().contains("very-secret-key"));
     }
 
     #[test]

@@ -385,6 +385,57 @@ pub fn open_keyword_index(config: &Config) -> Result<bunko_index::keyword::Keywo
     })
 }
 
+/// The blob store the configuration names: the data dir's `blobs/` or an S3 bucket (checked
+/// at start: a wrong endpoint, bucket or key stops bunko with S3's answer). Stale staged
+/// uploads (and downloaded copies) are swept first.
+pub async fn open_blobs(
+    config: &Config,
+) -> Result<
+    (
+        Arc<dyn bunko_core::documents::BlobStore>,
+        Option<Arc<bunko_store::s3::S3Blobs>>,
+    ),
+    CliError,
+> {
+    let Some((bucket, prefix)) = config.blobs.s3_location() else {
+        let local =
+            bunko_store::blobs::LocalBlobs::open(&crate::ingest::blobs_dir(&config.data_dir))
+                .map_err(|e| CliError::failure(format!("blob store: {e}")))?;
+        crate::ingest::sweep_staging(&local);
+        return Ok((Arc::new(local), None));
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = bunko_store::s3::http_client().map_err(|e| CliError::failure(e.to_string()))?;
+    let cfg = bunko_store::s3::S3Config {
+        bucket,
+        prefix,
+        region: config.blobs.region.clone(),
+        endpoint: config.blobs.endpoint.clone(),
+        access_key_id: config.blobs.access_key_id.clone().unwrap_or_default(),
+        secret_access_key: config
+            .blobs
+            .secret_access_key
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default(),
+    };
+    let s3 = bunko_store::s3::S3Blobs::open(cfg, &config.data_dir.join("blob-cache"), http)
+        .await
+        .map_err(|e| {
+            CliError::failure(format!("blob store: {e}"))
+                .hint("check blobs.url, blobs.endpoint, blobs.region and the access keys")
+        })?;
+    let n = s3.sweep_local(Duration::from_secs(86_400));
+    if n > 0 {
+        tracing::info!(
+            removed = n,
+            "removed stale staged uploads and downloaded copies"
+        );
+    }
+    let s3 = Arc::new(s3);
+    Ok((s3.clone(), Some(s3)))
+}
+
 impl Runtime {
     pub async fn start(config: Config, run_worker: bool) -> Result<Runtime, CliError> {
         prepare_data_dir(&config.data_dir)?;
@@ -406,11 +457,7 @@ impl Runtime {
                     false
                 }
             };
-        let blobs = Arc::new(
-            bunko_store::blobs::LocalBlobs::open(&crate::ingest::blobs_dir(&config.data_dir))
-                .map_err(|e| CliError::failure(format!("blob store: {e}")))?,
-        );
-        crate::ingest::sweep_staging(&blobs);
+        let (blobs, s3) = open_blobs(&config).await?;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -438,6 +485,7 @@ impl Runtime {
             Arc::new(crate::maintenance::Cleanup {
                 store: store.clone(),
                 blobs_dir: crate::ingest::blobs_dir(&config.data_dir),
+                s3,
                 job_retention_days: config.jobs.retention_days,
                 ledger_detail_days: config.gateway.ledger_detail_days,
             }),

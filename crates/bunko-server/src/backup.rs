@@ -184,6 +184,12 @@ pub async fn create(config: &Config, store: &dyn MetaStore) -> Result<Made, Back
         .map_err(|e| BackupError::Io(format!("snapshot of the database: {e}")))?;
     let schema_version = schema_of(&db_copy).await?;
     let blobs = crate::ingest::blobs_dir(&config.data_dir);
+    if let Some((bucket, _)) = config.blobs.s3_location() {
+        tracing::warn!(
+            bucket,
+            "the originals are in S3, not in this archive: protect them with the bucket's versioning or replication"
+        );
+    }
     let result = tokio::task::spawn_blocking({
         let (partial, db_copy) = (partial.clone(), db_copy.clone());
         move || write_archive(&partial, &db_copy, &blobs, schema_version, at)

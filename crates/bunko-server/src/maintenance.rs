@@ -20,6 +20,8 @@ pub const QUEUE: &str = "maintenance";
 pub struct Cleanup {
     pub store: Arc<dyn MetaStore>,
     pub blobs_dir: PathBuf,
+    /// The S3 bucket when originals live there (then `blobs_dir` holds none).
+    pub s3: Option<Arc<bunko_store::s3::S3Blobs>>,
     pub job_retention_days: u32,
     pub ledger_detail_days: u32,
 }
@@ -58,6 +60,27 @@ pub fn remove_orphans(
     Ok((removed, freed))
 }
 
+/// [`remove_orphans`] for a bucket: objects not in `keep` last written before `older_than_ms`
+/// (an object the listing gives no date for is kept).
+async fn remove_remote_orphans(
+    s3: &bunko_store::s3::S3Blobs,
+    keep: &std::collections::HashSet<String>,
+    older_than_ms: i64,
+) -> Result<(u64, u64), bunko_core::ports::StoreError> {
+    use bunko_core::documents::BlobStore;
+    let mut removed = 0;
+    for o in s3.list().await? {
+        if keep.contains(&o.sha256) || o.modified_ms.is_none_or(|m| m >= older_than_ms) {
+            continue;
+        }
+        if s3.delete(&o.sha256).await? {
+            removed += 1;
+        }
+    }
+    // S3 listings give sizes too, but freeing is S3's business: bytes are not counted.
+    Ok((removed, 0))
+}
+
 #[async_trait::async_trait]
 impl JobHandler for Cleanup {
     async fn run(&self, _ctx: JobContext) -> Result<Option<serde_json::Value>, JobFailure> {
@@ -74,14 +97,22 @@ impl JobHandler for Cleanup {
         let usage_rows = self.store.rollup_usage(before).await.map_err(fail)?;
         let keep = self.store.referenced_blobs().await.map_err(fail)?;
         let dir = self.blobs_dir.clone();
-        let (blobs, freed) = tokio::task::spawn_blocking(move || {
-            remove_orphans(&dir, &keep, Duration::from_secs(86_400))
-        })
-        .await
-        .map_err(|e| JobFailure::retryable(Code::JobFailed, e.to_string()))?
-        .map_err(|e| {
-            JobFailure::retryable(Code::JobFailed, format!("listing the originals: {e}"))
-        })?;
+        let (blobs, freed) = if let Some(s3) = &self.s3 {
+            remove_remote_orphans(s3, &keep, now - 86_400_000)
+                .await
+                .map_err(|e| {
+                    JobFailure::retryable(Code::JobFailed, format!("the originals in S3: {e}"))
+                })?
+        } else {
+            tokio::task::spawn_blocking(move || {
+                remove_orphans(&dir, &keep, Duration::from_secs(86_400))
+            })
+            .await
+            .map_err(|e| JobFailure::retryable(Code::JobFailed, e.to_string()))?
+            .map_err(|e| {
+                JobFailure::retryable(Code::JobFailed, format!("listing the originals: {e}"))
+            })?
+        };
         tracing::info!(
             jobs,
             tokens,
@@ -105,6 +136,47 @@ impl JobHandler for Cleanup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a bucket: only unreferenced objects written before the cut-off go.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn only_old_unreferenced_objects_leave_the_bucket() {
+        use bunko_core::documents::BlobStore;
+        use sha2::Digest;
+        let Some(cfg) = bunko_store::testing::s3_config() else {
+            return;
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = bunko_store::s3::S3Blobs::open(
+            cfg,
+            dir.path(),
+            bunko_store::s3::http_client().unwrap(),
+        )
+        .await
+        .unwrap();
+        let mut shas = Vec::new();
+        for body in ["kept", "orphan"] {
+            let sha = hex::encode(sha2::Sha256::digest(body));
+            let staged = s3.staging_dir().join(body);
+            std::fs::write(&staged, body).unwrap();
+            s3.put_staged(&sha, &staged).await.unwrap();
+            shas.push(sha);
+        }
+        let keep: std::collections::HashSet<String> = [shas[0].clone()].into();
+        // Nothing is old enough yet: nothing goes.
+        let day_ago = now_ms() - 86_400_000;
+        assert_eq!(
+            remove_remote_orphans(&s3, &keep, day_ago).await.unwrap(),
+            (0, 0)
+        );
+        assert!(s3.exists(&shas[1]).await.unwrap());
+        // With the cut-off after both were written, the unreferenced one goes.
+        let later = now_ms() + 60_000;
+        assert_eq!(remove_remote_orphans(&s3, &keep, later).await.unwrap().0, 1);
+        assert!(s3.exists(&shas[0]).await.unwrap());
+        assert!(!s3.exists(&shas[1]).await.unwrap());
+    }
 
     #[test]
     #[allow(clippy::unwrap_used)]

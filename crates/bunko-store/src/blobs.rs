@@ -62,22 +62,27 @@ impl LocalBlobs {
 
     /// Staged files older than `max_age` (left by a crash mid-upload) are removed.
     pub fn sweep_staging(&self, max_age: std::time::Duration) -> usize {
-        let mut n = 0;
-        if let Ok(rd) = std::fs::read_dir(self.root.join("staging")) {
-            for e in rd.flatten() {
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > max_age);
-                if old && std::fs::remove_file(e.path()).is_ok() {
-                    n += 1;
-                }
+        sweep_dir(&self.root.join("staging"), max_age)
+    }
+}
+
+/// Removes the files directly in `dir` older than `max_age`; returns how many.
+pub(crate) fn sweep_dir(dir: &Path, max_age: std::time::Duration) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            if old && std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
             }
         }
-        n
     }
+    n
 }
 
 fn io(e: std::io::Error) -> StoreError {

@@ -303,21 +303,67 @@ async fn upload_process_read_search_and_delete() {
     document_cycle(start(|_| {}).await, &shared).await;
 }
 
-/// The same cycle with the documents, pages, chunks and jobs in PostgreSQL.
+/// The same cycle with the documents, pages, chunks and jobs in PostgreSQL and the originals
+/// in an S3 bucket (moto's server, signatures checked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_process_read_search_and_delete_on_postgres() {
+async fn upload_process_read_search_and_delete_on_postgres_and_s3() {
     let (Some(shared), true) = (shared(), tools()) else {
         return;
     };
-    let Some(db) = bunko_store::testing::PgDatabase::create().await else {
+    let (Some(db), Some(s3)) = (
+        bunko_store::testing::PgDatabase::create().await,
+        bunko_store::testing::s3_config(),
+    ) else {
         return;
     };
     let url = db.url.clone();
-    let d = start(|c| c.database.url = Some(bunko_core::config::DatabaseUrl::new(url))).await;
+    let s3c = s3.clone();
+    let d = start(move |c| {
+        c.database.url = Some(bunko_core::config::DatabaseUrl::new(url));
+        c.blobs.url = Some(format!("s3://{}/{}", s3c.bucket, s3c.prefix));
+        c.blobs.endpoint = s3c.endpoint.clone();
+        c.blobs.access_key_id = Some(s3c.access_key_id.clone());
+        c.blobs.secret_access_key = Some(bunko_core::secret::Secret::new(
+            s3c.secret_access_key.clone(),
+        ));
+    })
+    .await;
     assert_eq!(d.state.store.backend(), "postgres");
+    let data_dir = d.state.config.data_dir.clone();
     document_cycle(d, &shared).await;
-    // The rows are PostgreSQL's: what the cycle left (two documents and their chunks).
+    // The originals are the bucket's (under the URL's prefix, made a folder), none in the data
+    // dir.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let other = tempfile::tempdir().unwrap();
+    let bucket = bunko_store::s3::S3Blobs::open(
+        bunko_store::s3::S3Config {
+            prefix: format!("{}/", s3.prefix),
+            ..s3
+        },
+        other.path(),
+        bunko_store::s3::http_client().unwrap(),
+    )
+    .await
+    .unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let shas: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM documents")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(shas.len(), 2);
+    for sha in &shas {
+        assert!(
+            bunko_core::documents::BlobStore::exists(&bucket, sha)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        bunko_store::blobs::stored_files(&data_dir.join("blobs"))
+            .unwrap()
+            .is_empty()
+    );
+    // The rows are PostgreSQL's: what the cycle left (two documents and their chunks).
     let (docs, chunks): (i64, i64) =
         sqlx::query_as("SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks)")
             .fetch_one(&pool)
