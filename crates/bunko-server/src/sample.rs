@@ -30,6 +30,7 @@ pub const SAMPLE: &[(&str, &str)] = docs!(
     "docs/operations/metrics.md",
     "docs/operations/models.md",
     "docs/operations/runbook.md",
+    "docs/operations/scale-out.md",
     "docs/operations/security.md",
     "docs/operations/tracing.md",
     "docs/ja/ARCHITECTURE.md",
@@ -42,6 +43,7 @@ pub const SAMPLE: &[(&str, &str)] = docs!(
     "docs/ja/operations/deploy.md",
     "docs/ja/operations/models.md",
     "docs/ja/operations/runbook.md",
+    "docs/ja/operations/scale-out.md",
     "docs/ja/operations/security.md",
     "docs/ja/operations/tracing.md",
 );
