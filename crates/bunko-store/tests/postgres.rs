@@ -146,3 +146,227 @@ mod replicas {
         );
     }
 }
+
+/// The search index in PostgreSQL: tsvector of the caller's tokens + pgvector.
+mod search {
+    use bunko_store::postgres::search::{IndexedChunk, KeywordQuery, PgSearch, Scope};
+    use bunko_store::testing::PgDatabase;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    fn chunk(id: &str, text: &str, terms: &[&str], v: [f32; 3]) -> IndexedChunk {
+        IndexedChunk {
+            id: id.into(),
+            text: text.into(),
+            text_terms: s(terms),
+            words: Vec::new(),
+            vector: Some(v.to_vec()),
+        }
+    }
+
+    fn q(plain: &[&str]) -> KeywordQuery {
+        KeywordQuery {
+            plain: s(plain),
+            bigram_weight: 1.0,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn keyword_and_vector_halves_filter_inside_the_query() {
+        let Some(db) = PgDatabase::create().await else {
+            return;
+        };
+        let idx = PgSearch::open(&db.url, 4, Some((3, "model-a")))
+            .await
+            .unwrap();
+        assert!(idx.vectors_on(), "{:?}", idx.vector_unavailable());
+        idx.replace_document(
+            "d1",
+            "p1",
+            "Zoo",
+            &s(&["zoo"]),
+            &[
+                chunk(
+                    "d1:0",
+                    "irregular time series",
+                    &["irregular", "time", "seri"],
+                    [1.0, 0.0, 0.0],
+                ),
+                chunk(
+                    "d1:1",
+                    "time time time",
+                    &["time", "time", "time"],
+                    [0.0, 1.0, 0.0],
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+        idx.replace_document(
+            "d2",
+            "p2",
+            "Other",
+            &s(&["other"]),
+            &[chunk("d2:0", "irregular", &["irregular"], [0.9, 0.1, 0.0])],
+        )
+        .await
+        .unwrap();
+        let p1 = s(&["p1"]);
+        let all = Scope::default();
+        let hits = idx.keyword(&p1, &all, &q(&["time"]), 10).await.unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            vec!["d1:1", "d1:0"],
+            "more occurrences rank higher"
+        );
+        assert_eq!(hits[0].title, "Zoo");
+        // The project filter is part of the query: p2's chunk never comes back to p1.
+        let hits = idx
+            .keyword(&p1, &all, &q(&["irregular"]), 10)
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 1);
+        let both = s(&["p1", "p2"]);
+        assert_eq!(
+            idx.keyword(&both, &all, &q(&["irregular"]), 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        // Title tokens count.
+        assert_eq!(
+            idx.keyword(&both, &all, &q(&["zoo"]), 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        let only_d2 = Scope {
+            only: Some(s(&["d2"])),
+            except: Vec::new(),
+        };
+        let not_d2 = Scope {
+            only: None,
+            except: s(&["d2"]),
+        };
+        assert_eq!(
+            idx.keyword(&both, &only_d2, &q(&["irregular"]), 10)
+                .await
+                .unwrap()[0]
+                .id,
+            "d2:0"
+        );
+        assert_eq!(
+            idx.keyword(&both, &not_d2, &q(&["irregular"]), 10)
+                .await
+                .unwrap()[0]
+                .id,
+            "d1:0"
+        );
+        assert!(
+            idx.keyword(&both, &all, &q(&[]), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            idx.keyword(&both, &all, &q(&["o'k", "a\\b"]), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Vectors: nearest first, filtered by project and scope.
+        let v = idx.vector(&both, &all, &[1.0, 0.0, 0.0], 3).await.unwrap();
+        assert_eq!(v[0].1, "d1:0");
+        assert!((v[0].2 - 1.0).abs() < 1e-5);
+        assert_eq!(v[1].1, "d2:0");
+        let v = idx.vector(&p1, &all, &[1.0, 0.0, 0.0], 3).await.unwrap();
+        assert!(v.iter().all(|(p, _, _)| p == "p1"));
+        let v = idx
+            .vector(&both, &not_d2, &[0.9, 0.1, 0.0], 1)
+            .await
+            .unwrap();
+        assert_eq!(v[0].1, "d1:0");
+
+        assert_eq!(idx.counts().await.unwrap(), (3, 3));
+        let per = idx.document_counts().await.unwrap();
+        assert_eq!(per["d1"], (2, 2));
+        // Replacing a document swaps its chunks; deleting removes them from both halves.
+        idx.replace_document(
+            "d1",
+            "p1",
+            "Zoo",
+            &s(&["zoo"]),
+            &[chunk("d1:0", "x", &["x"], [0.0, 0.0, 1.0])],
+        )
+        .await
+        .unwrap();
+        assert_eq!(idx.document_counts().await.unwrap()["d1"], (1, 1));
+        idx.delete_document("d1").await.unwrap();
+        assert_eq!(idx.counts().await.unwrap(), (1, 1));
+        assert!(idx.get("d1:0").await.unwrap().is_none());
+        assert_eq!(idx.get("d2:0").await.unwrap().unwrap().text, "irregular");
+        idx.close().await;
+
+        // Another model's vectors are never mixed: that half says why and how to fix it.
+        let other = PgSearch::open(&db.url, 2, Some((3, "model-b")))
+            .await
+            .unwrap();
+        let why = other.vector_unavailable().unwrap().to_owned();
+        assert!(why.contains("bunko index rebuild"), "{why}");
+        assert!(
+            other
+                .vector(&both, &all, &[1.0, 0.0, 0.0], 1)
+                .await
+                .is_err()
+        );
+        // The keyword half still works.
+        assert_eq!(
+            other
+                .keyword(&both, &all, &q(&["irregular"]), 5)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        other.clear(true).await.unwrap();
+        other.close().await;
+        let rebuilt = PgSearch::open(&db.url, 2, Some((3, "model-b")))
+            .await
+            .unwrap();
+        assert!(rebuilt.vectors_on());
+        assert_eq!(rebuilt.counts().await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn filtered_vector_search_still_finds_k_allowed_neighbours() {
+        let Some(db) = PgDatabase::create().await else {
+            return;
+        };
+        let idx = PgSearch::open(&db.url, 4, Some((3, "m"))).await.unwrap();
+        // 300 chunks of project "big" right next to the query, 5 of "small" further away:
+        // a post-filtered top-k would find none of "small".
+        let near: Vec<IndexedChunk> = (0..300)
+            .map(|i| chunk(&format!("b:{i}"), "b", &["b"], [1.0, 0.001 * i as f32, 0.0]))
+            .collect();
+        idx.replace_document("b", "big", "B", &[], &near)
+            .await
+            .unwrap();
+        let far: Vec<IndexedChunk> = (0..5)
+            .map(|i| chunk(&format!("s:{i}"), "s", &["s"], [0.0, 1.0, 0.1 * i as f32]))
+            .collect();
+        idx.replace_document("s", "small", "S", &[], &far)
+            .await
+            .unwrap();
+        let hits = idx
+            .vector(&s(&["small"]), &Scope::default(), &[1.0, 0.0, 0.0], 5)
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 5, "{hits:?}");
+    }
+}

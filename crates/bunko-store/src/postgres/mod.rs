@@ -11,6 +11,7 @@ mod maintenance;
 mod migrate;
 mod projects;
 mod schedules;
+pub mod search;
 mod sources;
 mod usage;
 
