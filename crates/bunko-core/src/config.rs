@@ -479,6 +479,10 @@ fn default_soft_ratio() -> f64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
+    /// Where the index lives: `embedded` (tantivy + the vector graph in the data dir; one
+    /// process writes it) or `postgres` (tables in the `database.url` PostgreSQL, shared by
+    /// every replica; needs pgvector for the vector half).
+    pub backend: String,
     /// Reciprocal-rank fusion constant: score = Σ weight / (rrf_k + rank).
     pub rrf_k: f64,
     pub keyword_weight: f64,
@@ -498,6 +502,7 @@ pub struct SearchConfig {
 impl Default for SearchConfig {
     fn default() -> Self {
         Self {
+            backend: "embedded".into(),
             rrf_k: 60.0,
             keyword_weight: 1.0,
             vector_weight: 1.0,
@@ -1190,6 +1195,21 @@ impl Config {
                 format!(
                     "unsupported scheme `{other}`; use sqlite://PATH or postgres://USER@HOST/DB"
                 ),
+            ),
+        }
+        match self.search.backend.as_str() {
+            "embedded" => {}
+            "postgres" => {
+                if !matches!(self.database_url().scheme(), "postgres" | "postgresql") {
+                    err(
+                        "search.backend",
+                        "`postgres` keeps the index in the PostgreSQL database: set database.url = \"postgres://…\" too".into(),
+                    );
+                }
+            }
+            other => err(
+                "search.backend",
+                format!("`{other}` is not `embedded` or `postgres`"),
             ),
         }
         if let Some(url) = &self.blobs.url {

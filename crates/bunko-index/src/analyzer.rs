@@ -191,9 +191,83 @@ pub fn analyze_with(variant: Variant, text: &str) -> Vec<String> {
     out
 }
 
+/// A snippet of `text` around its first token in `terms`, at most about `max_chars`
+/// characters, with every such token in `<b>…</b>` and the rest HTML-escaped (what the
+/// embedded index's snippets look like, for an index that stores the analyzer's tokens).
+/// Without a match: the opening of the text.
+pub fn highlight(
+    text: &str,
+    terms: &std::collections::HashSet<String>,
+    max_chars: usize,
+) -> String {
+    let mut a = multi_analyzer();
+    let mut stream = a.token_stream(text);
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    while stream.advance() {
+        let t = stream.token();
+        if terms.contains(&t.text) {
+            spans.push((t.offset_from, t.offset_to));
+        }
+    }
+    // The window: from a little before the first match, `max_chars` characters long.
+    let first = spans.first().map_or(0, |s| s.0);
+    let mut start = text[..first]
+        .char_indices()
+        .rev()
+        .nth(40)
+        .map_or(0, |(i, _)| i);
+    if spans.is_empty() {
+        start = 0;
+    }
+    let end = text[start..]
+        .char_indices()
+        .nth(max_chars)
+        .map_or(text.len(), |(i, _)| start + i);
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut out = String::new();
+    let mut at = start;
+    for &(from, to) in spans.iter().filter(|s| s.0 >= start && s.1 <= end) {
+        if from < at {
+            continue;
+        }
+        out.push_str(&escape(&text[at..from]));
+        out.push_str("<b>");
+        out.push_str(&escape(&text[from..to]));
+        out.push_str("</b>");
+        at = to;
+    }
+    out.push_str(&escape(&text[at..end]));
+    out.trim().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::analyze;
+
+    #[test]
+    fn highlights_the_analyzed_matches() {
+        let terms: std::collections::HashSet<String> = ["seri", "irregular"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(
+            super::highlight("Irregular <time> Series & more", &terms, 240),
+            "<b>Irregular</b> &lt;time&gt; <b>Series</b> &amp; more"
+        );
+        let long = format!("{} needle {}", "word ".repeat(100), "tail ".repeat(100));
+        let terms: std::collections::HashSet<String> = ["needl".to_owned()].into();
+        let h = super::highlight(&long, &terms, 120);
+        assert!(
+            h.contains("<b>needle</b>") && h.chars().count() < 140,
+            "{h}"
+        );
+        assert!(super::highlight("no match here", &terms, 5).starts_with("no ma"));
+    }
 
     #[test]
     fn english_is_lowercased_stemmed_and_stopped() {

@@ -48,6 +48,9 @@ pub struct Inner {
     pub keyword: Arc<bunko_index::keyword::KeywordIndex>,
     /// The vector half (`<data_dir>/index/vector` + the configured embedder), loaded lazily.
     pub vector: Arc<crate::embedder::VectorHalf>,
+    /// The search index in PostgreSQL (`search.backend = "postgres"`); the two halves above
+    /// are then not used for documents.
+    pub pg_index: Option<Arc<crate::pgindex::PgIndex>>,
     /// Whether this process holds the search index's writer (and so processes documents).
     pub owns_index: bool,
     /// Documents: staging, processing, deletion (shared by routes, CLI and the job).
@@ -361,6 +364,14 @@ pub fn japanese_morphology(config: &Config) -> Option<Arc<bunko_index::morph::Mo
 /// The data dir's keyword index, with the Japanese word analyzer when there is one. One made
 /// by another version of bunko is moved aside (the start-up check refills it).
 pub fn open_keyword_index(config: &Config) -> Result<bunko_index::keyword::KeywordIndex, CliError> {
+    open_keyword_index_with(config, japanese_morphology(config))
+}
+
+/// [`open_keyword_index`] with a dictionary already prepared (or none).
+pub fn open_keyword_index_with(
+    config: &Config,
+    morph: Option<Arc<bunko_index::morph::Morphology>>,
+) -> Result<bunko_index::keyword::KeywordIndex, CliError> {
     let (keyword, replaced) = bunko_index::keyword::KeywordIndex::open_or_replace(
         &config.data_dir.join("index").join("keyword"),
     )
@@ -373,7 +384,7 @@ pub fn open_keyword_index(config: &Config) -> Result<bunko_index::keyword::Keywo
             "the keyword index was made by another version; moved it to index/keyword.old and refilling it from the database"
         );
     }
-    Ok(match japanese_morphology(config) {
+    Ok(match morph {
         Some(m) => {
             let (keyword, warning) = keyword.with_morphology(m);
             if let Some(w) = warning {
@@ -436,27 +447,46 @@ pub async fn open_blobs(
     Ok((s3.clone(), Some(s3)))
 }
 
+/// The search index in PostgreSQL when `search.backend = "postgres"` (its tables are made
+/// when missing).
+pub async fn open_postgres_index(
+    config: &Config,
+    morph: Option<Arc<bunko_index::morph::Morphology>>,
+) -> Result<Option<Arc<crate::pgindex::PgIndex>>, CliError> {
+    if config.search.backend != "postgres" {
+        return Ok(None);
+    }
+    let url = config.database_url();
+    crate::pgindex::PgIndex::open(url.expose(), config.database.max_connections, morph)
+        .await
+        .map(|p| Some(Arc::new(p)))
+        .map_err(CliError::failure)
+}
+
 impl Runtime {
     pub async fn start(config: Config, run_worker: bool) -> Result<Runtime, CliError> {
         prepare_data_dir(&config.data_dir)?;
         let store = open_store(&config).await?;
         let accounts = Arc::new(build_accounts(&config, &store)?);
         let new_admin = bootstrap_admin(&config, &accounts).await?;
-        let keyword = open_keyword_index(&config)?;
-        let keyword = Arc::new(keyword);
+        let morph = japanese_morphology(&config);
+        let keyword = Arc::new(open_keyword_index_with(&config, morph.clone())?);
+        let pg_index = open_postgres_index(&config, morph).await?;
         // The process that processes documents owns the embedded index's single writer. A
-        // second worker on the same data dir runs every other queue, but not `ingest`.
+        // second worker on the same data dir runs every other queue, but not `ingest`. With
+        // the index in PostgreSQL every worker processes documents.
         let owns_index = run_worker
-            && match keyword.take_writer() {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(
-                        error = %e,
-                        "another bunko process owns this data dir's search index: this worker leaves documents (queue `ingest`) to it"
-                    );
-                    false
-                }
-            };
+            && (pg_index.is_some()
+                || match keyword.take_writer() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "another bunko process owns this data dir's search index: this worker leaves documents (queue `ingest`) to it"
+                        );
+                        false
+                    }
+                });
         let (blobs, s3) = open_blobs(&config).await?;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -491,14 +521,17 @@ impl Runtime {
             }),
         );
         let vector = Arc::new(crate::embedder::VectorHalf::new(&config));
-        let ingest = Arc::new(crate::ingest::Ingest::new(
-            store.clone(),
-            blobs,
-            keyword.clone(),
-            vector.clone(),
-            config.clone(),
-            metrics.clone(),
-        ));
+        let ingest = Arc::new(
+            crate::ingest::Ingest::new(
+                store.clone(),
+                blobs,
+                keyword.clone(),
+                vector.clone(),
+                config.clone(),
+                metrics.clone(),
+            )
+            .with_postgres_index(pg_index.clone()),
+        );
         registry.register(
             crate::ingest::PROCESS_KIND,
             crate::ingest::QUEUE,
@@ -544,6 +577,7 @@ impl Runtime {
             Arc::new(crate::selfcheck::SelfCheck {
                 store: store.clone(),
                 keyword: keyword.clone(),
+                pg_index: pg_index.clone(),
                 gateway: gateway.clone(),
                 config: config.clone(),
             }),
@@ -570,6 +604,7 @@ impl Runtime {
             limiter: Arc::new(InProcessLimiter::default()),
             keyword,
             vector,
+            pg_index,
             ingest,
             owns_index,
             search_permits: Arc::new(tokio::sync::Semaphore::new(cores)),

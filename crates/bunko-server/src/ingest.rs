@@ -145,6 +145,9 @@ pub struct Ingest {
     pub vector: Arc<VectorHalf>,
     pub config: Config,
     pub metrics: Arc<Metrics>,
+    /// The search index in PostgreSQL (`search.backend = "postgres"`), instead of the
+    /// embedded halves.
+    pub pg: Option<Arc<crate::pgindex::PgIndex>>,
     /// One document's index update (or a vector-file write) at a time in this process.
     index_lock: tokio::sync::Mutex<()>,
     /// The "no vectors" warning is logged once per process, not once per document.
@@ -184,9 +187,30 @@ impl Ingest {
             vector,
             config,
             metrics,
+            pg: None,
             index_lock: tokio::sync::Mutex::new(()),
             warned_no_vectors: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Indexes into PostgreSQL instead of the data dir's halves.
+    pub fn with_postgres_index(mut self, pg: Option<Arc<crate::pgindex::PgIndex>>) -> Self {
+        self.pg = pg;
+        self
+    }
+
+    /// The configured model's (dimensions, fingerprint) when it is loaded or loads now.
+    async fn model(&self) -> Option<(usize, String)> {
+        let vector = self.vector.clone();
+        tokio::task::spawn_blocking(move || {
+            vector
+                .get()
+                .ok()
+                .map(|r| (r.encoder.dim(), r.encoder.fingerprint().to_owned()))
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Stages a file from the local file system (the CLI and folder import).
@@ -383,6 +407,9 @@ impl Ingest {
 
     /// Removes a document's chunks from both halves (chunk ids are `<document>:<n>`).
     async fn unindex(&self, doc: Uuid) -> Result<(), String> {
+        if let Some(pg) = &self.pg {
+            return pg.delete_document(&doc.to_string()).await;
+        }
         let _guard = self.index_lock.lock().await;
         let keyword = self.keyword.clone();
         let vector = self.vector.clone();
@@ -728,6 +755,16 @@ impl Ingest {
             .map(|c| (c.id.clone(), c.text.clone()))
             .collect();
         let vectors: Option<Vec<Vec<f32>>> = vectors.map(<[Vec<f32>]>::to_vec);
+        if let Some(pg) = &self.pg {
+            if vectors.is_some()
+                && let Some((dims, fingerprint)) = self.model().await
+            {
+                pg.search.enable_vectors(dims, &fingerprint).await;
+            }
+            return pg
+                .index_document(&doc.to_string(), &project, &title, chunks, vectors)
+                .await;
+        }
         let keyword = self.keyword.clone();
         let vector = self.vector.clone();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -789,7 +826,25 @@ impl Ingest {
             ready.iter().map(|(id, _)| id.to_string()).collect();
         let keyword = self.keyword.clone();
         let vector = self.vector.clone();
+        let pg_counts = match &self.pg {
+            Some(pg) => Some((
+                pg.document_counts().await.map_err(Error::internal)?,
+                pg.search.vectors_on(),
+            )),
+            None => None,
+        };
         let (mismatched, indexed) = tokio::task::spawn_blocking(move || {
+            if let Some((counts, vectors_on)) = pg_counts {
+                let mismatched = ready
+                    .iter()
+                    .filter(|(id, n)| {
+                        let (k, v) = counts.get(&id.to_string()).copied().unwrap_or((0, 0));
+                        k != *n as usize || (vectors_on && v != *n as usize)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<_>>();
+                return (mismatched, counts.into_keys().collect::<Vec<_>>());
+            }
             // Vector ids are `<document>:<n>` (per project); count them per document once.
             let per_doc: Option<std::collections::HashMap<String, usize>> =
                 vector.loaded_or_on_disk().map(|r| {

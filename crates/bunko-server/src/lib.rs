@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod ingest;
 pub mod maintenance;
+pub mod pgindex;
 pub mod quota;
 pub mod routes;
 pub mod sample;

@@ -110,6 +110,8 @@ fn df(dir: &std::path::Path) -> Result<(u64, u64), String> {
 pub struct SelfCheck {
     pub store: Arc<dyn MetaStore>,
     pub keyword: Arc<bunko_index::keyword::KeywordIndex>,
+    /// The index in PostgreSQL when configured (counted instead of `keyword`).
+    pub pg_index: Option<Arc<crate::pgindex::PgIndex>>,
     pub gateway: Arc<GatewayService>,
     pub config: Config,
 }
@@ -128,7 +130,10 @@ impl SelfCheck {
         });
         checks.push(match self.store.chunk_count().await {
             Ok(n) => {
-                let indexed = self.keyword.num_docs();
+                let indexed = match &self.pg_index {
+                    Some(pg) => pg.search.counts().await.map(|c| c.0).unwrap_or(0),
+                    None => self.keyword.num_docs(),
+                };
                 if indexed == n {
                     check("index", Status::Ok, format!("{n} chunks in the database and the keyword index"))
                 } else {

@@ -238,15 +238,11 @@ pub async fn search(
             store.list_projects(page).await?.items
         }
     };
-    let ix = crate::app::open_keyword_index(config)?;
+    let morph = crate::app::japanese_morphology(config);
+    let ix = crate::app::open_keyword_index_with(config, morph.clone())?;
+    let pg = crate::app::open_postgres_index(config, morph).await?;
     let vector = crate::embedder::VectorHalf::new(config);
     let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
-    let engines = crate::routes::search::Engines {
-        keyword: &ix,
-        vector: &vector,
-        config: &config.search,
-        metrics: None,
-    };
     let pids: Vec<uuid::Uuid> = projects.iter().map(|p| p.id).collect();
     let scope = crate::routes::search::document_set(
         store.as_ref(),
@@ -254,14 +250,21 @@ pub async fn search(
         &bunko_core::search::SearchFilters::default(),
     )
     .await?;
-    let mut out = crate::routes::search::search_blocking(
-        &engines,
-        &ids,
-        &scope,
-        &query.text,
-        query.k,
-        query.mode,
-    )?;
+    // On a blocking thread, as the server runs it (the PostgreSQL index is awaited from it).
+    let search_config = config.search.clone();
+    let (text, k, mode) = (query.text.clone(), query.k, query.mode);
+    let mut out = tokio::task::spawn_blocking(move || {
+        let engines = crate::routes::search::Engines {
+            keyword: &ix,
+            vector: &vector,
+            pg: pg.as_deref(),
+            config: &search_config,
+            metrics: None,
+        };
+        crate::routes::search::search_blocking(&engines, &ids, &scope, &text, k, mode)
+    })
+    .await
+    .map_err(|e| CliError::failure(e.to_string()))??;
     crate::routes::search::locate(store.as_ref(), &mut out.results).await?;
     for w in query.warnings.iter().chain(&out.warnings) {
         tracing::warn!("{w}");

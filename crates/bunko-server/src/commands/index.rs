@@ -69,8 +69,14 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
     // Fails before touching anything when the configured model is missing.
     let encoder = crate::embedder::load(config).map_err(|e| CliError::failure(e.0))?;
     let index_dir = config.data_dir.join("index");
-    let keyword = crate::app::open_keyword_index(config)?;
+    let morph = crate::app::japanese_morphology(config);
+    let keyword = crate::app::open_keyword_index_with(config, morph.clone())?;
     let (chunks, by_doc) = chunks_to_index(store.as_ref(), &keyword, project_id).await?;
+    if let Some(pg) = crate::app::open_postgres_index(config, morph).await? {
+        store.close().await;
+        return rebuild_postgres(config, &pg, encoder, &chunks, &by_doc, project_id.is_none())
+            .await;
+    }
     let project_id = project_id.map(|p| p.to_string());
     store.close().await;
     // The keyword half, when no server holds its writer.
@@ -164,5 +170,76 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
         started.elapsed().as_secs_f64()
     );
     println!("a running server loads the new index when it restarts");
+    Ok(())
+}
+
+/// The index in PostgreSQL, refilled: emptied first for a whole rebuild (forgetting which
+/// model its vectors came from, so the configured one's take their place), then each
+/// document replaced in one transaction — searches meanwhile see a document's old chunks or
+/// its new ones.
+async fn rebuild_postgres(
+    config: &Config,
+    pg: &std::sync::Arc<crate::pgindex::PgIndex>,
+    encoder: Option<std::sync::Arc<bunko_embed::Encoder>>,
+    chunks: &[StoredChunk],
+    by_doc: &HashMap<String, Vec<usize>>,
+    whole: bool,
+) -> Result<(), CliError> {
+    let fail = |e: String| CliError::failure(e);
+    if whole {
+        pg.search
+            .clear(true)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let vectors = match &encoder {
+        Some(enc) => {
+            pg.search.enable_vectors(enc.dim(), enc.fingerprint()).await;
+            if let Some(why) = pg.search.vector_unavailable() {
+                println!("the vector half stays unavailable: {why}");
+                None
+            } else {
+                let cache = crate::embedder::open_cache(config, enc);
+                let texts: Vec<String> = chunks
+                    .iter()
+                    .map(|c| crate::embedder::passage_text(&c.title, &c.text))
+                    .collect();
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let total = refs.len();
+                let v = crate::embedder::embed_passages(enc, cache.as_ref(), &refs, None, |done| {
+                    eprint!("\rembedding {done}/{total}");
+                });
+                eprintln!();
+                Some(v)
+            }
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    for (doc, idx) in by_doc {
+        let Some(&first) = idx.first() else { continue };
+        let c0 = &chunks[first];
+        let list: Vec<(String, String)> = idx
+            .iter()
+            .map(|&i| (chunks[i].id.clone(), chunks[i].text.clone()))
+            .collect();
+        let vs = vectors
+            .as_ref()
+            .map(|v| idx.iter().map(|&i| v[i].clone()).collect::<Vec<_>>());
+        pg.index_document(doc, &c0.project, &c0.title, list, vs)
+            .await
+            .map_err(fail)?;
+    }
+    println!(
+        "refilled the search index in PostgreSQL: {} documents, {} chunks{} in {:.1} s",
+        by_doc.len(),
+        by_doc.values().map(Vec::len).sum::<usize>(),
+        if vectors.is_some() {
+            " with vectors"
+        } else {
+            ""
+        },
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -385,6 +385,7 @@ async fn prepare(state: &AppState, p: &Principal, b: AskBody) -> Result<Prepared
             let engines = Engines {
                 keyword: &st.keyword,
                 vector: &st.vector,
+                pg: st.pg_index.as_deref(),
                 config: &st.config.search,
                 metrics: Some(&st.metrics),
             };

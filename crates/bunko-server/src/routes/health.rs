@@ -269,6 +269,17 @@ async fn refresh_index_gauges(state: &AppState) {
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
+    if let Some(pg) = &state.pg_index {
+        // The index lives in PostgreSQL: its row counts (no files in the data dir).
+        if let Ok((k, v)) = pg.search.counts().await {
+            for (index, n) in [("keyword", k), ("vector", v)] {
+                m.index_chunks
+                    .with_label_values(&[index])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        return;
+    }
     m.index_chunks
         .with_label_values(&["keyword"])
         .set(i64::try_from(state.keyword.num_docs()).unwrap_or(i64::MAX));

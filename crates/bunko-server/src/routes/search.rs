@@ -199,6 +199,10 @@ fn leg(status: &str, hits: usize, reason: Option<String>) -> Leg {
 pub struct Engines<'a> {
     pub keyword: &'a bunko_index::keyword::KeywordIndex,
     pub vector: &'a crate::embedder::VectorHalf,
+    /// The index in PostgreSQL, when configured: both halves' hits come from it (the vector
+    /// half still embeds the query with `vector`'s model). Needs a Tokio runtime handle (the
+    /// caller runs this on a blocking thread).
+    pub pg: Option<&'a crate::pgindex::PgIndex>,
     pub config: &'a bunko_core::config::SearchConfig,
     /// Where the search's timing and legs are counted (`None` for one-off CLI searches).
     pub metrics: Option<&'a bunko_core::metrics::Metrics>,
@@ -222,9 +226,16 @@ pub fn search_blocking(
     let (keyword, keyword_leg) = if mode == Mode::Vector {
         (Vec::new(), leg("skipped", 0, None))
     } else {
-        let hits = tracing::info_span!("search.keyword", candidates = cand)
-            .in_scope(|| s.keyword.search_filtered(&refs, documents, text, cand, k))
-            .map_err(Error::internal)?;
+        let hits =
+            tracing::info_span!("search.keyword", candidates = cand).in_scope(|| match s.pg {
+                Some(pg) => tokio::runtime::Handle::current()
+                    .block_on(pg.keyword(projects, documents, text, cand, k))
+                    .map_err(Error::internal),
+                None => s
+                    .keyword
+                    .search_filtered(&refs, documents, text, cand, k)
+                    .map_err(Error::internal),
+            })?;
         let n = hits.len();
         (hits, leg("ok", n, None))
     };
@@ -246,12 +257,33 @@ pub fn search_blocking(
                         ready.encoder.window_tokens() + 2
                     ));
                 }
-                let hits = ready
-                    .index
-                    .search_filtered(&refs, documents, q.get(0), cand)
-                    .map_err(Error::internal)?;
-                let n = hits.len();
-                (hits, leg("ok", n, None))
+                let found = match s.pg {
+                    Some(pg) => tokio::runtime::Handle::current().block_on(pg.vector(
+                        projects,
+                        documents,
+                        q.get(0),
+                        (ready.encoder.dim(), ready.encoder.fingerprint()),
+                        cand,
+                    )),
+                    None => ready
+                        .index
+                        .search_filtered(&refs, documents, q.get(0), cand)
+                        .map_err(|e| e.to_string()),
+                };
+                match found {
+                    Ok(hits) => {
+                        let n = hits.len();
+                        (hits, leg("ok", n, None))
+                    }
+                    // An index that cannot answer (PostgreSQL without pgvector, vectors of
+                    // another model) is reported as an unavailable half, not an error.
+                    Err(why) => {
+                        warnings.push(
+                            "the vector half is unavailable: results are keyword-only".into(),
+                        );
+                        (Vec::new(), leg("unavailable", 0, Some(why)))
+                    }
+                }
             }
             Err(why) => {
                 warnings.push(if mode == Mode::Vector {
@@ -296,7 +328,12 @@ pub fn search_blocking(
         // the opening of its chunk.
         let shown = match kw {
             Some(h) if !h.snippet.is_empty() => Some(h.clone()),
-            _ => s.keyword.get(&id).map_err(Error::internal)?,
+            _ => match s.pg {
+                Some(pg) => tokio::runtime::Handle::current()
+                    .block_on(pg.get(&id))
+                    .map_err(Error::internal)?,
+                None => s.keyword.get(&id).map_err(Error::internal)?,
+            },
         };
         let project = kw
             .map(|h| h.project.clone())
@@ -414,6 +451,7 @@ async fn run(
         let engines = Engines {
             keyword: &state.keyword,
             vector: &state.vector,
+            pg: state.pg_index.as_deref(),
             config: &state.config.search,
             metrics: Some(&state.metrics),
         };

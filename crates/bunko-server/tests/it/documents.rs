@@ -303,8 +303,8 @@ async fn upload_process_read_search_and_delete() {
     document_cycle(start(|_| {}).await, &shared).await;
 }
 
-/// The same cycle with the documents, pages, chunks and jobs in PostgreSQL and the originals
-/// in an S3 bucket (moto's server, signatures checked).
+/// The same cycle with everything shared: documents, pages, chunks, jobs and the search
+/// index in PostgreSQL, the originals in an S3 bucket (moto's server, signatures checked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_process_read_search_and_delete_on_postgres_and_s3() {
     let (Some(shared), true) = (shared(), tools()) else {
@@ -320,6 +320,7 @@ async fn upload_process_read_search_and_delete_on_postgres_and_s3() {
     let s3c = s3.clone();
     let d = start(move |c| {
         c.database.url = Some(bunko_core::config::DatabaseUrl::new(url));
+        c.search.backend = "postgres".into();
         c.blobs.url = Some(format!("s3://{}/{}", s3c.bucket, s3c.prefix));
         c.blobs.endpoint = s3c.endpoint.clone();
         c.blobs.access_key_id = Some(s3c.access_key_id.clone());
@@ -371,7 +372,26 @@ async fn upload_process_read_search_and_delete_on_postgres_and_s3() {
             .unwrap();
     assert_eq!(docs, 2);
     assert!(chunks > 0);
+    // …and the search index is PostgreSQL's too, not the data dir's.
+    let searchable: i64 = sqlx::query_scalar("SELECT count(*) FROM search_chunks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(searchable, chunks);
     pool.close().await;
+}
+
+/// Chunks of a document in the keyword half, wherever the index lives.
+async fn indexed(d: &Docs, doc: &str) -> u64 {
+    match &d.state.pg_index {
+        Some(pg) => pg
+            .document_counts()
+            .await
+            .unwrap()
+            .get(doc)
+            .map_or(0, |c| c.0 as u64),
+        None => d.state.keyword.count_document(doc).unwrap() as u64,
+    }
 }
 
 async fn document_cycle(d: Docs, shared: &Path) {
@@ -543,7 +563,7 @@ async fn document_cycle(d: Docs, shared: &Path) {
     let again = d.settle(&ids[2..3], Duration::from_secs(60)).await;
     assert_eq!(again[0]["chunk_count"], done[2]["chunk_count"]);
     assert_eq!(
-        d.state.keyword.count_document(&ids[2]).unwrap() as u64,
+        indexed(&d, &ids[2]).await,
         done[2]["chunk_count"].as_u64().unwrap()
     );
     assert_eq!(
@@ -576,7 +596,7 @@ async fn document_cycle(d: Docs, shared: &Path) {
             .code(404),
         "not_found"
     );
-    assert_eq!(d.state.keyword.count_document(&ids[0]).unwrap(), 0);
+    assert_eq!(indexed(&d, &ids[0]).await, 0);
     let s = d
         .get("/api/v1/search?q=irregular%20time%20series&mode=keyword")
         .await

@@ -66,10 +66,17 @@ pub struct Scope {
 
 pub struct PgSearch {
     pool: PgPool,
-    /// Dimensions of the vector column; None: the vector half is off.
-    dims: Option<usize>,
-    /// Why the vector half cannot be used (pgvector missing, another model's vectors).
-    vector_unavailable: Option<String>,
+    vectors: std::sync::RwLock<Vectors>,
+}
+
+/// The vector half's state: prepared lazily, when the embedder is first loaded.
+#[derive(Debug, Clone, PartialEq)]
+enum Vectors {
+    Off,
+    /// The vector column's dimensions and the model it holds vectors of.
+    On(usize, String),
+    /// Why it cannot be used (pgvector missing, another model's vectors).
+    Unavailable(String),
 }
 
 /// A tsvector literal: each distinct lexeme with its positions (1-based, at most 256 per
@@ -174,20 +181,43 @@ impl PgSearch {
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        let mut vector_unavailable = None;
-        let mut dims = None;
-        if let Some((d, fingerprint)) = vectors {
-            match Self::prepare_vectors(&mut conn, d, fingerprint).await {
-                Ok(()) => dims = Some(d),
-                Err(why) => vector_unavailable = Some(why),
-            }
-        }
         drop(conn);
-        Ok(Self {
+        let s = Self {
             pool,
-            dims,
-            vector_unavailable,
-        })
+            vectors: std::sync::RwLock::new(Vectors::Off),
+        };
+        if let Some((d, fingerprint)) = vectors {
+            s.enable_vectors(d, fingerprint).await;
+        }
+        Ok(s)
+    }
+
+    /// Prepares the vector half for a model (once per model; the table is made for its
+    /// dimensions when missing). Another model's vectors leave the half unavailable, with the
+    /// reason and the fix.
+    pub async fn enable_vectors(&self, dims: usize, fingerprint: &str) {
+        if matches!(&*self.read_vectors(), Vectors::On(d, f) if *d == dims && f == fingerprint) {
+            return;
+        }
+        let state = match self.pool.acquire().await {
+            Ok(mut conn) => match Self::prepare_vectors(&mut conn, dims, fingerprint).await {
+                Ok(()) => Vectors::On(dims, fingerprint.to_owned()),
+                Err(why) => Vectors::Unavailable(why),
+            },
+            Err(e) => Vectors::Unavailable(format!("database: {e}")),
+        };
+        *self.vectors.write().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    fn read_vectors(&self) -> std::sync::RwLockReadGuard<'_, Vectors> {
+        self.vectors.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dims(&self) -> Option<usize> {
+        match &*self.read_vectors() {
+            Vectors::On(d, _) => Some(*d),
+            _ => None,
+        }
     }
 
     async fn prepare_vectors(
@@ -258,12 +288,15 @@ impl PgSearch {
     }
 
     /// Why the vector half is unavailable, if it is.
-    pub fn vector_unavailable(&self) -> Option<&str> {
-        self.vector_unavailable.as_deref()
+    pub fn vector_unavailable(&self) -> Option<String> {
+        match &*self.read_vectors() {
+            Vectors::Unavailable(why) => Some(why.clone()),
+            _ => None,
+        }
     }
 
     pub fn vectors_on(&self) -> bool {
-        self.dims.is_some()
+        self.dims().is_some()
     }
 
     /// Replaces a document's chunks in both halves in one transaction (readers see the old
@@ -283,7 +316,7 @@ impl PgSearch {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        if self.dims.is_some() {
+        if self.dims().is_some() {
             sqlx::query("DELETE FROM search_vectors WHERE document_id = $1")
                 .bind(document)
                 .execute(&mut *tx)
@@ -308,7 +341,7 @@ impl PgSearch {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        if self.dims.is_some() {
+        if self.dims().is_some() {
             let with: Vec<&IndexedChunk> = chunks.iter().filter(|c| c.vector.is_some()).collect();
             if !with.is_empty() {
                 sqlx::query(
@@ -340,7 +373,7 @@ impl PgSearch {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        if self.dims.is_some() {
+        if self.dims().is_some() {
             sqlx::query("DELETE FROM search_vectors WHERE document_id = $1")
                 .bind(document)
                 .execute(&mut *tx)
@@ -364,7 +397,7 @@ impl PgSearch {
             let n: i64 = r.try_get("n").map_err(db_err)?;
             out.entry(d).or_default().0 = n as usize;
         }
-        if self.dims.is_some() {
+        if self.dims().is_some() {
             let rows = sqlx::query(
                 "SELECT document_id, count(*) AS n FROM search_vectors GROUP BY document_id",
             )
@@ -386,7 +419,7 @@ impl PgSearch {
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
-        let v: i64 = if self.dims.is_some() {
+        let v: i64 = if self.dims().is_some() {
             sqlx::query_scalar("SELECT count(*) FROM search_vectors")
                 .fetch_one(&self.pool)
                 .await
@@ -405,7 +438,7 @@ impl PgSearch {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        if self.dims.is_some() {
+        if self.dims().is_some() {
             sqlx::query("TRUNCATE search_vectors")
                 .execute(&mut *tx)
                 .await
@@ -417,7 +450,11 @@ impl PgSearch {
                 .await
                 .map_err(db_err)?;
         }
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        if forget_vector_model {
+            *self.vectors.write().unwrap_or_else(|e| e.into_inner()) = Vectors::Off;
+        }
+        Ok(())
     }
 
     /// The best `k` chunks for the query's tokens in `projects` (and the scope), by `ts_rank`:
@@ -475,10 +512,10 @@ impl PgSearch {
         query: &[f32],
         k: usize,
     ) -> StoreResult<Vec<(String, String, f32)>> {
-        if let Some(why) = &self.vector_unavailable {
-            return Err(StoreError::Unavailable(why.clone()));
+        if let Some(why) = self.vector_unavailable() {
+            return Err(StoreError::Unavailable(why));
         }
-        if self.dims.is_none()
+        if self.dims().is_none()
             || projects.is_empty()
             || k == 0
             || scope.only.as_ref().is_some_and(Vec::is_empty)
