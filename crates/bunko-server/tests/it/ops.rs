@@ -520,32 +520,61 @@ fn kubernetes_manifests_validate() {
     let (ok, out) = run(Command::new("python3").arg(k8s.join("check.py")));
     assert!(ok, "{out}");
 
-    // The ConfigMap's bunko.toml, with the secret file the pod mounts.
-    let cm = std::fs::read_to_string(k8s.join("base/configmap.yaml")).unwrap();
-    let toml_text: String = cm
-        .split_once("bunko.toml: |\n")
-        .unwrap()
-        .1
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
+    // The ConfigMaps' bunko.toml (the base's, and the replicas' with everything shared),
+    // with the secret files the pods mount.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bunko.toml"), &toml_text).unwrap();
-    let secret = dir.path().join("jwt_secret");
-    std::fs::write(&secret, "k".repeat(48)).unwrap();
-    let out = crate::it::support::bunko_env(
-        dir.path(),
-        &["--config", "bunko.toml", "config", "check", "--json"],
-        &[("BUNKO__AUTH__JWT_SECRET_FILE", secret.to_str().unwrap())],
+    let secret = |name: &str, value: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, value).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let jwt = secret("jwt_secret", &"k".repeat(48));
+    let db_url = secret(
+        "database_url",
+        "postgres://bunko:pw@db.bunko.svc:5432/bunko?sslmode=require",
     );
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(report.contains("production"), "{report}");
+    let s3_key = secret("s3_secret_access_key", "s3cr3t");
+    for (file, env) in [
+        (
+            "base/configmap.yaml",
+            vec![("BUNKO__AUTH__JWT_SECRET_FILE", jwt.as_str())],
+        ),
+        (
+            "overlays/replicas/patch-configmap.yaml",
+            vec![
+                ("BUNKO__AUTH__JWT_SECRET_FILE", jwt.as_str()),
+                ("BUNKO__DATABASE__URL_FILE", db_url.as_str()),
+                ("BUNKO__BLOBS__SECRET_ACCESS_KEY_FILE", s3_key.as_str()),
+                ("BUNKO__BLOBS__ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ],
+        ),
+    ] {
+        let cm = std::fs::read_to_string(k8s.join(file)).unwrap();
+        let toml_text: String = cm
+            .split_once("bunko.toml: |\n")
+            .unwrap()
+            .1
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.path().join("bunko.toml"), &toml_text).unwrap();
+        let out = crate::it::support::bunko_env(
+            dir.path(),
+            &["--config", "bunko.toml", "config", "check", "--json"],
+            &env,
+        );
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{file}: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(report.contains("production"), "{report}");
+        if file.contains("replicas") {
+            assert!(report.contains("postgres"), "{report}");
+        }
+    }
 }
 
 /// What the in-test OTLP receiver got: every span with its service name.
