@@ -189,11 +189,11 @@ impl Accounts {
     ) -> Result<TokenPair> {
         let account_key = format!("acct:{}", email.trim().to_lowercase());
         let ip_key = format!("ip:{}", client.ip.as_deref().unwrap_or("unknown"));
-        if let Err(wait) = self
-            .throttle
-            .check(&account_key)
-            .and_then(|_| self.throttle.check(&ip_key))
-        {
+        let locked = match self.throttle.check(&account_key).await {
+            Ok(()) => self.throttle.check(&ip_key).await,
+            Err(wait) => Err(wait),
+        };
+        if let Err(wait) = locked {
             let mut e = self.event("login", "locked", None, client);
             e.target = Some(email.chars().take(254).collect());
             self.audit(e).await;
@@ -209,8 +209,8 @@ impl Accounts {
                 .as_ref()
                 .is_some_and(|u| u.status == UserStatus::Active);
         let Some(user) = user.filter(|_| verified) else {
-            let lock_a = self.throttle.failure(&account_key);
-            let lock_b = self.throttle.failure(&ip_key);
+            let lock_a = self.throttle.failure(&account_key).await;
+            let lock_b = self.throttle.failure(&ip_key).await;
             let mut e = self.event("login", "failure", None, client);
             e.target = Some(email.chars().take(254).collect());
             self.audit(e.clone()).await;
@@ -224,7 +224,7 @@ impl Accounts {
                 "the email or password is wrong",
             ));
         };
-        self.throttle.success(&account_key);
+        self.throttle.success(&account_key).await;
         let session = self
             .store
             .create_session(user.id, client.ip.as_deref(), client.user_agent.as_deref())

@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[async_trait::async_trait]
 pub trait Cache: Send + Sync {
     /// The value under `key`, if present and not expired.
-    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    async fn get(&self, key: &str) -> Option<Vec<u8>>;
     /// Stores `value` under `key` for `ttl` (replacing any earlier value).
-    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration);
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration);
 }
 
 struct Entry {
@@ -75,8 +76,8 @@ impl Inner {
     }
 }
 
-impl Cache for MemoryCache {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
+impl MemoryCache {
+    pub fn get_now(&self, key: &str) -> Option<Vec<u8>> {
         let mut g = self.lock();
         let expired = g.map.get(key)?.expires <= Instant::now();
         if expired {
@@ -87,7 +88,7 @@ impl Cache for MemoryCache {
         g.map.get(key).map(|e| e.value.clone())
     }
 
-    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+    pub fn put_now(&self, key: &str, value: Vec<u8>, ttl: Duration) {
         if self.capacity == 0 || ttl.is_zero() {
             return;
         }
@@ -114,6 +115,17 @@ impl Cache for MemoryCache {
     }
 }
 
+#[async_trait::async_trait]
+impl Cache for MemoryCache {
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.get_now(key)
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        self.put_now(key, value, ttl)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,27 +134,27 @@ mod tests {
     fn bounded_least_recently_used_and_expiring() {
         let c = MemoryCache::new(2);
         let hour = Duration::from_secs(3600);
-        c.put("a", b"1".to_vec(), hour);
-        c.put("b", b"2".to_vec(), hour);
-        assert_eq!(c.get("a"), Some(b"1".to_vec())); // a is now the most recent
-        c.put("c", b"3".to_vec(), hour); // b goes
-        assert_eq!(c.get("b"), None);
-        assert_eq!(c.get("a"), Some(b"1".to_vec()));
-        assert_eq!(c.get("c"), Some(b"3".to_vec()));
+        c.put_now("a", b"1".to_vec(), hour);
+        c.put_now("b", b"2".to_vec(), hour);
+        assert_eq!(c.get_now("a"), Some(b"1".to_vec())); // a is now the most recent
+        c.put_now("c", b"3".to_vec(), hour); // b goes
+        assert_eq!(c.get_now("b"), None);
+        assert_eq!(c.get_now("a"), Some(b"1".to_vec()));
+        assert_eq!(c.get_now("c"), Some(b"3".to_vec()));
         assert_eq!(c.len(), 2);
         // Replacing keeps one entry per key.
-        c.put("c", b"4".to_vec(), hour);
-        assert_eq!((c.get("c"), c.len()), (Some(b"4".to_vec()), 2));
+        c.put_now("c", b"4".to_vec(), hour);
+        assert_eq!((c.get_now("c"), c.len()), (Some(b"4".to_vec()), 2));
         // Expiry.
-        c.put("d", b"5".to_vec(), Duration::from_millis(20));
+        c.put_now("d", b"5".to_vec(), Duration::from_millis(20));
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(c.get("d"), None);
+        assert_eq!(c.get_now("d"), None);
         assert_eq!(c.len(), 1);
         // Off: capacity 0 or no time to live.
         let off = MemoryCache::new(0);
-        off.put("a", b"1".to_vec(), hour);
+        off.put_now("a", b"1".to_vec(), hour);
         assert!(off.is_empty());
-        c.put("e", b"1".to_vec(), Duration::ZERO);
-        assert_eq!(c.get("e"), None);
+        c.put_now("e", b"1".to_vec(), Duration::ZERO);
+        assert_eq!(c.get_now("e"), None);
     }
 }

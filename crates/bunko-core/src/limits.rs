@@ -23,8 +23,9 @@ pub struct Decision {
     pub retry_after: Duration,
 }
 
+#[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync {
-    fn check(&self, key: &str, quota: Quota) -> Decision;
+    async fn check(&self, key: &str, quota: Quota) -> Decision;
 }
 
 /// GCRA (generic cell rate algorithm): one "theoretical arrival time" per key.
@@ -78,19 +79,21 @@ impl InProcessLimiter {
     }
 }
 
+#[async_trait::async_trait]
 impl RateLimiter for InProcessLimiter {
-    fn check(&self, key: &str, quota: Quota) -> Decision {
+    async fn check(&self, key: &str, quota: Quota) -> Decision {
         self.check_at(key, quota, Instant::now())
     }
 }
 
 /// Failed-login bookkeeping per key (an account's email, a client address).
+#[async_trait::async_trait]
 pub trait LoginThrottle: Send + Sync {
     /// `Err(wait)` while the key is locked out.
-    fn check(&self, key: &str) -> Result<(), Duration>;
+    async fn check(&self, key: &str) -> Result<(), Duration>;
     /// Returns the lock-out now in force, if this failure started one.
-    fn failure(&self, key: &str) -> Option<Duration>;
-    fn success(&self, key: &str);
+    async fn failure(&self, key: &str) -> Option<Duration>;
+    async fn success(&self, key: &str);
 }
 
 /// After `free` failures, each further failure locks the key for base × 2^(n−free−1),
@@ -119,8 +122,8 @@ impl Default for InProcessThrottle {
     }
 }
 
-impl LoginThrottle for InProcessThrottle {
-    fn check(&self, key: &str) -> Result<(), Duration> {
+impl InProcessThrottle {
+    pub fn check_now(&self, key: &str) -> Result<(), Duration> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match st.get(key) {
             Some((_, Some(until))) if *until > Instant::now() => Err(*until - Instant::now()),
@@ -128,7 +131,7 @@ impl LoginThrottle for InProcessThrottle {
         }
     }
 
-    fn failure(&self, key: &str) -> Option<Duration> {
+    pub fn failure_now(&self, key: &str) -> Option<Duration> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.len() > 100_000 {
             let now = Instant::now();
@@ -145,11 +148,26 @@ impl LoginThrottle for InProcessThrottle {
         None
     }
 
-    fn success(&self, key: &str) {
+    pub fn success_now(&self, key: &str) {
         self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+}
+
+#[async_trait::async_trait]
+impl LoginThrottle for InProcessThrottle {
+    async fn check(&self, key: &str) -> Result<(), Duration> {
+        self.check_now(key)
+    }
+
+    async fn failure(&self, key: &str) -> Option<Duration> {
+        self.failure_now(key)
+    }
+
+    async fn success(&self, key: &str) {
+        self.success_now(key)
     }
 }
 
@@ -189,17 +207,17 @@ mod tests {
     #[test]
     fn lockout_grows_and_clears() {
         let t = InProcessThrottle::new(2, Duration::from_millis(40), Duration::from_millis(200));
-        assert_eq!(t.failure("a"), None);
-        assert_eq!(t.failure("a"), None);
-        assert!(t.check("a").is_ok());
-        assert_eq!(t.failure("a"), Some(Duration::from_millis(40)));
-        assert!(t.check("a").is_err());
-        assert_eq!(t.failure("a"), Some(Duration::from_millis(80)));
-        assert_eq!(t.failure("a"), Some(Duration::from_millis(160)));
-        assert_eq!(t.failure("a"), Some(Duration::from_millis(200)), "capped");
+        assert_eq!(t.failure_now("a"), None);
+        assert_eq!(t.failure_now("a"), None);
+        assert!(t.check_now("a").is_ok());
+        assert_eq!(t.failure_now("a"), Some(Duration::from_millis(40)));
+        assert!(t.check_now("a").is_err());
+        assert_eq!(t.failure_now("a"), Some(Duration::from_millis(80)));
+        assert_eq!(t.failure_now("a"), Some(Duration::from_millis(160)));
+        assert_eq!(t.failure_now("a"), Some(Duration::from_millis(200)), "capped");
         std::thread::sleep(Duration::from_millis(220));
-        assert!(t.check("a").is_ok(), "expires");
-        t.success("a");
-        assert_eq!(t.failure("a"), None, "a success starts over");
+        assert!(t.check_now("a").is_ok(), "expires");
+        t.success_now("a");
+        assert_eq!(t.failure_now("a"), None, "a success starts over");
     }
 }

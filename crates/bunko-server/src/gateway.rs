@@ -393,7 +393,12 @@ impl GatewayService {
     }
 
     /// A cached answer for a cacheable request (temperature 0, not streamed, not opted out).
-    pub fn cached(&self, alias: &str, req: &ChatRequest, no_cache: bool) -> Option<ChatResponse> {
+    pub async fn cached(
+        &self,
+        alias: &str,
+        req: &ChatRequest,
+        no_cache: bool,
+    ) -> Option<ChatResponse> {
         let result = if no_cache {
             "bypass"
         } else if req.temperature != Some(0.0) {
@@ -402,6 +407,7 @@ impl GatewayService {
             match self
                 .cache
                 .get(&cache_key(alias, req))
+                .await
                 .and_then(|b| serde_json::from_slice::<ChatResponse>(&b).ok())
             {
                 Some(r) => {
@@ -415,13 +421,20 @@ impl GatewayService {
         None
     }
 
-    pub fn remember(&self, alias: &str, req: &ChatRequest, no_cache: bool, r: &ChatResponse) {
+    pub async fn remember(
+        &self,
+        alias: &str,
+        req: &ChatRequest,
+        no_cache: bool,
+        r: &ChatResponse,
+    ) {
         if !no_cache
             && req.temperature == Some(0.0)
             && let Ok(bytes) = serde_json::to_vec(r)
         {
             self.cache
-                .put(&cache_key(alias, req), bytes, self.cache_ttl);
+                .put(&cache_key(alias, req), bytes, self.cache_ttl)
+                .await;
         }
     }
 }

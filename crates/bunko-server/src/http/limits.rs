@@ -79,7 +79,8 @@ async fn limited(
             per_second: rate.per_second,
             burst: rate.burst,
         },
-    );
+    )
+    .await;
     let mut res = if d.allowed {
         next.run(req).await
     } else {

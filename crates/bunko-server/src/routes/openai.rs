@@ -228,7 +228,7 @@ async fn chat_completions_inner(
         return Ok(sse_response(openai_sse(stream, live, id, include_usage)));
     }
     let nc = no_cache(headers);
-    if let Some(r) = gw.cached(&alias, &req, nc) {
+    if let Some(r) = gw.cached(&alias, &req, nc).await {
         gw.account(Call {
             usage: r.usage,
             answer: &r.text,
@@ -249,7 +249,7 @@ async fn chat_completions_inner(
     let upstream = upstream_started.elapsed();
     match result {
         Ok((r, served)) => {
-            gw.remember(&alias, &req, nc, &r);
+            gw.remember(&alias, &req, nc, &r).await;
             gw.account(Call {
                 served: Some(&served),
                 usage: r.usage,
