@@ -214,7 +214,11 @@ mod tests {
         assert!(t.check_now("a").is_err());
         assert_eq!(t.failure_now("a"), Some(Duration::from_millis(80)));
         assert_eq!(t.failure_now("a"), Some(Duration::from_millis(160)));
-        assert_eq!(t.failure_now("a"), Some(Duration::from_millis(200)), "capped");
+        assert_eq!(
+            t.failure_now("a"),
+            Some(Duration::from_millis(200)),
+            "capped"
+        );
         std::thread::sleep(Duration::from_millis(220));
         assert!(t.check_now("a").is_ok(), "expires");
         t.success_now("a");

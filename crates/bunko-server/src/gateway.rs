@@ -421,13 +421,7 @@ impl GatewayService {
         None
     }
 
-    pub async fn remember(
-        &self,
-        alias: &str,
-        req: &ChatRequest,
-        no_cache: bool,
-        r: &ChatResponse,
-    ) {
+    pub async fn remember(&self, alias: &str, req: &ChatRequest, no_cache: bool, r: &ChatResponse) {
         if !no_cache
             && req.temperature == Some(0.0)
             && let Ok(bytes) = serde_json::to_vec(r)

@@ -7,6 +7,7 @@ pub mod blobs;
 pub mod postgres;
 mod rows;
 pub mod s3;
+pub mod shared;
 pub mod sqlite;
 
 /// Compiled always (it is small) so other crates and backends can run it from their tests.

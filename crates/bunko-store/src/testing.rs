@@ -123,3 +123,18 @@ pub fn s3_config() -> Option<crate::s3::S3Config> {
         }
     }
 }
+
+/// The Redis server `scripts/services start` runs (password set, no persistence) and a key
+/// prefix of the test's own; None with a printed reason (a panic in CI) when it is not there.
+pub fn redis_url() -> Option<(String, String)> {
+    match std::env::var("BUNKO_TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => Some((u, format!("t{}:", bunko_core::ids::new_id().simple()))),
+        _ => {
+            let why = "BUNKO_TEST_REDIS_URL is not set: start Redis with `scripts/services start` \
+                       and `source /tmp/bunko-services/env` (scripts/test does both)";
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("SKIPPED: {why}");
+            None
+        }
+    }
+}

@@ -73,14 +73,16 @@ async fn limited(
     req: Request,
     next: Next,
 ) -> Response {
-    let d = state.limiter.check(
-        &format!("{class}:{who}"),
-        Quota {
-            per_second: rate.per_second,
-            burst: rate.burst,
-        },
-    )
-    .await;
+    let d = state
+        .limiter
+        .check(
+            &format!("{class}:{who}"),
+            Quota {
+                per_second: rate.per_second,
+                burst: rate.burst,
+            },
+        )
+        .await;
     let mut res = if d.allowed {
         next.run(req).await
     } else {
