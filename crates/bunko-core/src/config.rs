@@ -36,6 +36,7 @@ pub struct Config {
     pub otel: OtelConfig,
     pub database: DatabaseConfig,
     pub blobs: BlobsConfig,
+    pub redis: RedisConfig,
     pub jobs: JobsConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
@@ -243,6 +244,7 @@ impl Default for Config {
             sources: Vec::new(),
             database: DatabaseConfig::default(),
             blobs: BlobsConfig::default(),
+            redis: RedisConfig::default(),
             jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
@@ -637,6 +639,29 @@ impl Default for DatabaseConfig {
             url: None,
             url_file: None,
             max_connections: 10,
+        }
+    }
+}
+
+/// Rate limits, login lock-outs and the gateway's answer cache shared by every replica
+/// through Redis; unset: each process keeps its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS.
+    pub url: Option<DatabaseUrl>,
+    /// Read `url` from this file instead (it holds a password).
+    pub url_file: Option<PathBuf>,
+    /// Put before every key bunko writes (several deployments can share one server).
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            url_file: None,
+            prefix: "bunko:".into(),
         }
     }
 }
@@ -1062,6 +1087,14 @@ impl Config {
             })?;
             self.blobs.secret_access_key = Some(Secret::new(text.trim()));
         }
+        if let Some(path) = &self.redis.url_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                key: "redis.url_file".into(),
+                path: path.clone(),
+                source,
+            })?;
+            self.redis.url = Some(DatabaseUrl::new(text.trim()));
+        }
         if let Some(path) = &self.database.url_file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
                 key: "database.url_file".into(),
@@ -1196,6 +1229,14 @@ impl Config {
                     "unsupported scheme `{other}`; use sqlite://PATH or postgres://USER@HOST/DB"
                 ),
             ),
+        }
+        if let Some(url) = &self.redis.url
+            && !matches!(url.scheme(), "redis" | "rediss")
+        {
+            err(
+                "redis.url",
+                format!("`{}` is not redis:// or rediss://", url.redacted()),
+            );
         }
         match self.search.backend.as_str() {
             "embedded" => {}
@@ -1840,6 +1881,17 @@ fallbacks = ["local"]
             Some(("bunko-originals".into(), "prod/blobs/".into()))
         );
         assert!(!c.to_redacted_toml().contains("very-secret-key"));
+    }
+
+    #[test]
+    fn redis_url_is_checked_and_its_password_never_rendered() {
+        let mut c = Config::default();
+        c.redis.url = Some(DatabaseUrl::new("http://cache:6379"));
+        assert!(c.check().iter().any(|p| p.key == "redis.url"));
+        c.redis.url = Some(DatabaseUrl::new("rediss://:hunter2pass@cache:6380/1"));
+        assert!(c.check().iter().all(|p| p.key != "redis.url"));
+        assert!(!c.to_redacted_toml().contains("hunter2pass"));
+        assert!(!format!("{c:?}").contains("hunter2pass"));
     }
 
     #[test]

@@ -315,6 +315,15 @@ fn daily_maintenance(store: Arc<dyn MetaStore>, tasks: &Tasks) {
 
 /// The account service over a store (the server and the CLI's account commands).
 pub fn build_accounts(config: &Config, store: &Arc<dyn MetaStore>) -> Result<Accounts, CliError> {
+    build_accounts_with(config, store, Arc::new(InProcessThrottle::default()))
+}
+
+/// [`build_accounts`] with the lock-out bookkeeping given (Redis-backed with replicas).
+pub fn build_accounts_with(
+    config: &Config,
+    store: &Arc<dyn MetaStore>,
+    throttle: Arc<dyn bunko_core::limits::LoginThrottle>,
+) -> Result<Accounts, CliError> {
     let cost = PasswordCost {
         m_kib: config.auth.password_memory_kib,
         t: config.auth.password_iterations,
@@ -324,7 +333,7 @@ pub fn build_accounts(config: &Config, store: &Arc<dyn MetaStore>) -> Result<Acc
         store.clone(),
         signing_key(config)?,
         cost,
-        Arc::new(InProcessThrottle::default()),
+        throttle,
     ))
 }
 
@@ -447,6 +456,23 @@ pub async fn open_blobs(
     Ok((s3.clone(), Some(s3)))
 }
 
+/// Rate limits, lock-outs and the answer cache in Redis when `redis.url` is set (checked at
+/// start: a wrong URL or password stops bunko with the reason).
+pub async fn open_shared_state(
+    config: &Config,
+) -> Result<Option<Arc<bunko_store::shared::RedisState>>, CliError> {
+    let Some(url) = &config.redis.url else {
+        return Ok(None);
+    };
+    bunko_store::shared::RedisState::connect(url.expose(), &config.redis.prefix)
+        .await
+        .map(|r| Some(Arc::new(r)))
+        .map_err(|e| {
+            CliError::failure(format!("{e} ({})", url.redacted()))
+                .hint("check redis.url (host, port, password)")
+        })
+}
+
 /// The search index in PostgreSQL when `search.backend = "postgres"` (its tables are made
 /// when missing).
 pub async fn open_postgres_index(
@@ -467,7 +493,11 @@ impl Runtime {
     pub async fn start(config: Config, run_worker: bool) -> Result<Runtime, CliError> {
         prepare_data_dir(&config.data_dir)?;
         let store = open_store(&config).await?;
-        let accounts = Arc::new(build_accounts(&config, &store)?);
+        let shared = open_shared_state(&config).await?;
+        let accounts = Arc::new(match &shared {
+            Some(r) => build_accounts_with(&config, &store, r.clone())?,
+            None => build_accounts(&config, &store)?,
+        });
         let new_admin = bootstrap_admin(&config, &accounts).await?;
         let morph = japanese_morphology(&config);
         let keyword = Arc::new(open_keyword_index_with(&config, morph.clone())?);
@@ -553,10 +583,13 @@ impl Runtime {
                 &config,
                 metrics.clone(),
                 store.clone(),
-                // In-process; replicas would share a Redis-backed one.
-                Arc::new(bunko_core::cache::MemoryCache::new(
-                    config.gateway.cache_entries,
-                )),
+                // Shared through Redis when configured; in-process otherwise.
+                match &shared {
+                    Some(r) => r.clone() as Arc<dyn bunko_core::cache::Cache>,
+                    None => Arc::new(bunko_core::cache::MemoryCache::new(
+                        config.gateway.cache_entries,
+                    )),
+                },
                 &tasks,
             )
             .await
@@ -601,7 +634,10 @@ impl Runtime {
             config,
             store,
             accounts,
-            limiter: Arc::new(InProcessLimiter::default()),
+            limiter: match shared {
+                Some(r) => r as Arc<dyn RateLimiter>,
+                None => Arc::new(InProcessLimiter::default()),
+            },
             keyword,
             vector,
             pg_index,

@@ -12,6 +12,7 @@ mod notes;
 mod ops;
 mod postgres;
 mod process;
+mod redis;
 mod schedules;
 mod security;
 mod summary;
