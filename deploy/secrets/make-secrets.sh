@@ -9,4 +9,7 @@ umask 077
 # PostgreSQL's password (hex: safe inside a URL) and the URL bunko connects with.
 [ -s postgres_password ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > postgres_password
 [ -s database_url ] || printf 'postgres://bunko:%s@postgres:5432/bunko\n' "$(cat postgres_password)" > database_url
-echo "secrets in $(pwd): jwt_secret, grafana_admin_password (Grafana user: admin), postgres_password, database_url"
+# Redis's password and the URL bunko connects with.
+[ -s redis_password ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > redis_password
+[ -s redis_url ] || printf 'redis://:%s@redis:6379/0\n' "$(cat redis_password)" > redis_url
+echo "secrets in $(pwd): jwt_secret, grafana_admin_password (Grafana user: admin), postgres_password, database_url, redis_password, redis_url"

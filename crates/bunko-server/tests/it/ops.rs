@@ -449,6 +449,7 @@ fn compose_files_dockerfile_and_deploy_config_validate() {
         "bunko-worker",
         "models",
         "postgres",
+        "redis",
         "nginx",
         "ollama",
         "prometheus",
@@ -471,6 +472,8 @@ fn compose_files_dockerfile_and_deploy_config_validate() {
     // bunko reads its database URL (with the password) from a secret, never from the file.
     assert!(compose_text.contains("BUNKO__DATABASE__URL_FILE: /run/secrets/database_url"));
     assert!(compose_text.contains("POSTGRES_PASSWORD_FILE"));
+    assert!(compose_text.contains("BUNKO__REDIS__URL_FILE: /run/secrets/redis_url"));
+    assert!(compose_text.contains("BUNKO__SEARCH__BACKEND: postgres"));
     assert!(!compose_text.contains("POSTGRES_PASSWORD:"));
     assert!(!compose_text.contains("GF_SECURITY_ADMIN_PASSWORD:"));
     let (ok, out) = run(Command::new(&hadolint).arg(deploy().join("docker/Dockerfile")));
@@ -534,6 +537,7 @@ fn kubernetes_manifests_validate() {
         "postgres://bunko:pw@db.bunko.svc:5432/bunko?sslmode=require",
     );
     let s3_key = secret("s3_secret_access_key", "s3cr3t");
+    let redis_url = secret("redis_url", "rediss://:pw@redis.bunko.svc:6380/0");
     for (file, env) in [
         (
             "base/configmap.yaml",
@@ -546,6 +550,7 @@ fn kubernetes_manifests_validate() {
                 ("BUNKO__DATABASE__URL_FILE", db_url.as_str()),
                 ("BUNKO__BLOBS__SECRET_ACCESS_KEY_FILE", s3_key.as_str()),
                 ("BUNKO__BLOBS__ACCESS_KEY_ID", "AKIAEXAMPLE"),
+                ("BUNKO__REDIS__URL_FILE", redis_url.as_str()),
             ],
         ),
     ] {
