@@ -39,6 +39,9 @@ pub struct S3Blobs {
     local: PathBuf,
 }
 
+/// SHA-256 of no bytes: the payload hash of a request without a body.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("S3 blob store: {e}"))
 }
@@ -206,6 +209,16 @@ impl S3Blobs {
         req.send().await.map_err(unavailable)
     }
 
+    /// A request without a body (its payload hash is the empty string's).
+    async fn send_empty(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+    ) -> StoreResult<reqwest::Response> {
+        self.send(method, path, query, EMPTY_SHA256, None).await
+    }
+
     /// Every blob (ListObjectsV2, page by page), by hash, for clean-up of unreferenced blobs.
     pub async fn list(&self) -> StoreResult<Vec<S3Object>> {
         let mut out = Vec::new();
@@ -225,15 +238,7 @@ impl S3Blobs {
                 .collect::<Vec<_>>()
                 .join("&");
             let path = self.path_prefix.clone();
-            let r = self
-                .send(
-                    Method::GET,
-                    &path,
-                    &query,
-                    &hex::encode(Sha256::digest(b"")),
-                    None,
-                )
-                .await?;
+            let r = self.send_empty(Method::GET, &path, &query).await?;
             if !r.status().is_success() {
                 return Err(unavailable(format!("listing: HTTP {}", r.status())));
             }
@@ -383,15 +388,7 @@ impl BlobStore for S3Blobs {
         if tokio::fs::try_exists(&cached).await.map_err(unavailable)? {
             return Ok(cached);
         }
-        let mut r = self
-            .send(
-                Method::GET,
-                &path,
-                "",
-                &hex::encode(Sha256::digest(b"")),
-                None,
-            )
-            .await?;
+        let mut r = self.send_empty(Method::GET, &path, "").await?;
         match r.status() {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND => return Err(StoreError::NotFound(format!("blob {sha256}"))),
@@ -429,15 +426,7 @@ impl BlobStore for S3Blobs {
 
     async fn exists(&self, sha256: &str) -> StoreResult<bool> {
         let path = self.key_path(sha256)?;
-        let r = self
-            .send(
-                Method::HEAD,
-                &path,
-                "",
-                &hex::encode(Sha256::digest(b"")),
-                None,
-            )
-            .await?;
+        let r = self.send_empty(Method::HEAD, &path, "").await?;
         match r.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -448,15 +437,7 @@ impl BlobStore for S3Blobs {
     async fn delete(&self, sha256: &str) -> StoreResult<bool> {
         let existed = self.exists(sha256).await?;
         let path = self.key_path(sha256)?;
-        let r = self
-            .send(
-                Method::DELETE,
-                &path,
-                "",
-                &hex::encode(Sha256::digest(b"")),
-                None,
-            )
-            .await?;
+        let r = self.send_empty(Method::DELETE, &path, "").await?;
         if !(r.status().is_success() || r.status() == StatusCode::NOT_FOUND) {
             return Err(unavailable(format!(
                 "delete of {sha256}: HTTP {}",
@@ -476,6 +457,11 @@ impl BlobStore for S3Blobs {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn empty_payload_hash() {
+        assert_eq!(hex::encode(Sha256::digest(b"")), EMPTY_SHA256);
+    }
 
     #[test]
     fn encodes_like_the_sigv4_rules() {
