@@ -2,8 +2,10 @@
 //! with promtool; Grafana dashboards that are what their generator writes; and a real
 //! Prometheus scraping a live bunko that has done some work, in which every expression of
 //! bunko's alert rules and of every dashboard must evaluate and every bunko metric it names
-//! must have series (queries on metrics nobody exports are the usual rot). The exporters'
-//! metrics (cAdvisor, node, blackbox) are checked for validity only: no exporter runs here.
+//! must have series (queries on metrics nobody exports are the usual rot). Debian's node and
+//! blackbox exporters run beside it (the blackbox one probing bunko over HTTP and a TLS
+//! endpoint), so host and availability panels are checked with real series too; cAdvisor's
+//! container metrics are checked for validity only (it needs a container runtime).
 #![allow(clippy::unwrap_used)]
 
 use crate::it::documents::{file, ids, start};
@@ -187,7 +189,12 @@ fn metric_names(expr: &str) -> Vec<String> {
         if c.is_ascii_alphanumeric() || c == '_' {
             cur.push(c);
         } else {
-            if (cur.starts_with("bunko_") || cur.starts_with("process_") || cur == "up")
+            // Everything but cAdvisor's `container_*` (it needs a container runtime).
+            if (cur.starts_with("bunko_")
+                || cur.starts_with("process_")
+                || cur.starts_with("node_")
+                || cur.starts_with("probe_")
+                || cur == "up")
                 && !out.contains(&cur)
             {
                 out.push(cur.clone());
@@ -215,7 +222,12 @@ async fn query(client: &reqwest::Client, base: &str, q: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_against_a_live_bunko() {
-    let (Some(_), Some(prometheus)) = (require_tool("promtool"), require_tool("prometheus")) else {
+    let (Some(_), Some(prometheus), Some(node_exporter), Some(blackbox)) = (
+        require_tool("promtool"),
+        require_tool("prometheus"),
+        require_tool("prometheus-node-exporter"),
+        require_tool("prometheus-blackbox-exporter"),
+    ) else {
         return;
     };
     // A live bunko that has done some work: a document processed, searches, an ask, a priced
@@ -316,20 +328,119 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir().unwrap();
+    let free_port = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    // The exporters the stack runs: node (host metrics) and blackbox (probes) — the latter with
+    // deploy/blackbox/blackbox.yml's modules, trusting the test's self-signed certificate.
+    let node_port = free_port();
+    let _node = Kill(
+        Command::new(&node_exporter)
+            .arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
+            .args([
+                "--collector.disable-defaults",
+                "--collector.filesystem",
+                "--collector.loadavg",
+                "--collector.meminfo",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (ok, out) = run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    assert!(ok, "{out}");
+    let tls_port = free_port();
+    let _tls = Kill(
+        Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-accept",
+                &tls_port.to_string(),
+                "-cert",
+            ])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let modules = std::fs::read_to_string(deploy().join("blackbox/blackbox.yml"))
+        .unwrap()
+        .replace(
+            "insecure_skip_verify: false",
+            &format!(
+                "insecure_skip_verify: false\n        ca_file: {}\n        server_name: localhost",
+                cert.display()
+            ),
+        );
+    std::fs::write(dir.path().join("blackbox.yml"), modules).unwrap();
+    let blackbox_port = free_port();
+    let _blackbox = Kill(
+        Command::new(&blackbox)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("blackbox.yml").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{blackbox_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let rules = deploy().join("prometheus/rules/bunko.yml");
+    let probe = |job: &str, module: &str, targets: &str| {
+        format!(
+            "  - job_name: {job}\n    metrics_path: /probe\n    params:\n      module: [{module}]\n\
+             \x20   static_configs:\n      - targets: [{targets}]\n    relabel_configs:\n\
+             \x20     - source_labels: [__address__]\n        target_label: __param_target\n\
+             \x20     - source_labels: [__param_target]\n        target_label: instance\n\
+             \x20     - target_label: __address__\n        replacement: 127.0.0.1:{blackbox_port}\n"
+        )
+    };
     std::fs::write(
         dir.path().join("prometheus.yml"),
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: bunko\n    static_configs:\n      - targets: [\"{addr}\"]\n",
-            rules.display()
+             scrape_configs:\n  - job_name: bunko\n    static_configs:\n      - targets: [\"{addr}\"]\n\
+             \x20 - job_name: node\n    static_configs:\n      - targets: [\"127.0.0.1:{node_port}\"]\n{}{}",
+            rules.display(),
+            probe("blackbox-http", "http_2xx", &format!("\"http://{addr}/healthz\", \"http://{addr}/readyz\"")),
+            probe("blackbox-tls", "tls_connect", &format!("\"127.0.0.1:{tls_port}\"")),
         ),
     )
     .unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let mut prom = Command::new(&prometheus)
         .arg(format!(
             "--config.file={}",
@@ -344,13 +455,6 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _guard = {
         let child = std::mem::replace(&mut prom, Command::new("true").spawn().unwrap());
         Kill(child)
@@ -417,7 +521,7 @@ async fn a_real_prometheus_evaluates_every_alert_and_dashboard_expression_agains
     }
     assert!(
         missing.is_empty(),
-        "alert rules read metrics bunko does not export: {missing:?}"
+        "expressions read metrics nothing exports: {missing:?}"
     );
 }
 
