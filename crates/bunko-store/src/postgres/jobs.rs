@@ -85,21 +85,32 @@ impl JobQueue for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        // The due job is locked by whoever takes it; the others skip it and take the next.
+        // The due job is locked by whoever takes it; the others skip it and take the next. The
+        // best due job and the best expired lease are each found through their index (an OR of
+        // the two would scan every finished job), then the better of the two is taken.
         let row = sqlx::query(
-            "UPDATE jobs SET
+            "WITH due AS (
+                 SELECT id, priority, run_at FROM jobs
+                  WHERE queue = $4 AND state = 'queued' AND run_at <= $3
+                  ORDER BY priority DESC, run_at, id
+                  LIMIT 1
+                  FOR UPDATE SKIP LOCKED),
+             expired AS (
+                 SELECT id, priority, run_at FROM jobs
+                  WHERE queue = $4 AND state = 'running' AND lease_expires_at < $3
+                  ORDER BY priority DESC, run_at, id
+                  LIMIT 1
+                  FOR UPDATE SKIP LOCKED)
+             UPDATE jobs SET
                 last_error_code = CASE WHEN state = 'running' THEN 'lease_expired' ELSE last_error_code END,
                 last_error = CASE WHEN state = 'running'
                     THEN 'the previous worker stopped heartbeating; leased again' ELSE last_error END,
                 state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1,
                 updated_at = $3
              WHERE id = (
-                SELECT id FROM jobs
-                 WHERE queue = $4
-                   AND ((state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_expires_at < $3))
+                SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM expired) c
                  ORDER BY priority DESC, run_at, id
-                 LIMIT 1
-                 FOR UPDATE SKIP LOCKED)
+                 LIMIT 1)
              RETURNING id, queue, kind, payload, attempts, max_attempts",
         )
         .bind(worker)
