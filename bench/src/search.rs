@@ -5,6 +5,9 @@
 //! `vectors.f32` (N × 384, little-endian) and `queries.jsonl` (text + the real query vector),
 //! which `bench/search.py` also loads into PostgreSQL + pgvector.
 //!
+//! `bench-search run-pg DIR` does the same through bunko's PostgreSQL index
+//! (`search.backend = "postgres"`).
+//!
 //! `bench-search run DIR` indexes the same files into bunko's tantivy + HNSW indexes and prints
 //! one JSON line: indexing chunks/s, and p50/p99 query latency for keyword, vector and hybrid
 //! (vector and hybrid with the precomputed query vectors, so both systems are timed on the
@@ -197,6 +200,43 @@ fn for_each_vector(dir: &Path, mut f: impl FnMut(usize, &[f32])) -> anyhow::Resu
     }
 }
 
+/// The queries with their real query vectors.
+fn load_queries(dir: &Path) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
+    Ok(std::fs::read_to_string(dir.join("queries.jsonl"))?
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let vec = v["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            (v["text"].as_str().unwrap().to_owned(), vec)
+        })
+        .collect())
+}
+
+/// Every query's exact top 10 (score, chunk number), in one pass over the vectors file: what
+/// an index's recall@10 is measured against.
+fn exact_top10(
+    dir: &Path,
+    queries: &[(String, Vec<f32>)],
+) -> anyhow::Result<Vec<Vec<(f32, usize)>>> {
+    let mut exact: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(11); queries.len()];
+    for_each_vector(dir, |i, v| {
+        for ((_, q), top) in queries.iter().zip(exact.iter_mut()) {
+            let s = bunko_embed::kernels::dot_f32(q, v);
+            if top.len() < 10 || s > top[top.len() - 1].0 {
+                let at = top.partition_point(|e| e.0 >= s);
+                top.insert(at, (s, i));
+                top.truncate(10);
+            }
+        }
+    })?;
+    Ok(exact)
+}
+
 fn run(dir: &Path) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     // As `bunko serve` runs it: Japanese words from the IPADIC dictionary when installed.
@@ -250,33 +290,9 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     eprintln!();
     let index_s = t.elapsed().as_secs_f64();
     let rss_indexed = peak_rss_mib();
-    let queries: Vec<(String, Vec<f32>)> = std::fs::read_to_string(dir.join("queries.jsonl"))?
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let vec = v["vector"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect();
-            (v["text"].as_str().unwrap().to_owned(), vec)
-        })
-        .collect();
+    let queries = load_queries(dir)?;
     let projects = ["p0", "p1", "p2", "p3"];
-    // Recall@10 of the vector half against exact search over the same vectors: one pass over
-    // the file keeps every query's exact top 10.
-    let mut exact: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(11); queries.len()];
-    for_each_vector(dir, |i, v| {
-        for ((_, q), top) in queries.iter().zip(exact.iter_mut()) {
-            let s = bunko_embed::kernels::dot_f32(q, v);
-            if top.len() < 10 || s > top[top.len() - 1].0 {
-                let at = top.partition_point(|e| e.0 >= s);
-                top.insert(at, (s, i));
-                top.truncate(10);
-            }
-        }
-    })?;
+    let exact = exact_top10(dir, &queries)?;
     let recall_at = |ef: usize| -> anyhow::Result<(f64, f64, f64)> {
         vx.set_ef_search(ef);
         let (mut recall, mut ms) = (0.0, Vec::new());
@@ -357,11 +373,165 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `run-pg DIR`: the same corpus through bunko's PostgreSQL index (`search.backend =
+/// "postgres"`): bunko's analyzers make the tokens, `PgSearch` stores and ranks them, the
+/// vectors go into pgvector (HNSW, cosine); timed as `run` times the embedded index. Needs
+/// `BUNKO_TEST_PG_URL` (`scripts/services start`); a fresh database is made and dropped.
+fn run_pg(dir: &Path) -> anyhow::Result<()> {
+    use bunko_store::postgres::search::{IndexedChunk, KeywordQuery, PgSearch, Scope};
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let db = bunko_store::testing::PgDatabase::create()
+            .await
+            .context("BUNKO_TEST_PG_URL")?;
+        let pg = PgSearch::open(&db.url, 4, Some((DIM, "bench"))).await?;
+        let morph = bunko_index::morph::Morphology::prepare(
+            Path::new(bunko_index::morph::DEBIAN_IPADIC),
+            &std::env::temp_dir().join("bunko-bench-dict"),
+        )
+        .ok();
+        let words = |text: &str| -> Vec<String> {
+            match &morph {
+                Some(m) if text.chars().any(bunko_core::text::is_cjk) => {
+                    m.terms(text).into_iter().map(|(_, _, t)| t).collect()
+                }
+                _ => Vec::new(),
+            }
+        };
+        let t = Instant::now();
+        let mut lines =
+            std::io::BufReader::new(std::fs::File::open(dir.join("corpus.tsv"))?).lines();
+        // Chunks go in as documents of 500 chunks per project, as ingestion writes them.
+        let mut batches: std::collections::HashMap<String, Vec<IndexedChunk>> =
+            std::collections::HashMap::new();
+        let mut pending = Vec::new();
+        let mut n = 0usize;
+        for_each_vector(dir, |_, v| {
+            let Some(Ok(line)) = lines.next() else { return };
+            let mut parts = line.splitn(3, '\t');
+            let (id, project, text) = (
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+            );
+            let b = batches.entry(project.clone()).or_default();
+            b.push(IndexedChunk {
+                text_terms: bunko_index::analyzer::analyze(&text),
+                words: words(&text),
+                vector: Some(v.to_vec()),
+                id,
+                text,
+            });
+            if b.len() == 500 {
+                pending.push((project, std::mem::take(b)));
+            }
+            n += 1;
+        })?;
+        for (p, b) in batches {
+            if !b.is_empty() {
+                pending.push((p, b));
+            }
+        }
+        for (i, (project, chunks)) in pending.iter().enumerate() {
+            pg.replace_document(&format!("d{i}"), project, "", &[], chunks)
+                .await?;
+            if i % 20 == 0 {
+                eprint!("\rindexed {} documents ({:.0} s)", i, t.elapsed().as_secs_f64());
+            }
+        }
+        eprintln!();
+        let index_s = t.elapsed().as_secs_f64();
+        let queries = load_queries(dir)?;
+        let exact = exact_top10(dir, &queries)?;
+        let projects: Vec<String> = (0..PROJECTS).map(|p| format!("p{p}")).collect();
+        let all = Scope::default();
+        let keyword_query = |text: &str| {
+            let terms = bunko_index::analyzer::analyze(text);
+            let w = words(text);
+            let (cjk, plain): (Vec<String>, Vec<String>) = terms
+                .into_iter()
+                .partition(|t| t.chars().any(bunko_core::text::is_cjk));
+            KeywordQuery {
+                bigram_weight: if w.is_empty() {
+                    1.0
+                } else {
+                    bunko_index::keyword::BIGRAM_WEIGHT_WITH_WORDS
+                },
+                plain,
+                cjk,
+                words: w,
+            }
+        };
+        let mut recall = 0.0;
+        for ((_, q), top) in queries.iter().zip(&exact) {
+            let want: std::collections::HashSet<String> =
+                top.iter().map(|(_, i)| format!("c{i}")).collect();
+            let got = pg.vector(&projects, &all, q, 10).await?;
+            recall += got.iter().filter(|h| want.contains(&h.1)).count() as f64 / 10.0;
+        }
+        let recall = recall / queries.len() as f64;
+        let (mut tk, mut tv, mut th, mut hits) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
+        for _round in 0..3 {
+            for (text, vec) in &queries {
+                let t = Instant::now();
+                let k = pg.keyword(&projects, &all, &keyword_query(text), 10).await?;
+                tk.push(t.elapsed().as_secs_f64() * 1e3);
+                hits += k.len();
+                let t = Instant::now();
+                let v = pg.vector(&projects, &all, vec, 10).await?;
+                tv.push(t.elapsed().as_secs_f64() * 1e3);
+                let t = Instant::now();
+                let kq = keyword_query(text);
+                // One half after the other, as `search_blocking` runs them.
+                let kh = pg.keyword(&projects, &all, &kq, 100).await?;
+                let vh = pg.vector(&projects, &all, vec, 100).await?;
+                let (ki, vi): (Vec<String>, Vec<String>) = (
+                    kh.into_iter().map(|h| h.id).collect(),
+                    vh.into_iter().map(|h| h.1).collect(),
+                );
+                let fused = rrf(
+                    &[
+                        Leg {
+                            ids: &ki,
+                            weight: 1.0,
+                        },
+                        Leg {
+                            ids: &vi,
+                            weight: 1.0,
+                        },
+                    ],
+                    60.0,
+                );
+                th.push(t.elapsed().as_secs_f64() * 1e3);
+                std::hint::black_box((k, v, fused));
+            }
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "engine": "bunko search.backend=postgres", "chunks": n, "index_seconds": index_s,
+                "chunks_per_s": n as f64 / index_s, "queries": tk.len(),
+                "keyword_mean_hits": hits as f64 / tk.len() as f64,
+                "keyword_p50_ms": pct(&mut tk, 0.5), "keyword_p99_ms": pct(&mut tk, 0.99),
+                "vector_p50_ms": pct(&mut tv, 0.5), "vector_p99_ms": pct(&mut tv, 0.99),
+                "hybrid_p50_ms": pct(&mut th, 0.5), "hybrid_p99_ms": pct(&mut th, 0.99),
+                "vector_recall_at_10": recall,
+                "analyzer": if morph.is_some() { "bigrams+words" } else { "bigrams" },
+            })
+        );
+        pg.close().await;
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("prepare") if args.len() == 3 => prepare(Path::new(&args[1]), args[2].parse()?),
         Some("run") if args.len() == 2 => run(Path::new(&args[1])),
-        _ => anyhow::bail!("usage: bench-search prepare DIR N | bench-search run DIR"),
+        Some("run-pg") if args.len() == 2 => run_pg(Path::new(&args[1])),
+        _ => anyhow::bail!(
+            "usage: bench-search prepare DIR N | bench-search run DIR | bench-search run-pg DIR"
+        ),
     }
 }
