@@ -379,7 +379,9 @@ fn run(dir: &Path) -> anyhow::Result<()> {
 /// `BUNKO_TEST_PG_URL` (`scripts/services start`); a fresh database is made and dropped.
 fn run_pg(dir: &Path) -> anyhow::Result<()> {
     use bunko_store::postgres::search::{IndexedChunk, KeywordQuery, PgSearch, Scope};
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let db = bunko_store::testing::PgDatabase::create()
             .await
@@ -436,7 +438,11 @@ fn run_pg(dir: &Path) -> anyhow::Result<()> {
             pg.replace_document(&format!("d{i}"), project, "", &[], chunks)
                 .await?;
             if i % 20 == 0 {
-                eprint!("\rindexed {} documents ({:.0} s)", i, t.elapsed().as_secs_f64());
+                eprint!(
+                    "\rindexed {} documents ({:.0} s)",
+                    i,
+                    t.elapsed().as_secs_f64()
+                );
             }
         }
         eprintln!();
@@ -474,7 +480,9 @@ fn run_pg(dir: &Path) -> anyhow::Result<()> {
         for _round in 0..3 {
             for (text, vec) in &queries {
                 let t = Instant::now();
-                let k = pg.keyword(&projects, &all, &keyword_query(text), 10).await?;
+                let k = pg
+                    .keyword(&projects, &all, &keyword_query(text), 10)
+                    .await?;
                 tk.push(t.elapsed().as_secs_f64() * 1e3);
                 hits += k.len();
                 let t = Instant::now();
