@@ -128,7 +128,21 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), CliError> {
 
 /// Opens the store of a prepared data dir, mapping failures to one clear CLI error.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn MetaStore>, CliError> {
-    bunko_store::open(&config.database_url(), config.database.max_connections)
+    Ok(open_store_parts(config).await?.0)
+}
+
+/// [`open_store`], and the PostgreSQL store itself when the database is PostgreSQL (for
+/// [`open_postgres_index`], which shares its pool).
+pub async fn open_store_parts(
+    config: &Config,
+) -> Result<
+    (
+        Arc<dyn MetaStore>,
+        Option<Arc<bunko_store::postgres::PgStore>>,
+    ),
+    CliError,
+> {
+    bunko_store::open_parts(&config.database_url(), config.database.max_connections)
         .await
         .map_err(|e| {
             CliError::failure(e.to_string()).hint("bunko never recreates a database it cannot read")
@@ -474,16 +488,21 @@ pub async fn open_shared_state(
 }
 
 /// The search index in PostgreSQL when `search.backend = "postgres"` (its tables are made
-/// when missing).
+/// when missing), on the store's pool.
 pub async fn open_postgres_index(
     config: &Config,
+    store: Option<&bunko_store::postgres::PgStore>,
     morph: Option<Arc<bunko_index::morph::Morphology>>,
 ) -> Result<Option<Arc<crate::pgindex::PgIndex>>, CliError> {
     if config.search.backend != "postgres" {
         return Ok(None);
     }
-    let url = config.database_url();
-    crate::pgindex::PgIndex::open(url.expose(), config.database.max_connections, morph)
+    let Some(store) = store else {
+        return Err(CliError::failure(
+            "search.backend = \"postgres\" needs database.url = \"postgres://…\"",
+        ));
+    };
+    crate::pgindex::PgIndex::open(store, morph)
         .await
         .map(|p| Some(Arc::new(p)))
         .map_err(CliError::failure)
@@ -492,7 +511,7 @@ pub async fn open_postgres_index(
 impl Runtime {
     pub async fn start(config: Config, run_worker: bool) -> Result<Runtime, CliError> {
         prepare_data_dir(&config.data_dir)?;
-        let store = open_store(&config).await?;
+        let (store, pg_store) = open_store_parts(&config).await?;
         let shared = open_shared_state(&config).await?;
         let accounts = Arc::new(match &shared {
             Some(r) => build_accounts_with(&config, &store, r.clone())?,
@@ -501,7 +520,7 @@ impl Runtime {
         let new_admin = bootstrap_admin(&config, &accounts).await?;
         let morph = japanese_morphology(&config);
         let keyword = Arc::new(open_keyword_index_with(&config, morph.clone())?);
-        let pg_index = open_postgres_index(&config, morph).await?;
+        let pg_index = open_postgres_index(&config, pg_store.as_deref(), morph).await?;
         // The process that processes documents owns the embedded index's single writer. A
         // second worker on the same data dir runs every other queue, but not `ingest`. With
         // the index in PostgreSQL every worker processes documents.

@@ -28,12 +28,13 @@ fn scope(d: &DocScope) -> Scope {
 }
 
 impl PgIndex {
+    /// On the store's connection pool.
     pub async fn open(
-        url: &str,
-        max_connections: u32,
+        store: &bunko_store::postgres::PgStore,
         morph: Option<Arc<Morphology>>,
     ) -> Result<Self, String> {
-        let search = PgSearch::open(url, max_connections, None)
+        let search = store
+            .search(None)
             .await
             .map_err(|e| format!("the search index in PostgreSQL: {e}"))?;
         Ok(Self {

@@ -59,16 +59,26 @@ pub async fn open(
     url: &DatabaseUrl,
     max_connections: u32,
 ) -> Result<Arc<dyn MetaStore>, OpenError> {
+    Ok(open_parts(url, max_connections).await?.0)
+}
+
+/// [`open`], and the PostgreSQL store itself when the URL names one (what else uses the
+/// database — the search index — shares its pool).
+pub async fn open_parts(
+    url: &DatabaseUrl,
+    max_connections: u32,
+) -> Result<(Arc<dyn MetaStore>, Option<Arc<postgres::PgStore>>), OpenError> {
     match url.scheme() {
         "sqlite" => {
             let path = url.expose().trim_start_matches("sqlite://");
             let store = sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), None))
         }
         "postgres" | "postgresql" => {
-            let store =
-                postgres::PgStore::open(url.expose(), &url.redacted(), max_connections).await?;
-            Ok(Arc::new(store))
+            let store = Arc::new(
+                postgres::PgStore::open(url.expose(), &url.redacted(), max_connections).await?,
+            );
+            Ok((store.clone(), Some(store)))
         }
         _ => Err(OpenError::UnsupportedUrl(url.redacted())),
     }

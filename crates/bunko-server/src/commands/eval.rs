@@ -227,7 +227,7 @@ pub async fn search(
 ) -> Result<(), CliError> {
     let query = bunko_core::search::parse_query(Some(q), Some(k), Some(mode))?;
     crate::app::prepare_data_dir(&config.data_dir)?;
-    let store = crate::app::open_store(config).await?;
+    let (store, pg_store) = crate::app::open_store_parts(config).await?;
     let projects = match project {
         Some(p) => vec![bunko_core::projects::get(store.as_ref(), p).await?],
         None => {
@@ -240,7 +240,7 @@ pub async fn search(
     };
     let morph = crate::app::japanese_morphology(config);
     let ix = crate::app::open_keyword_index_with(config, morph.clone())?;
-    let pg = crate::app::open_postgres_index(config, morph).await?;
+    let pg = crate::app::open_postgres_index(config, pg_store.as_deref(), morph).await?;
     let vector = crate::embedder::VectorHalf::new(config);
     let ids: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
     let pids: Vec<uuid::Uuid> = projects.iter().map(|p| p.id).collect();

@@ -61,7 +61,7 @@ async fn chunks_to_index(
 
 pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliError> {
     crate::app::prepare_data_dir(&config.data_dir)?;
-    let store = crate::app::open_store(config).await?;
+    let (store, pg_store) = crate::app::open_store_parts(config).await?;
     let project_id = match project {
         Some(p) => Some(bunko_core::projects::get(store.as_ref(), p).await?.id),
         None => None,
@@ -72,10 +72,12 @@ pub async fn rebuild(config: &Config, project: Option<&str>) -> Result<(), CliEr
     let morph = crate::app::japanese_morphology(config);
     let keyword = crate::app::open_keyword_index_with(config, morph.clone())?;
     let (chunks, by_doc) = chunks_to_index(store.as_ref(), &keyword, project_id).await?;
-    if let Some(pg) = crate::app::open_postgres_index(config, morph).await? {
+    if let Some(pg) = crate::app::open_postgres_index(config, pg_store.as_deref(), morph).await? {
+        // The index shares the store's pool: closed when the rebuild is done.
+        let out =
+            rebuild_postgres(config, &pg, encoder, &chunks, &by_doc, project_id.is_none()).await;
         store.close().await;
-        return rebuild_postgres(config, &pg, encoder, &chunks, &by_doc, project_id.is_none())
-            .await;
+        return out;
     }
     let project_id = project_id.map(|p| p.to_string());
     store.close().await;

@@ -75,6 +75,12 @@ impl PgStore {
         &self.name
     }
 
+    /// The search index on this store's connection pool (`search.backend = "postgres"`), so a
+    /// process keeps to `database.max_connections` whatever it uses the database for.
+    pub async fn search(&self, vectors: Option<(usize, &str)>) -> StoreResult<search::PgSearch> {
+        search::PgSearch::with_pool(self.pool.clone(), vectors).await
+    }
+
     /// The schema version applied (for `bunko migrate` output).
     pub async fn schema_version(&self) -> StoreResult<i64> {
         sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(version), 0) FROM bunko_migrations")

@@ -155,6 +155,11 @@ impl PgSearch {
             .connect_with(opts)
             .await
             .map_err(db_err)?;
+        Self::with_pool(pool, vectors).await
+    }
+
+    /// [`PgSearch::open`] on a pool the caller already has (the store's: one pool per process).
+    pub async fn with_pool(pool: PgPool, vectors: Option<(usize, &str)>) -> StoreResult<Self> {
         let mut conn = pool.acquire().await.map_err(db_err)?;
         let mut tx = conn.begin().await.map_err(db_err)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
