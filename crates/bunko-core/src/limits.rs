@@ -116,9 +116,15 @@ impl InProcessThrottle {
     }
 }
 
+/// The lock-out every adapter uses unless told otherwise: 5 free failures, then 1 s doubling
+/// up to 15 minutes.
+pub const LOCKOUT_FREE: u32 = 5;
+pub const LOCKOUT_BASE: Duration = Duration::from_secs(1);
+pub const LOCKOUT_MAX: Duration = Duration::from_secs(15 * 60);
+
 impl Default for InProcessThrottle {
     fn default() -> Self {
-        Self::new(5, Duration::from_secs(1), Duration::from_secs(15 * 60))
+        Self::new(LOCKOUT_FREE, LOCKOUT_BASE, LOCKOUT_MAX)
     }
 }
 

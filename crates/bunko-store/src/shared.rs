@@ -13,7 +13,8 @@
 use async_trait::async_trait;
 use bunko_core::cache::Cache;
 use bunko_core::limits::{
-    Decision, InProcessLimiter, InProcessThrottle, LoginThrottle, Quota, RateLimiter,
+    Decision, InProcessLimiter, InProcessThrottle, LOCKOUT_BASE, LOCKOUT_FREE, LOCKOUT_MAX,
+    LoginThrottle, Quota, RateLimiter,
 };
 use bunko_core::ports::{StoreError, StoreResult};
 use redis::aio::ConnectionManager;
@@ -109,7 +110,6 @@ impl RedisState {
                 "redis answered PING with {pong}"
             )));
         }
-        let throttle = InProcessThrottle::default();
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
@@ -117,10 +117,10 @@ impl RedisState {
             failure: redis::Script::new(FAILURE),
             locked: redis::Script::new(LOCKED),
             limiter: InProcessLimiter::default(),
-            throttle,
-            free: 5,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(15 * 60),
+            throttle: InProcessThrottle::default(),
+            free: LOCKOUT_FREE,
+            base: LOCKOUT_BASE,
+            max: LOCKOUT_MAX,
             warned_at: AtomicI64::new(0),
             down_until: AtomicI64::new(0),
         })
