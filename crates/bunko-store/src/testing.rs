@@ -14,18 +14,23 @@ use bunko_core::ports::MetaStore;
 use sqlx::Connection;
 use std::sync::Arc;
 
+/// None, with why a test did not run — or a failure in CI, where `scripts/test` always starts
+/// the servers.
+fn not_running<T>(var: &str, server: &str) -> Option<T> {
+    let why = format!(
+        "{var} is not set: start {server} with `scripts/services start` and \
+         `source /tmp/bunko-services/env` (scripts/test does both)"
+    );
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
 /// The admin URL of the test server, or None with a printed reason (a panic in CI).
 pub fn pg_admin_url() -> Option<String> {
     match std::env::var("BUNKO_TEST_PG_URL") {
         Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            let why = "BUNKO_TEST_PG_URL is not set: start PostgreSQL with \
-                       `scripts/services start` and `source /tmp/bunko-services/env` \
-                       (scripts/test does both)";
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("SKIPPED: {why}");
-            None
-        }
+        _ => not_running("BUNKO_TEST_PG_URL", "PostgreSQL"),
     }
 }
 
@@ -113,14 +118,7 @@ pub fn s3_config() -> Option<crate::s3::S3Config> {
             access_key_id: key,
             secret_access_key: secret,
         }),
-        _ => {
-            let why = "BUNKO_TEST_S3_* is not set: start the S3 stand-in with \
-                       `scripts/services start` and `source /tmp/bunko-services/env` \
-                       (scripts/test does both)";
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("SKIPPED: {why}");
-            None
-        }
+        _ => not_running("BUNKO_TEST_S3_*", "the S3 stand-in"),
     }
 }
 
@@ -129,12 +127,6 @@ pub fn s3_config() -> Option<crate::s3::S3Config> {
 pub fn redis_url() -> Option<(String, String)> {
     match std::env::var("BUNKO_TEST_REDIS_URL") {
         Ok(u) if !u.is_empty() => Some((u, format!("t{}:", bunko_core::ids::new_id().simple()))),
-        _ => {
-            let why = "BUNKO_TEST_REDIS_URL is not set: start Redis with `scripts/services start` \
-                       and `source /tmp/bunko-services/env` (scripts/test does both)";
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("SKIPPED: {why}");
-            None
-        }
+        _ => not_running("BUNKO_TEST_REDIS_URL", "Redis"),
     }
 }
