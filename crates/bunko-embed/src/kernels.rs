@@ -115,13 +115,74 @@ impl Q8Matrix {
 pub enum Linear {
     Q4(Q4Matrix),
     Q8(Q8Matrix),
+    /// bf16 in AMX tile order (only built when [`amx_available`]).
+    #[cfg(target_arch = "x86_64")]
+    Bf16(crate::amx::Bf16Matrix),
+}
+
+/// Which unit runs the matrix products on this CPU: `amx-bf16`, `avx512-vnni`, `avx2` or
+/// `portable` (for logs and benchmark reports).
+pub fn product_unit() -> &'static str {
+    if amx_available() {
+        "amx-bf16"
+    } else if has_vnni() {
+        "avx512-vnni"
+    } else if has_avx2() {
+        "avx2"
+    } else {
+        "portable"
+    }
+}
+
+/// Whether the CPU's AMX tile unit can be used (see [`Linear::from_f32`]).
+pub fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::amx::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 impl Linear {
+    /// Hugging Face (f32/f16/bf16) weights in the fastest form the CPU runs: bf16 tiles when
+    /// it has AMX (and the shape fits its tiles), else int8 with row scales.
+    pub fn from_f32(rows: usize, cols: usize, w: &[f32]) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if amx_available()
+            && let Some(m) = crate::amx::Bf16Matrix::from_f32(rows, cols, w)
+        {
+            return Some(Linear::Bf16(m));
+        }
+        Q8Matrix::from_f32(rows, cols, w).map(Linear::Q8)
+    }
+
+    /// `Q4_0` blocks (the E5S1 file's form): as they are, or — with AMX — dequantised (exactly,
+    /// in f32) and rounded to bf16 tiles.
+    pub fn from_q4_0(rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
+        let m = Q4Matrix::from_q4_0(rows, cols, raw)?;
+        #[cfg(target_arch = "x86_64")]
+        if amx_available() {
+            let row_bytes = cols / QK * 18;
+            let mut w = vec![0f32; rows * cols];
+            for (r, out) in w.chunks_exact_mut(cols).enumerate() {
+                dequantize_q4_0_row(&raw[r * row_bytes..(r + 1) * row_bytes], out);
+            }
+            if let Some(b) = crate::amx::Bf16Matrix::from_f32(rows, cols, &w) {
+                return Some(Linear::Bf16(b));
+            }
+        }
+        Some(Linear::Q4(m))
+    }
+
     pub fn rows(&self) -> usize {
         match self {
             Linear::Q4(m) => m.rows,
             Linear::Q8(m) => m.rows,
+            #[cfg(target_arch = "x86_64")]
+            Linear::Bf16(m) => m.rows,
         }
     }
 
@@ -129,6 +190,8 @@ impl Linear {
         match self {
             Linear::Q4(m) => m.cols,
             Linear::Q8(m) => m.cols,
+            #[cfg(target_arch = "x86_64")]
+            Linear::Bf16(m) => m.cols,
         }
     }
 
@@ -137,6 +200,17 @@ impl Linear {
         let cols = parts.first()?.cols();
         if parts.iter().any(|p| p.cols() != cols) {
             return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if matches!(parts[0], Linear::Bf16(_)) {
+            let mats = parts
+                .into_iter()
+                .map(|p| match p {
+                    Linear::Bf16(m) => Some(m),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            return crate::amx::Bf16Matrix::stack(mats).map(Linear::Bf16);
         }
         let rows = parts.iter().map(Linear::rows).sum();
         let (mut q4, mut q8, mut d, mut corr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -197,6 +271,8 @@ pub struct QuantActs {
     /// `q + 128` for the VNNI kernel).
     group: usize,
     u: Vec<u8>,
+    /// bf16 activations for [`Linear::Bf16`], rows padded to whole 32-token blocks.
+    bf: Vec<u16>,
 }
 
 /// Round half to even, for |x| < 2^22 (scaled activations are within ±127.5): adding and
@@ -208,6 +284,38 @@ fn round_even(x: f32) -> f32 {
 }
 
 impl QuantActs {
+    /// Puts `x` (`tokens × w.cols()`) in the form `w`'s kernel multiplies: bf16 for AMX tiles,
+    /// int8 scaled per 128 values for row-scaled int8 weights whose width allows it, else
+    /// int8 per 32-value block.
+    pub fn prepare(&mut self, w: &Linear, x: &[f32]) {
+        let cols = w.cols();
+        match w {
+            #[cfg(target_arch = "x86_64")]
+            Linear::Bf16(_) => self.to_bf16(x, cols),
+            Linear::Q8(_) if cols.is_multiple_of(GROUP) => self.quantize_grouped(x, cols),
+            _ => self.quantize(x, cols),
+        }
+    }
+
+    /// `x` rounded to bf16, with zero rows up to a whole number of 32-token blocks.
+    #[cfg(target_arch = "x86_64")]
+    pub fn to_bf16(&mut self, x: &[f32], cols: usize) {
+        let tokens = x.len() / cols;
+        let padded = tokens.div_ceil(crate::amx::BLOCK) * crate::amx::BLOCK;
+        self.cols = cols;
+        self.bf.resize(padded * cols, 0);
+        self.bf[tokens * cols..].fill(0);
+        self.bf[..tokens * cols]
+            .par_chunks_mut(16 * 1024)
+            .zip(x.par_chunks(16 * 1024))
+            .for_each(|(b, x)| {
+                for (b, &v) in b.iter_mut().zip(x) {
+                    *b = crate::amx::f32_to_bf16(v);
+                }
+            });
+        self.q.clear();
+    }
+
     /// Quantises `x` (`tokens × cols`, row-major) into `self`, reusing its buffers.
     pub fn quantize(&mut self, x: &[f32], cols: usize) {
         debug_assert!(cols.is_multiple_of(QK) && x.len().is_multiple_of(cols));
@@ -298,6 +406,10 @@ const TILE: usize = 4;
 /// `y[t, r] = bias[r] + Σ_c a[t, c] · w[r, c]` for every token `t` and output row `r`.
 /// Work is split by token ranges, small enough that a single short text still uses every core.
 pub fn matmul(w: &Linear, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Linear::Bf16(w) = w {
+        return bf16_matmul(w, bias, a, y);
+    }
     let (rows_n, cols) = (w.rows(), w.cols());
     debug_assert_eq!(a.cols, cols);
     let tokens = a.q.len() / cols;
@@ -331,8 +443,52 @@ pub fn matmul(w: &Linear, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
                     };
                 }
                 Linear::Q8(w) => product(&w.view(), bias, &acts, y),
+                #[cfg(target_arch = "x86_64")]
+                Linear::Bf16(_) => unreachable!("dispatched above"),
             }
         });
+}
+
+/// The AMX product, split between the cores by 32-token blocks, or — when there are too few
+/// blocks to keep every core busy (a single query) — by ranges of outputs.
+#[cfg(target_arch = "x86_64")]
+fn bf16_matmul(w: &crate::amx::Bf16Matrix, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
+    use crate::amx::{BLOCK, ROWS, product};
+    let (rows_n, cols) = (w.rows, w.cols);
+    debug_assert_eq!(a.cols, cols);
+    let tokens = y.len() / rows_n;
+    debug_assert!(a.bf.len() >= tokens.div_ceil(BLOCK) * BLOCK * cols);
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = tokens.div_ceil(BLOCK);
+    if blocks >= 2 * threads || threads == 1 {
+        y.par_chunks_mut(BLOCK * rows_n)
+            .enumerate()
+            .for_each(|(i, y)| {
+                let n = y.len() / rows_n;
+                product(w, bias, &a.bf, i, n, 0..rows_n, y, rows_n);
+            });
+        return;
+    }
+    // Output ranges of whole 32-output pairs, about two per core.
+    let pairs = rows_n / (2 * ROWS);
+    let per = pairs.div_ceil(2 * threads).max(1) * 2 * ROWS;
+    let ranges: Vec<std::ops::Range<usize>> = (0..rows_n)
+        .step_by(per)
+        .map(|n0| n0..(n0 + per).min(rows_n))
+        .collect();
+    let parts: Vec<Vec<f32>> = ranges
+        .par_iter()
+        .map(|r| {
+            let mut out = vec![0f32; tokens * r.len()];
+            product(w, bias, &a.bf, 0, tokens, r.clone(), &mut out, r.len());
+            out
+        })
+        .collect();
+    for (r, part) in ranges.iter().zip(parts) {
+        for (t, row) in part.chunks_exact(r.len()).enumerate() {
+            y[t * rows_n + r.start..t * rows_n + r.end].copy_from_slice(row);
+        }
+    }
 }
 
 struct Acts<'a> {
@@ -494,6 +650,12 @@ fn head_attention(
     s1: usize,
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
+    if crate::avx512::available()
+        && let Some(out) = crate::avx512::head_attention(qkv, hidden, hd, h, s0, s1)
+    {
+        return out;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
@@ -653,6 +815,21 @@ fn head_attention_generic(
         }
     }
     out
+}
+
+/// The portable kernels, for the SIMD modules' tests to compare with.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) fn head_attention_portable(
+        qkv: &[f32],
+        hidden: usize,
+        hd: usize,
+        h: usize,
+        s0: usize,
+        s1: usize,
+    ) -> Vec<f32> {
+        super::head_attention_generic(qkv, hidden, hd, h, s0, s1)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1139,6 +1316,12 @@ fn lanes_sum(x: &[f32]) -> f32 {
 /// The exact (erf) GELU that BERT uses.
 pub fn gelu_in_place(x: &mut [f32]) {
     x.par_chunks_mut(4096).for_each(|c| {
+        #[cfg(target_arch = "x86_64")]
+        if crate::avx512::available() {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has AVX-512 F (checked just above).
+            return unsafe { crate::avx512::gelu(c) };
+        }
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             #[allow(unsafe_code)]

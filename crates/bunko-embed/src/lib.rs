@@ -13,6 +13,10 @@
 //! Every call is synchronous and CPU-bound: async callers use `spawn_blocking`. The work of one
 //! call is spread over rayon's pool (matrix rows by token blocks, attention by token).
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod format;
 pub mod kernels;
 mod model;

@@ -2,7 +2,7 @@
 
 use crate::EmbedError;
 use crate::format::{Cursor, MAGIC, Q4_BLOCK_BYTES, QK, Tensor, f32s, read_directory};
-use crate::kernels::{self, Linear, Q4Matrix, Q8Matrix, QuantActs};
+use crate::kernels::{self, Linear, QuantActs};
 use crate::safetensors::SafeTensors;
 use crate::unigram::Unigram;
 use crate::wordpiece::WordPiece;
@@ -96,9 +96,6 @@ pub struct Encoder {
     eln_b: Vec<f32>,
     layers: Vec<Layer>,
     fingerprint: String,
-    /// Activations scaled per 128 values (Hugging Face weights, quantised here per row, with
-    /// widths that are multiples of 128); per 32 for the 4-bit E5S1 file.
-    grouped: bool,
 }
 
 /// `hf:` + 12 hex digits of the weights' SHA-256 + 4 of the tokenizer's.
@@ -208,8 +205,7 @@ impl Encoder {
         let t = |name: &str, shape: &[usize]| st.f32(&format!("{prefix}{name}"), shape);
         let q8 = |name: &str, rows: usize, cols: usize| -> Result<Linear, EmbedError> {
             let w = t(name, &[rows, cols])?;
-            Q8Matrix::from_f32(rows, cols, &w)
-                .map(Linear::Q8)
+            Linear::from_f32(rows, cols, &w)
                 .ok_or_else(|| EmbedError::Format(format!("tensor {name}: cannot quantise")))
         };
         let mut layers = Vec::with_capacity(layers_n);
@@ -259,15 +255,10 @@ impl Encoder {
         } else {
             (String::new(), String::new())
         };
-        let grouped = hidden.is_multiple_of(kernels::GROUP)
-            && layers
-                .first()
-                .is_some_and(|l: &Layer| l.fi.rows().is_multiple_of(kernels::GROUP));
         Ok(Self {
             hidden,
             heads,
             max_positions: max_pos_table - pos_offset,
-            grouped,
             pos_offset,
             eps,
             tok,
@@ -342,7 +333,7 @@ impl Encoder {
         let q4 = |name: &str, rows: usize, cols: usize| -> Result<Linear, EmbedError> {
             let t = get(name)?;
             (t.dtype == 1 && t.elements == rows * cols)
-                .then(|| Q4Matrix::from_q4_0(rows, cols, t.bytes).map(Linear::Q4))
+                .then(|| Linear::from_q4_0(rows, cols, t.bytes))
                 .flatten()
                 .ok_or_else(|| {
                     EmbedError::Format(format!("tensor {name}: expected {rows}×{cols} Q4_0"))
@@ -384,7 +375,6 @@ impl Encoder {
         let type_emb = f32t("emb.type", get("emb.type")?.bytes.len() / 4)?;
         let fingerprint = e5s1_fingerprint(&hex::encode(Sha256::digest(file)));
         Ok(Self {
-            grouped: false,
             hidden,
             heads,
             max_positions,
@@ -553,24 +543,17 @@ impl Encoder {
         let mut ctx = vec![0f32; t_total * h];
         let mut tmp = vec![0f32; t_total * h];
         let mut mid = vec![0f32; t_total * ff];
-        let quantize = |a: &mut QuantActs, x: &[f32], cols: usize| {
-            if self.grouped {
-                a.quantize_grouped(x, cols);
-            } else {
-                a.quantize(x, cols);
-            }
-        };
         for l in &self.layers {
-            quantize(&mut a, &x, h);
+            a.prepare(&l.qkv, &x);
             kernels::matmul(&l.qkv, Some(&l.qkv_b), &a, &mut qkv);
             kernels::attention(&qkv, h, self.heads, &segments, &mut ctx);
-            quantize(&mut a, &ctx, h);
+            a.prepare(&l.ao, &ctx);
             kernels::matmul(&l.ao, Some(&l.ao_b), &a, &mut tmp);
             kernels::add_layer_norm(&mut x, Some(&tmp), &l.aln_w, &l.aln_b, self.eps);
-            quantize(&mut a, &x, h);
+            a.prepare(&l.fi, &x);
             kernels::matmul(&l.fi, Some(&l.fi_b), &a, &mut mid);
             kernels::gelu_in_place(&mut mid);
-            quantize(&mut a, &mid, ff);
+            a.prepare(&l.fo, &mid);
             kernels::matmul(&l.fo, Some(&l.fo_b), &a, &mut tmp);
             kernels::add_layer_norm(&mut x, Some(&tmp), &l.oln_w, &l.oln_b, self.eps);
         }
