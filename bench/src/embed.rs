@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
             "seconds": secs, "texts_per_s": refs.len() as f64 / secs,
             "tokens_per_s": tokens as f64 / secs, "load_s": load_s,
             "single_query_ms": query_ms, "threads": rayon_threads(),
+            "unit": bunko_embed::kernels::product_unit(),
         })
     );
     Ok(())

