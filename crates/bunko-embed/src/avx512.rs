@@ -12,6 +12,7 @@ pub(crate) fn available() -> bool {
     static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVX512.get_or_init(|| {
         std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
             && std::env::var_os("BUNKO_EMBED_NO_AVX512").is_none()
     })
 }
@@ -80,6 +81,39 @@ fn gelu16(x: __m512) -> __m512 {
     let erf = _mm512_fnmadd_ps(p, e, c(1.0));
     // 0.5·x·(1 + sign(x)·erf(|x|/√2)) = 0.5·(x + |x|·erf).
     _mm512_mul_ps(c(0.5), _mm512_fmadd_ps(ax, erf, x))
+}
+
+/// One group of 128 activations to int8 with one scale (`amax / 127`), as the portable
+/// [`super::kernels::QuantActs::quantize_grouped`] does it: `q` the values, `u` = `q + 128`;
+/// returns the scale and the sum of each 32-value block's `q`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) fn quantize_group(x: &[f32], q: &mut [i8], u: &mut [u8]) -> (f32, [i32; 4]) {
+    assert!(x.len() == 128 && q.len() == 128 && u.len() == 128);
+    let mut v = [_mm512_setzero_ps(); 8];
+    let mut amax = _mm512_setzero_ps();
+    for (i, v) in v.iter_mut().enumerate() {
+        // SAFETY: `x` holds 128 floats; `i < 8`.
+        *v = unsafe { _mm512_loadu_ps(x.as_ptr().add(i * 16)) };
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(*v));
+    }
+    let scale = _mm512_reduce_max_ps(amax) / 127.0;
+    let inv = _mm512_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+    let mut sums = [0i32; 4];
+    let (lo, hi) = (_mm512_set1_epi32(-128), _mm512_set1_epi32(127));
+    for (i, v) in v.iter().enumerate() {
+        // Round half to even (the default rounding mode), then clamp as the portable code.
+        let r = _mm512_cvtps_epi32(_mm512_mul_ps(*v, inv));
+        let r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+        sums[i / 2] += _mm512_reduce_add_epi32(r);
+        let b = _mm512_cvtepi32_epi8(r);
+        // SAFETY: `q` and `u` hold 128 bytes; `i < 8`.
+        unsafe {
+            _mm_storeu_si128(q.as_mut_ptr().add(i * 16).cast(), b);
+            let ub = _mm_xor_si128(b, _mm_set1_epi8(i8::MIN));
+            _mm_storeu_si128(u.as_mut_ptr().add(i * 16).cast(), ub);
+        }
+    }
+    (scale, sums)
 }
 
 /// Queries handled together: each K and V row loaded serves this many.
@@ -270,6 +304,38 @@ mod tests {
             1.0 - (-z * z).exp() / std::f64::consts::PI.sqrt() / f
         };
         if x < 0.0 { -r } else { r }
+    }
+
+    #[test]
+    fn group_quantisation_matches_the_scalar_rule() {
+        if skip() {
+            return;
+        }
+        let mut cases: Vec<Vec<f32>> = (0..20u32)
+            .map(|s| values(128, s + 1).iter().map(|v| v * 4.0).collect())
+            .collect();
+        cases.push(vec![0.0; 128]);
+        let mut ties: Vec<f32> = (0..128).map(|i| (i as f32 - 64.0) / 2.0).collect();
+        ties[0] = 127.0; // scale 1: every half-integer is a tie
+        cases.push(ties);
+        for x in cases {
+            let (mut q, mut u) = ([0i8; 128], [0u8; 128]);
+            // SAFETY: AVX-512 F and BW are available (checked above).
+            #[allow(unsafe_code)]
+            let (scale, sums) = unsafe { quantize_group(&x, &mut q, &mut u) };
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(scale, amax / 127.0);
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            for (i, &v) in x.iter().enumerate() {
+                let want = (v * inv).round_ties_even().clamp(-128.0, 127.0) as i8;
+                assert_eq!(q[i], want, "value {i}: {v}");
+                assert_eq!(i32::from(u[i]), i32::from(want) + 128);
+            }
+            for (b, sum) in sums.iter().enumerate() {
+                let want: i32 = q[b * 32..(b + 1) * 32].iter().map(|&v| i32::from(v)).sum();
+                assert_eq!(*sum, want);
+            }
+        }
     }
 
     #[test]

@@ -57,6 +57,34 @@ pub struct Q8Matrix {
     /// two 64-byte halves: −128 × the sum of the 8 weights the lane multiplies (activations
     /// enter as `q + 128`). Empty when `cols` is not a multiple of 128.
     corr: Vec<i32>,
+    /// The weights again for the AVX-512 VNNI kernel, 16 rows per register: per block of 16
+    /// rows, per 4 columns, 64 bytes whose lane `j` holds row `j`'s 4 weights. Empty unless
+    /// the CPU has VNNI, `rows` is a multiple of 16 and `cols` of 128.
+    packed: Vec<i8>,
+    /// Per block of 16 rows and 128-column group, per row: −128 × the row's weights' sum in
+    /// the group (the `q + 128` correction, one lane per row).
+    packed_corr: Vec<i32>,
+    /// Per row: its scale (read 16 at a time by the packed kernel).
+    row_scale: Vec<f32>,
+}
+
+/// The packed form of row-major int8 weights ([`Q8Matrix::packed`]) and its corrections.
+fn pack_rows(rows: usize, cols: usize, q: &[i8]) -> (Vec<i8>, Vec<i32>) {
+    if !has_vnni() || !rows.is_multiple_of(16) || !cols.is_multiple_of(GROUP) {
+        return (Vec::new(), Vec::new());
+    }
+    let (quads, groups) = (cols / 4, cols / GROUP);
+    let mut packed = vec![0i8; rows * cols];
+    let mut corr = vec![0i32; rows * groups];
+    for r in 0..rows {
+        let (rb, j) = (r / 16, r % 16);
+        for c in 0..cols {
+            let w = q[r * cols + c];
+            packed[(rb * quads + c / 4) * 64 + j * 4 + c % 4] = w;
+            corr[(rb * groups + c / GROUP) * 16 + j] -= 128 * i32::from(w);
+        }
+    }
+    (packed, corr)
 }
 
 /// Activation values sharing one scale in the grouped form.
@@ -101,12 +129,17 @@ impl Q8Matrix {
             d.extend(std::iter::repeat_n(scale, cols / QK));
         }
         let corr = lane_corrections(rows, cols, &q);
+        let (packed, packed_corr) = pack_rows(rows, cols, &q);
+        let row_scale = d.iter().step_by(cols / QK).copied().collect();
         Some(Self {
             rows,
             cols,
             q,
             d,
             corr,
+            packed,
+            packed_corr,
+            row_scale,
         })
     }
 }
@@ -214,6 +247,11 @@ impl Linear {
         }
         let rows = parts.iter().map(Linear::rows).sum();
         let (mut q4, mut q8, mut d, mut corr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut packed, mut packed_corr, mut row_scale) = (Vec::new(), Vec::new(), Vec::new());
+        // Row blocks are independent, so packed parts simply follow each other.
+        let all_packed = parts
+            .iter()
+            .all(|p| matches!(p, Linear::Q8(m) if !m.packed.is_empty()));
         let q4_form = matches!(parts[0], Linear::Q4(_));
         for p in parts {
             match (p, q4_form) {
@@ -225,6 +263,11 @@ impl Linear {
                     q8.extend(m.q);
                     d.extend(m.d);
                     corr.extend(m.corr);
+                    row_scale.extend(m.row_scale);
+                    if all_packed {
+                        packed.extend(m.packed);
+                        packed_corr.extend(m.packed_corr);
+                    }
                 }
                 _ => return None,
             }
@@ -243,6 +286,9 @@ impl Linear {
                 q: q8,
                 d,
                 corr,
+                packed,
+                packed_corr,
+                row_scale,
             })
         })
     }
@@ -350,6 +396,17 @@ impl QuantActs {
             .zip(self.offset.par_chunks_mut(per))
             .zip(x.par_chunks(GROUP))
             .for_each(|((((q, u), d), off), x)| {
+                #[cfg(target_arch = "x86_64")]
+                if x.len() == GROUP && crate::avx512::available() {
+                    #[allow(unsafe_code)]
+                    // SAFETY: the CPU has AVX-512 F and BW (checked just above).
+                    let (scale, sums) = unsafe { crate::avx512::quantize_group(x, q, u) };
+                    for ((d, off), sum) in d.iter_mut().zip(off.iter_mut()).zip(sums) {
+                        *d = scale;
+                        *off = 8.0 * scale * sum as f32;
+                    }
+                    return;
+                }
                 let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let scale = amax / 127.0;
                 let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
@@ -429,6 +486,14 @@ pub fn matmul(w: &Linear, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
             };
             match w {
                 Linear::Q4(w) => product(&w.view(), bias, &acts, y),
+                #[cfg(target_arch = "x86_64")]
+                Linear::Q8(w) if a.group == GROUP / QK && !w.packed.is_empty() && has_vnni() => {
+                    #[allow(unsafe_code)]
+                    // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked just above).
+                    unsafe {
+                        vnni::packed(w, bias, &a.u[t0 * cols..(t0 + n) * cols], acts.d, y)
+                    };
+                }
                 #[cfg(target_arch = "x86_64")]
                 Linear::Q8(w)
                     if a.group == GROUP / QK
@@ -1179,6 +1244,151 @@ mod vnni {
         }
     }
 
+    /// Tokens per tile of the packed kernel; with [`RB`] row blocks, 24 integer accumulators.
+    const PT: usize = 6;
+    /// Blocks of 16 rows per tile of the packed kernel.
+    const RB: usize = 4;
+
+    /// Row-scaled int8 weights in the packed form (16 rows per register) × activations scaled
+    /// per 128 values (as `q + 128`): per 4 columns, [`RB`] weight loads and [`PT`] broadcast
+    /// activations feed `PT × RB` `vpdpbusd` — no horizontal sums; per 128 columns the integer
+    /// sums (started at the rows' corrections) are converted and scaled by the token's group
+    /// scale into f32 sums kept in memory; the row scales and bias at the end.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn packed(
+        w: &super::Q8Matrix,
+        bias: Option<&[f32]>,
+        au: &[u8],
+        ad: &[f32],
+        y: &mut [f32],
+    ) {
+        let (rows, cols) = (w.rows, w.cols);
+        let n = au.len() / cols;
+        assert!(rows.is_multiple_of(16) && cols.is_multiple_of(super::GROUP));
+        assert!(w.packed.len() >= rows * cols && w.row_scale.len() >= rows);
+        assert!(w.packed_corr.len() >= rows / 16 * (cols / super::GROUP) * 16);
+        assert!(au.len() >= n * cols && ad.len() >= n * (cols / QK) && y.len() >= n * rows);
+        let mut t0 = 0;
+        while t0 < n {
+            let t = (n - t0).min(PT);
+            match t {
+                PT => packed_rows::<PT>(w, bias, au, ad, y, t0),
+                5 => packed_rows::<5>(w, bias, au, ad, y, t0),
+                4 => packed_rows::<4>(w, bias, au, ad, y, t0),
+                3 => packed_rows::<3>(w, bias, au, ad, y, t0),
+                2 => packed_rows::<2>(w, bias, au, ad, y, t0),
+                _ => packed_rows::<1>(w, bias, au, ad, y, t0),
+            }
+            t0 += t;
+        }
+    }
+
+    /// Tokens `t0..t0 + T`, every row, [`RB`] row blocks at a time (then one).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn packed_rows<const T: usize>(
+        w: &super::Q8Matrix,
+        bias: Option<&[f32]>,
+        au: &[u8],
+        ad: &[f32],
+        y: &mut [f32],
+        t0: usize,
+    ) {
+        let blocks = w.rows / 16;
+        let mut b = 0;
+        while b < blocks {
+            if blocks - b >= RB {
+                packed_tile::<T, RB>(w, bias, au, ad, y, t0, b);
+                b += RB;
+            } else {
+                packed_tile::<T, 1>(w, bias, au, ad, y, t0, b);
+                b += 1;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn packed_tile<const T: usize, const R: usize>(
+        w: &super::Q8Matrix,
+        bias: Option<&[f32]>,
+        au: &[u8],
+        ad: &[f32],
+        y: &mut [f32],
+        t0: usize,
+        b0: usize,
+    ) {
+        let (rows, cols) = (w.rows, w.cols);
+        let (quads, groups, nb) = (cols / 4, cols / super::GROUP, cols / QK);
+        let per = super::GROUP / QK;
+        let mut sums = [[_mm512_setzero_ps(); R]; T];
+        for g in 0..groups {
+            let mut acc = [[_mm512_setzero_si512(); R]; T];
+            for r in 0..R {
+                // SAFETY: block `b0 + r < rows / 16` and group `g < groups`: the 16 values
+                // from `((b0 + r) * groups + g) * 16` are inside `packed_corr` (asserted by
+                // the caller).
+                let c = unsafe {
+                    _mm512_loadu_si512(
+                        w.packed_corr
+                            .as_ptr()
+                            .add(((b0 + r) * groups + g) * 16)
+                            .cast(),
+                    )
+                };
+                for acc in acc.iter_mut() {
+                    acc[r] = c;
+                }
+            }
+            for qd in g * 32..(g + 1) * 32 {
+                let mut wv = [_mm512_setzero_si512(); R];
+                for (r, wv) in wv.iter_mut().enumerate() {
+                    // SAFETY: `(b0 + r) * quads + qd < rows / 16 * quads`: 64 bytes inside
+                    // `packed` (`rows * cols` bytes, asserted by the caller).
+                    *wv = unsafe {
+                        _mm512_loadu_si512(
+                            w.packed.as_ptr().add(((b0 + r) * quads + qd) * 64).cast(),
+                        )
+                    };
+                }
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: token `t0 + t < n` and `qd * 4 + 4 <= cols`: 4 bytes inside
+                    // `au` (`n * cols`, asserted by the caller).
+                    let x = unsafe {
+                        std::ptr::read_unaligned(
+                            au.as_ptr().add((t0 + t) * cols + qd * 4).cast::<i32>(),
+                        )
+                    };
+                    let xv = _mm512_set1_epi32(x);
+                    for r in 0..R {
+                        acc[r] = _mm512_dpbusd_epi32(acc[r], xv, wv[r]);
+                    }
+                }
+            }
+            for (t, (sum, acc)) in sums.iter_mut().zip(&acc).enumerate() {
+                let scale = _mm512_set1_ps(ad[(t0 + t) * nb + g * per]);
+                for r in 0..R {
+                    sum[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r]), scale, sum[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            let row0 = (b0 + r) * 16;
+            // SAFETY: both slices are 16 floats long (checked by the indexing).
+            let ws = unsafe { _mm512_loadu_ps(w.row_scale[row0..row0 + 16].as_ptr()) };
+            let bv = bias.map_or(_mm512_setzero_ps(), |b| {
+                // SAFETY: as above.
+                unsafe { _mm512_loadu_ps(b[row0..row0 + 16].as_ptr()) }
+            });
+            for (t, sum) in sums.iter().enumerate() {
+                let out = &mut y[(t0 + t) * rows + row0..(t0 + t) * rows + row0 + 16];
+                // SAFETY: `out` holds 16 floats.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_fmadd_ps(sum[r], ws, bv)) };
+            }
+        }
+    }
+
     /// `[x; 8] ++ [y; 8]`.
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -1491,8 +1701,16 @@ mod tests {
 
     #[test]
     fn grouped_activations_with_row_scales_match_the_portable_product() {
-        // 11 tokens: a full tile of 8 and three single ones; 384 columns: three groups.
-        let (rows, cols, tokens) = (6usize, 384usize, 11usize);
+        // 11 tokens: a full tile of 8 and three single ones (6 and 5 for the packed kernel);
+        // 384 columns: three groups. 6 rows: the per-row kernel; 48 rows (three blocks of 16:
+        // a row-block tail): the packed one.
+        for rows in [6usize, 48] {
+            grouped_case(rows);
+        }
+    }
+
+    fn grouped_case(rows: usize) {
+        let (cols, tokens) = (384usize, 11usize);
         let wf: Vec<f32> = (0..rows * cols)
             // Mostly positive: the +128 offset's correction is large and must be exact.
             .map(|i| ((i * 37 % 61) as f32 - 15.0) / 40.0)
@@ -1503,6 +1721,7 @@ mod tests {
         let w = Linear::Q8(Q8Matrix::from_f32(rows, cols, &wf).unwrap());
         let Linear::Q8(q8) = &w else { unreachable!() };
         assert_eq!(q8.corr.len(), rows * (cols / GROUP) * 16);
+        assert_eq!(q8.packed.is_empty(), rows % 16 != 0 || !has_vnni());
         let mut a = QuantActs::default();
         a.quantize_grouped(&x, cols);
         assert!(
