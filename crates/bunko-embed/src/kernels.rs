@@ -44,19 +44,15 @@ impl Q4Matrix {
 
 /// A `rows × cols` matrix quantised from f32 on load: int8 weights with one f32 scale per row
 /// (stored per 32-weight block, every block of a row alike, so every kernel reads it as
-/// `Q8_0`): the form Hugging Face (f32/f16/bf16) weights run in. With activations scaled per
-/// 128 values ([`QuantActs::quantize_grouped`]) the AVX-512 VNNI kernel sums two 64-byte
-/// products in integers before one conversion. Minimum cosine with sentence-transformers on
+/// `Q8_0`): the form Hugging Face (f32/f16/bf16) weights run in without AMX. With activations
+/// scaled per 128 values ([`QuantActs::quantize_grouped`]) the AVX-512 VNNI kernel sums each
+/// group's products in integers before one conversion. Minimum cosine with sentence-transformers on
 /// the reference texts: 0.9985 (per-32 scales on both sides: 0.9994).
 pub struct Q8Matrix {
     pub rows: usize,
     pub cols: usize,
     q: Vec<i8>,
     d: Vec<f32>,
-    /// Per row and 128-column group, for each of the 16 lanes of a `vpdpbusd` over the group's
-    /// two 64-byte halves: −128 × the sum of the 8 weights the lane multiplies (activations
-    /// enter as `q + 128`). Empty when `cols` is not a multiple of 128.
-    corr: Vec<i32>,
     /// The weights again for the AVX-512 VNNI kernel, 16 rows per register: per block of 16
     /// rows, per 4 columns, 64 bytes whose lane `j` holds row `j`'s 4 weights. Empty unless
     /// the CPU has VNNI, `rows` is a multiple of 16 and `cols` of 128.
@@ -90,27 +86,6 @@ fn pack_rows(rows: usize, cols: usize, q: &[i8]) -> (Vec<i8>, Vec<i32>) {
 /// Activation values sharing one scale in the grouped form.
 pub const GROUP: usize = 128;
 
-fn lane_corrections(rows: usize, cols: usize, q: &[i8]) -> Vec<i32> {
-    if !cols.is_multiple_of(GROUP) {
-        return Vec::new();
-    }
-    let groups = cols / GROUP;
-    let mut corr = vec![0i32; rows * groups * 16];
-    for r in 0..rows {
-        for g in 0..groups {
-            for lane in 0..16 {
-                let mut sum = 0i32;
-                for half in 0..2 {
-                    let base = r * cols + g * GROUP + half * 64 + lane * 4;
-                    sum += q[base..base + 4].iter().map(|&w| i32::from(w)).sum::<i32>();
-                }
-                corr[(r * groups + g) * 16 + lane] = -128 * sum;
-            }
-        }
-    }
-    corr
-}
-
 impl Q8Matrix {
     pub fn from_f32(rows: usize, cols: usize, w: &[f32]) -> Option<Self> {
         if !cols.is_multiple_of(QK) || w.len() != rows * cols {
@@ -128,7 +103,6 @@ impl Q8Matrix {
             );
             d.extend(std::iter::repeat_n(scale, cols / QK));
         }
-        let corr = lane_corrections(rows, cols, &q);
         let (packed, packed_corr) = pack_rows(rows, cols, &q);
         let row_scale = d.iter().step_by(cols / QK).copied().collect();
         Some(Self {
@@ -136,7 +110,6 @@ impl Q8Matrix {
             cols,
             q,
             d,
-            corr,
             packed,
             packed_corr,
             row_scale,
@@ -246,7 +219,7 @@ impl Linear {
             return crate::amx::Bf16Matrix::stack(mats).map(Linear::Bf16);
         }
         let rows = parts.iter().map(Linear::rows).sum();
-        let (mut q4, mut q8, mut d, mut corr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut q4, mut q8, mut d) = (Vec::new(), Vec::new(), Vec::new());
         let (mut packed, mut packed_corr, mut row_scale) = (Vec::new(), Vec::new(), Vec::new());
         // Row blocks are independent, so packed parts simply follow each other.
         let all_packed = parts
@@ -262,7 +235,6 @@ impl Linear {
                 (Linear::Q8(m), false) => {
                     q8.extend(m.q);
                     d.extend(m.d);
-                    corr.extend(m.corr);
                     row_scale.extend(m.row_scale);
                     if all_packed {
                         packed.extend(m.packed);
@@ -285,7 +257,6 @@ impl Linear {
                 cols,
                 q: q8,
                 d,
-                corr,
                 packed,
                 packed_corr,
                 row_scale,
@@ -492,19 +463,6 @@ pub fn matmul(w: &Linear, bias: Option<&[f32]>, a: &QuantActs, y: &mut [f32]) {
                     // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked just above).
                     unsafe {
                         vnni::packed(w, bias, &a.u[t0 * cols..(t0 + n) * cols], acts.d, y)
-                    };
-                }
-                #[cfg(target_arch = "x86_64")]
-                Linear::Q8(w)
-                    if a.group == GROUP / QK
-                        && !w.corr.is_empty()
-                        && cols.is_multiple_of(GROUP)
-                        && has_vnni() =>
-                {
-                    #[allow(unsafe_code)]
-                    // SAFETY: the CPU has AVX-512 F/BW/VNNI (checked just above).
-                    unsafe {
-                        vnni::grouped(w, bias, &a.u[t0 * cols..(t0 + n) * cols], acts.d, y)
                     };
                 }
                 Linear::Q8(w) => product(&w.view(), bias, &acts, y),
@@ -1161,89 +1119,6 @@ mod vnni {
         }
     }
 
-    /// Row-scaled int8 weights × activations scaled per 128 values (as `q + 128`): per token
-    /// and group two `vpdpbusd` into one integer accumulator that starts at the group's lane
-    /// corrections, then one conversion and one multiply-add by the activation scale; the
-    /// row's scale once at the end.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn grouped(
-        w: &super::Q8Matrix,
-        bias: Option<&[f32]>,
-        au: &[u8],
-        ad: &[f32],
-        y: &mut [f32],
-    ) {
-        let (rows, cols) = (w.rows, w.cols);
-        let (groups, nb, per) = (cols / super::GROUP, cols / QK, super::GROUP / QK);
-        let n = au.len() / cols;
-        assert!(cols.is_multiple_of(super::GROUP) && w.q.len() >= rows * cols);
-        assert!(w.corr.len() >= rows * groups * 16 && w.d.len() >= rows * nb);
-        assert!(ad.len() >= n * nb && y.len() >= n * rows);
-        let mut t0 = 0;
-        while t0 < n {
-            let t = (n - t0).min(WIDE);
-            if t == WIDE {
-                grouped_tile::<WIDE>(w, bias, au, ad, y, t0, groups, nb, per);
-            } else {
-                for k in 0..t {
-                    grouped_tile::<1>(w, bias, au, ad, y, t0 + k, groups, nb, per);
-                }
-            }
-            t0 += t;
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    fn grouped_tile<const T: usize>(
-        w: &super::Q8Matrix,
-        bias: Option<&[f32]>,
-        au: &[u8],
-        ad: &[f32],
-        y: &mut [f32],
-        t0: usize,
-        groups: usize,
-        nb: usize,
-        per: usize,
-    ) {
-        let (rows, cols) = (w.rows, w.cols);
-        for r in 0..rows {
-            let wrow = &w.q[r * cols..(r + 1) * cols];
-            let corr = &w.corr[r * groups * 16..(r + 1) * groups * 16];
-            let mut acc = [_mm512_setzero_ps(); T];
-            for g in 0..groups {
-                // SAFETY: `corr` holds `groups * 16` values and `wrow` `cols` bytes; the 16
-                // values from `g * 16` and the 128 bytes from `g * 128` are inside them.
-                let (c, w0, w1) = unsafe {
-                    (
-                        _mm512_loadu_si512(corr.as_ptr().add(g * 16).cast()),
-                        _mm512_loadu_si512(wrow.as_ptr().add(g * 128).cast()),
-                        _mm512_loadu_si512(wrow.as_ptr().add(g * 128 + 64).cast()),
-                    )
-                };
-                for t in 0..T {
-                    let row = (t0 + t) * cols + g * 128;
-                    // SAFETY: `au` holds `n * cols` bytes and token `t0 + t < n`.
-                    let (a0, a1) = unsafe {
-                        (
-                            _mm512_loadu_si512(au.as_ptr().add(row).cast()),
-                            _mm512_loadu_si512(au.as_ptr().add(row + 64).cast()),
-                        )
-                    };
-                    let s = _mm512_dpbusd_epi32(c, a0, w0);
-                    let s = _mm512_dpbusd_epi32(s, a1, w1);
-                    let scale = _mm512_set1_ps(ad[(t0 + t) * nb + g * per]);
-                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[t]);
-                }
-            }
-            let (b0, ws) = (bias.map_or(0.0, |b| b[r]), w.d[r * nb]);
-            for t in 0..T {
-                y[(t0 + t) * rows + r] = b0 + ws * _mm512_reduce_add_ps(acc[t]);
-            }
-        }
-    }
-
     /// Tokens per tile of the packed kernel; with [`RB`] row blocks, 24 integer accumulators.
     const PT: usize = 6;
     /// Blocks of 16 rows per tile of the packed kernel.
@@ -1702,8 +1577,8 @@ mod tests {
     #[test]
     fn grouped_activations_with_row_scales_match_the_portable_product() {
         // 11 tokens: a full tile of 8 and three single ones (6 and 5 for the packed kernel);
-        // 384 columns: three groups. 6 rows: the per-row kernel; 48 rows (three blocks of 16:
-        // a row-block tail): the packed one.
+        // 384 columns: three groups. 6 rows: the per-block kernel reading the grouped scales;
+        // 48 rows (three blocks of 16: a row-block tail): the packed one.
         for rows in [6usize, 48] {
             grouped_case(rows);
         }
@@ -1720,7 +1595,7 @@ mod tests {
             .collect();
         let w = Linear::Q8(Q8Matrix::from_f32(rows, cols, &wf).unwrap());
         let Linear::Q8(q8) = &w else { unreachable!() };
-        assert_eq!(q8.corr.len(), rows * (cols / GROUP) * 16);
+        assert_eq!(q8.row_scale.len(), rows);
         assert_eq!(
             q8.packed.is_empty(),
             !rows.is_multiple_of(16) || !has_vnni()
@@ -1758,7 +1633,7 @@ mod tests {
                 );
             }
         }
-        // Stacked (Q | K | V) matrices keep their corrections.
+        // Stacked (Q | K | V) matrices keep their corrections and scales.
         let stacked = Linear::stack(vec![
             Linear::Q8(Q8Matrix::from_f32(rows, cols, &wf).unwrap()),
             Linear::Q8(Q8Matrix::from_f32(rows, cols, &wf).unwrap()),
