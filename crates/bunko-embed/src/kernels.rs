@@ -796,8 +796,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Portable attention (the AVX-512 version's tests compare with it).
 #[inline(always)]
-fn head_attention_generic(
+pub(crate) fn head_attention_generic(
     qkv: &[f32],
     hidden: usize,
     hd: usize,
@@ -838,21 +839,6 @@ fn head_attention_generic(
         }
     }
     out
-}
-
-/// The portable kernels, for the SIMD modules' tests to compare with.
-#[cfg(test)]
-pub(crate) mod tests_support {
-    pub(crate) fn head_attention_portable(
-        qkv: &[f32],
-        hidden: usize,
-        hd: usize,
-        h: usize,
-        s0: usize,
-        s1: usize,
-    ) -> Vec<f32> {
-        super::head_attention_generic(qkv, hidden, hd, h, s0, s1)
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
