@@ -223,25 +223,31 @@ pub fn search_blocking(
     let refs: Vec<&str> = projects.iter().map(String::as_str).collect();
     let cand = s.config.candidates.max(k);
     let mut warnings = Vec::new();
-    let (keyword, keyword_leg) = if mode == Mode::Vector {
-        (Vec::new(), leg("skipped", 0, None))
-    } else {
-        let hits =
-            tracing::info_span!("search.keyword", candidates = cand).in_scope(|| match s.pg {
-                Some(pg) => tokio::runtime::Handle::current()
-                    .block_on(pg.keyword(projects, documents, text, cand, k))
-                    .map_err(Error::internal),
-                None => s
-                    .keyword
-                    .search_filtered(&refs, documents, text, cand, k)
-                    .map_err(Error::internal),
-            })?;
+    // Captured here: in a hybrid search the keyword half runs on a second thread, which has
+    // neither the caller's runtime context (for the PostgreSQL index) nor its span.
+    let runtime = s.pg.map(|_| tokio::runtime::Handle::current());
+    let parent = tracing::Span::current();
+    let keyword_half = || {
+        if mode == Mode::Vector {
+            return Ok((Vec::new(), leg("skipped", 0, None)));
+        }
+        let span = parent.in_scope(|| tracing::info_span!("search.keyword", candidates = cand));
+        let hits = span.in_scope(|| match (s.pg, &runtime) {
+            (Some(pg), Some(rt)) => rt
+                .block_on(pg.keyword(projects, documents, text, cand, k))
+                .map_err(Error::internal),
+            _ => s
+                .keyword
+                .search_filtered(&refs, documents, text, cand, k)
+                .map_err(Error::internal),
+        })?;
         let n = hits.len();
-        (hits, leg("ok", n, None))
+        Ok::<_, Error>((hits, leg("ok", n, None)))
     };
-    let (vector, vector_leg) = if mode == Mode::Keyword {
-        (Vec::new(), leg("skipped", 0, None))
-    } else {
+    let vector_half = |warnings: &mut Vec<String>| {
+        if mode == Mode::Keyword {
+            return (Vec::new(), leg("skipped", 0, None));
+        }
         let _vector_span = tracing::info_span!("search.vector", candidates = cand).entered();
         match s.vector.get() {
             Ok(ready) => {
@@ -257,15 +263,15 @@ pub fn search_blocking(
                         ready.encoder.window_tokens() + 2
                     ));
                 }
-                let found = match s.pg {
-                    Some(pg) => tokio::runtime::Handle::current().block_on(pg.vector(
+                let found = match (s.pg, &runtime) {
+                    (Some(pg), Some(rt)) => rt.block_on(pg.vector(
                         projects,
                         documents,
                         q.get(0),
                         (ready.encoder.dim(), ready.encoder.fingerprint()),
                         cand,
                     )),
-                    None => ready
+                    _ => ready
                         .index
                         .search_filtered(&refs, documents, q.get(0), cand)
                         .map_err(|e| e.to_string()),
@@ -294,6 +300,22 @@ pub fn search_blocking(
                 (Vec::new(), leg("unavailable", 0, Some(why.0)))
             }
         }
+    };
+    let ((keyword, keyword_leg), (vector, vector_leg)) = if mode == Mode::Hybrid {
+        // Both halves at once: the keyword half (one thread of tantivy work) on a second
+        // thread while this one embeds the query (on rayon's pool) and walks the graph, so a
+        // hybrid search takes about the slower half's time instead of their sum.
+        std::thread::scope(|scope| {
+            let keyword = scope.spawn(keyword_half);
+            let vector = vector_half(&mut warnings);
+            match keyword.join() {
+                Ok(keyword) => Ok((keyword?, vector)),
+                Err(_) => Err(Error::internal("the keyword half of the search panicked")),
+            }
+        })?
+    } else {
+        let keyword = keyword_half()?;
+        (keyword, vector_half(&mut warnings))
     };
     let kw_ids: Vec<String> = keyword.iter().map(|h| h.id.clone()).collect();
     let vec_ids: Vec<String> = vector.iter().map(|(_, id, _)| id.clone()).collect();
