@@ -27,7 +27,7 @@ impl Q4Matrix {
     /// From `Q4_0` blocks: per block an f16 scale, then 16 bytes whose low nibbles are weights
     /// 0..16 and high nibbles weights 16..32, each stored as `w + 8`.
     pub fn from_q4_0(rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
-        if !cols.is_multiple_of(QK) || raw.len() != rows * cols / QK * 18 {
+        if !Self::fits(rows, cols, raw) {
             return None;
         }
         let mut q = Vec::with_capacity(rows * cols);
@@ -39,6 +39,11 @@ impl Q4Matrix {
             q.extend(nib.iter().map(|&b| b >> 4));
         }
         Some(Self { rows, cols, q, d })
+    }
+
+    /// Whether `raw` holds `rows × cols` weights as `Q4_0` blocks.
+    fn fits(rows: usize, cols: usize, raw: &[u8]) -> bool {
+        cols.is_multiple_of(QK) && raw.len() == rows * cols / QK * 18
     }
 }
 
@@ -168,9 +173,8 @@ impl Linear {
     /// `Q4_0` blocks (the E5S1 file's form): as they are, or — with AMX — dequantised (exactly,
     /// in f32) and rounded to bf16 tiles.
     pub fn from_q4_0(rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
-        let m = Q4Matrix::from_q4_0(rows, cols, raw)?;
         #[cfg(target_arch = "x86_64")]
-        if amx_available() {
+        if amx_available() && Q4Matrix::fits(rows, cols, raw) {
             let row_bytes = cols / QK * 18;
             let mut w = vec![0f32; rows * cols];
             for (r, out) in w.chunks_exact_mut(cols).enumerate() {
@@ -180,7 +184,7 @@ impl Linear {
                 return Some(Linear::Bf16(b));
             }
         }
-        Some(Linear::Q4(m))
+        Q4Matrix::from_q4_0(rows, cols, raw).map(Linear::Q4)
     }
 
     pub fn rows(&self) -> usize {
