@@ -225,18 +225,18 @@ pub fn search_blocking(
     let mut warnings = Vec::new();
     // Captured here: in a hybrid search the keyword half runs on a second thread, which has
     // neither the caller's runtime context (for the PostgreSQL index) nor its span.
-    let runtime = s.pg.map(|_| tokio::runtime::Handle::current());
+    let pg = s.pg.map(|pg| (pg, tokio::runtime::Handle::current()));
     let parent = tracing::Span::current();
     let keyword_half = || {
         if mode == Mode::Vector {
             return Ok((Vec::new(), leg("skipped", 0, None)));
         }
         let span = parent.in_scope(|| tracing::info_span!("search.keyword", candidates = cand));
-        let hits = span.in_scope(|| match (s.pg, &runtime) {
-            (Some(pg), Some(rt)) => rt
+        let hits = span.in_scope(|| match &pg {
+            Some((pg, rt)) => rt
                 .block_on(pg.keyword(projects, documents, text, cand, k))
                 .map_err(Error::internal),
-            _ => s
+            None => s
                 .keyword
                 .search_filtered(&refs, documents, text, cand, k)
                 .map_err(Error::internal),
@@ -263,15 +263,15 @@ pub fn search_blocking(
                         ready.encoder.window_tokens() + 2
                     ));
                 }
-                let found = match (s.pg, &runtime) {
-                    (Some(pg), Some(rt)) => rt.block_on(pg.vector(
+                let found = match &pg {
+                    Some((pg, rt)) => rt.block_on(pg.vector(
                         projects,
                         documents,
                         q.get(0),
                         (ready.encoder.dim(), ready.encoder.fingerprint()),
                         cand,
                     )),
-                    _ => ready
+                    None => ready
                         .index
                         .search_filtered(&refs, documents, q.get(0), cand)
                         .map_err(|e| e.to_string()),
@@ -302,9 +302,9 @@ pub fn search_blocking(
         }
     };
     let ((keyword, keyword_leg), (vector, vector_leg)) = if mode == Mode::Hybrid {
-        // Both halves at once: the keyword half (one thread of tantivy work) on a second
-        // thread while this one embeds the query (on rayon's pool) and walks the graph, so a
-        // hybrid search takes about the slower half's time instead of their sum.
+        // Both halves at once: the keyword half on a second thread while this one embeds the
+        // query (on rayon's pool) and walks the graph, so a hybrid search takes about the
+        // slower half's time instead of their sum.
         std::thread::scope(|scope| {
             let keyword = scope.spawn(keyword_half);
             let vector = vector_half(&mut warnings);
