@@ -1,5 +1,7 @@
 //! Abuse protection behind ports, so a Redis adapter can share the state across replicas:
-//! a GCRA rate limiter and an exponential login lock-out. In-process implementations here.
+//! a GCRA rate limiter, an exponential login lock-out, and the gateway quotas' usage counters.
+//! In-process implementations of the first two here (the quota counters' in-process side is
+//! the gateway's own, in bunko-server).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -175,6 +177,68 @@ impl LoginThrottle for InProcessThrottle {
     async fn success(&self, key: &str) {
         self.success_now(key)
     }
+}
+
+/// One subject's usage in the current windows of the gateway quotas.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct QuotaUsage {
+    /// Requests this UTC minute.
+    pub requests: u64,
+    /// Tokens this UTC minute.
+    pub minute_tokens: u64,
+    /// Tokens this UTC day.
+    pub day_tokens: u64,
+    /// US dollars this UTC month.
+    pub month_cost: f64,
+}
+
+/// The quota windows a call falls in (UTC): indexes of its minute, day and month, and when the
+/// day and the month end (ms since the epoch), for the counters' expiry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuotaWindows {
+    pub minute: i64,
+    pub day: i64,
+    pub month: i64,
+    pub now_ms: i64,
+    pub day_end_ms: i64,
+    pub month_end_ms: i64,
+}
+
+/// A subject a call is charged to (`"user:<id>"`, `"key:<id>"`, `"project:<id>"`) and, per
+/// measure, the lowest limit any of its quotas sets — requests per minute, tokens per minute,
+/// tokens per day, dollars per month (`None`: no limit). A call is refused when any measure
+/// has reached its limit, which is the same as checking every quota on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaSubject {
+    pub id: String,
+    pub limits: [Option<f64>; 4],
+}
+
+/// What the shared counters decided, with each subject's usage before the call (in the order
+/// the subjects were given), so the caller can name the quota or warn of a soft limit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuotaAdmission {
+    /// Counted as one request of each subject.
+    Admitted(Vec<QuotaUsage>),
+    /// A limit is reached; nothing was counted.
+    Refused(Vec<QuotaUsage>),
+    /// The counters do not hold this day's and month's usage yet (the first call of the day,
+    /// or the server lost its data): seed them from the usage ledger, then ask again.
+    Unseeded,
+}
+
+/// Quota usage counters shared by every replica (a Redis adapter). `None` from a call means
+/// the counters did not answer: the gateway then counts on its own, never "no limit".
+#[async_trait::async_trait]
+pub trait QuotaCounters: Send + Sync {
+    /// Atomically: reads the subjects' usage and, when no limit is reached, counts a request.
+    async fn admit(&self, subjects: &[QuotaSubject], w: QuotaWindows) -> Option<QuotaAdmission>;
+    /// Adds a finished call's tokens and cost to each subject.
+    async fn charge(&self, subjects: &[String], w: QuotaWindows, tokens: u64, cost: f64);
+    /// Raises each subject's day tokens and month cost to at least the ledger's figures (never
+    /// lowers them: calls counted but not yet in the ledger stay counted), then marks the
+    /// day and month as seeded.
+    async fn seed(&self, w: QuotaWindows, usage: &[(String, u64, f64)]);
 }
 
 #[cfg(test)]

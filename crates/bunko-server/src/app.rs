@@ -609,6 +609,9 @@ impl Runtime {
                         config.gateway.cache_entries,
                     )),
                 },
+                shared
+                    .clone()
+                    .map(|r| r as Arc<dyn bunko_core::limits::QuotaCounters>),
                 &tasks,
             )
             .await

@@ -7,11 +7,11 @@ use crate::quota::{Now, Quotas, Subjects};
 use bunko_core::Code;
 use bunko_core::cache::Cache;
 use bunko_core::config::Config;
-use bunko_core::config::QuotaScope;
 use bunko_core::identity::{Credential, Principal};
+use bunko_core::limits::QuotaCounters;
 use bunko_core::llm::{ChatRequest, ChatResponse, ProviderErrorKind, Usage};
 use bunko_core::metrics::Metrics;
-use bunko_core::ports::{MetaStore, UsageGroup, UsageRecord};
+use bunko_core::ports::{MetaStore, UsageRecord};
 use bunko_core::tasks::Tasks;
 use bunko_llm::gateway::{Gateway, GatewayError, Served};
 use sha2::{Digest, Sha256};
@@ -98,43 +98,26 @@ impl GatewayService {
     }
 
     /// The router, and the ledger writer on `tasks` (it drains at shutdown). Quota budgets
-    /// start from the ledger's totals for today and this month.
+    /// start from the ledger's totals for today and this month; with `shared_quotas` every
+    /// replica counts against the same counters (seeded from the ledger as well).
     pub async fn start(
         config: &Config,
         metrics: Arc<Metrics>,
         store: Arc<dyn MetaStore>,
         cache: Arc<dyn Cache>,
+        shared_quotas: Option<Arc<dyn QuotaCounters>>,
         tasks: &Tasks,
     ) -> Result<Self, String> {
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
-        let service = Self::new(config, metrics, cache, tx)?;
+        let mut service = Self::new(config, metrics, cache, tx)?;
         if !service.quotas.is_empty() {
             let now = Now::current();
-            for (scope, group) in [
-                (QuotaScope::User, UsageGroup::User),
-                (QuotaScope::Key, UsageGroup::Key),
-                (QuotaScope::Project, UsageGroup::Project),
-            ] {
-                let day = store
-                    .usage_totals(group, now.day_start(), i64::MAX, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let month = store
-                    .usage_totals(group, now.month_start(), i64::MAX, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                for t in &month {
-                    if t.group.is_empty() {
-                        continue;
-                    }
-                    let tokens = day
-                        .iter()
-                        .find(|d| d.group == t.group)
-                        .map_or(0, |d| d.input_tokens + d.output_tokens);
-                    service
-                        .quotas
-                        .seed(scope, &t.group, tokens, t.cost_usd, now);
-                }
+            for (scope, id, tokens, cost) in Quotas::ledger_usage(store.as_ref(), now).await? {
+                service.quotas.seed(scope, &id, tokens, cost, now);
+            }
+            if let Some(counters) = shared_quotas {
+                service.quotas = std::mem::replace(&mut service.quotas, Quotas::new(Vec::new()))
+                    .shared(counters, store.clone());
             }
         }
         let flush = Duration::from_millis(config.gateway.ledger_flush_ms.max(10));
@@ -190,8 +173,12 @@ impl GatewayService {
     }
 
     /// Before a call: the caller's quotas. `Ok` carries the soft-limit warning header value.
-    pub fn admit(&self, principal: &Principal) -> Result<Option<String>, ApiError> {
-        match self.quotas.admit(&Subjects::of(principal), Now::current()) {
+    pub async fn admit(&self, principal: &Principal) -> Result<Option<String>, ApiError> {
+        match self
+            .quotas
+            .admit(&Subjects::of(principal), Now::current())
+            .await
+        {
             Ok(w) if w.is_empty() => Ok(None),
             Ok(w) => {
                 self.metrics.llm_quota.with_label_values(&["warning"]).inc();

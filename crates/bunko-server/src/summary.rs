@@ -134,7 +134,7 @@ impl Run<'_> {
             return Err(JobFailure::permanent(Code::Conflict, "cancelled"));
         }
         let gw = &self.h.gateway;
-        gw.admit(&self.principal).map_err(model_failure)?;
+        gw.admit(&self.principal).await.map_err(model_failure)?;
         let (r, _, usage) = gw
             .chat(
                 &self.principal,

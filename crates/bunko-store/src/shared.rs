@@ -1,6 +1,7 @@
-//! State replicas share through Redis: the rate limiter (GCRA), the login lock-out and the
-//! gateway's answer cache — the `RateLimiter`, `LoginThrottle` and `Cache` ports of
-//! bunko-core. Each limiter and lock-out decision is one Lua script run atomically on the
+//! State replicas share through Redis: the rate limiter (GCRA), the login lock-out, the
+//! gateway's answer cache and its quota counters — the `RateLimiter`, `LoginThrottle`, `Cache`
+//! and `QuotaCounters` ports of bunko-core. A quota decision is one Lua script too: it reads
+//! every subject's counters and counts the request only when no limit is reached. Each limiter and lock-out decision is one Lua script run atomically on the
 //! server with the server's clock (`TIME`), so replicas with drifting clocks still share one
 //! budget.
 //!
@@ -14,7 +15,8 @@ use async_trait::async_trait;
 use bunko_core::cache::Cache;
 use bunko_core::limits::{
     Decision, InProcessLimiter, InProcessThrottle, LOCKOUT_BASE, LOCKOUT_FREE, LOCKOUT_MAX,
-    LoginThrottle, Quota, RateLimiter,
+    LoginThrottle, Quota, QuotaAdmission, QuotaCounters, QuotaSubject, QuotaUsage, QuotaWindows,
+    RateLimiter,
 };
 use bunko_core::ports::{StoreError, StoreResult};
 use redis::aio::ConnectionManager;
@@ -65,12 +67,81 @@ if u and u > now then return u - now end
 return 0
 ";
 
+/// A quota decision. KEYS: the day's "seeded" marker, then per subject its minute hash
+/// (`r` requests, `t` tokens), day tokens and month cost. ARGV: the minute hash's expiry (ms),
+/// then per subject four limits (-1 = none). Returns {-1} when the day is not seeded, else
+/// {1 admitted | 0 refused, then per subject its four counters as stored}.
+const QUOTA_ADMIT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local n = (#KEYS - 1) / 3
+local out = {1}
+for i = 0, n - 1 do
+  local m = KEYS[2 + i * 3]
+  local used = {
+    redis.call('HGET', m, 'r') or '0',
+    redis.call('HGET', m, 't') or '0',
+    redis.call('GET', KEYS[3 + i * 3]) or '0',
+    redis.call('GET', KEYS[4 + i * 3]) or '0',
+  }
+  for k = 1, 4 do
+    local limit = tonumber(ARGV[1 + i * 4 + k])
+    if limit >= 0 and tonumber(used[k]) >= limit then out[1] = 0 end
+    table.insert(out, used[k])
+  end
+end
+if out[1] == 1 then
+  for i = 0, n - 1 do
+    redis.call('HINCRBY', KEYS[2 + i * 3], 'r', 1)
+    redis.call('PEXPIRE', KEYS[2 + i * 3], ARGV[1])
+  end
+end
+return out
+";
+
+/// A finished call. KEYS: per subject its minute hash, day tokens, month cost. ARGV: tokens,
+/// cost (USD), and the three keys' expiries (ms).
+const QUOTA_CHARGE: &str = r"
+for i = 0, #KEYS / 3 - 1 do
+  local m, d, c = KEYS[1 + i * 3], KEYS[2 + i * 3], KEYS[3 + i * 3]
+  redis.call('HINCRBY', m, 't', ARGV[1])
+  redis.call('PEXPIRE', m, ARGV[3])
+  redis.call('INCRBY', d, ARGV[1])
+  redis.call('PEXPIRE', d, ARGV[4])
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('INCRBYFLOAT', c, ARGV[2])
+    redis.call('PEXPIRE', c, ARGV[5])
+  end
+end
+return 1
+";
+
+/// Seeding from the ledger. KEYS: the day's marker, then per subject day tokens and month
+/// cost. ARGV: the marker's, day's and month's expiries (ms), then per subject tokens and
+/// cost. A counter is only ever raised.
+const QUOTA_SEED: &str = r"
+for i = 0, (#KEYS - 1) / 2 - 1 do
+  local d, c = KEYS[2 + i * 2], KEYS[3 + i * 2]
+  local tokens, cost = ARGV[4 + i * 2], ARGV[5 + i * 2]
+  if tonumber(tokens) > tonumber(redis.call('GET', d) or '0') then
+    redis.call('SET', d, tokens, 'PX', ARGV[2])
+  end
+  if tonumber(cost) > tonumber(redis.call('GET', c) or '0') then
+    redis.call('SET', c, cost, 'PX', ARGV[3])
+  end
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 1
+";
+
 pub struct RedisState {
     conn: ConnectionManager,
     prefix: String,
     gcra: redis::Script,
     failure: redis::Script,
     locked: redis::Script,
+    quota_admit: redis::Script,
+    quota_charge: redis::Script,
+    quota_seed: redis::Script,
     limiter: InProcessLimiter,
     throttle: InProcessThrottle,
     free: u32,
@@ -116,6 +187,9 @@ impl RedisState {
             gcra: redis::Script::new(GCRA),
             failure: redis::Script::new(FAILURE),
             locked: redis::Script::new(LOCKED),
+            quota_admit: redis::Script::new(QUOTA_ADMIT),
+            quota_charge: redis::Script::new(QUOTA_CHARGE),
+            quota_seed: redis::Script::new(QUOTA_SEED),
             limiter: InProcessLimiter::default(),
             throttle: InProcessThrottle::default(),
             free: LOCKOUT_FREE,
@@ -168,7 +242,7 @@ impl RedisState {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(error = %e, what, "redis is not answering: limits and lock-outs are enforced per process, the answer cache misses");
+            tracing::warn!(error = %e, what, "redis is not answering: limits, lock-outs and quotas are enforced per process, the answer cache misses");
         }
     }
 }
@@ -277,5 +351,105 @@ impl Cache for RedisState {
             .arg("PX")
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let _: Option<()> = self.call("answer cache", cmd.query_async(&mut conn)).await;
+    }
+}
+
+/// Keys of one quota subject's minute, day and month counters.
+fn quota_keys(prefix: &str, subject: &str, w: QuotaWindows) -> [String; 3] {
+    [
+        format!("{prefix}quota:{subject}:m{}", w.minute),
+        format!("{prefix}quota:{subject}:d{}", w.day),
+        format!("{prefix}quota:{subject}:M{}", w.month),
+    ]
+}
+
+/// Expiries (ms) of the minute, day and month counters: an hour past the window's end.
+fn quota_ttls(w: QuotaWindows) -> [i64; 3] {
+    const SLACK: i64 = 3_600_000;
+    [
+        120_000,
+        (w.day_end_ms - w.now_ms).max(0) + SLACK,
+        (w.month_end_ms - w.now_ms).max(0) + SLACK,
+    ]
+}
+
+#[async_trait]
+impl QuotaCounters for RedisState {
+    async fn admit(&self, subjects: &[QuotaSubject], w: QuotaWindows) -> Option<QuotaAdmission> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.quota_admit.prepare_invoke();
+        inv.key(format!("{}quota:seeded:{}", self.prefix, w.day));
+        for s in subjects {
+            for k in quota_keys(&self.prefix, &s.id, w) {
+                inv.key(k);
+            }
+        }
+        inv.arg(quota_ttls(w)[0]);
+        for s in subjects {
+            for l in s.limits {
+                inv.arg(l.map_or_else(|| "-1".to_owned(), |v| v.to_string()));
+            }
+        }
+        let r: Vec<redis::Value> = self.call("quotas", inv.invoke_async(&mut conn)).await?;
+        let number = |v: &redis::Value| -> f64 {
+            match v {
+                redis::Value::Int(i) => *i as f64,
+                redis::Value::BulkString(b) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0.0),
+                _ => 0.0,
+            }
+        };
+        let flag = r.first().map(number)?;
+        if flag < 0.0 {
+            return Some(QuotaAdmission::Unseeded);
+        }
+        let used = r[1..]
+            .chunks_exact(4)
+            .map(|c| QuotaUsage {
+                requests: number(&c[0]) as u64,
+                minute_tokens: number(&c[1]) as u64,
+                day_tokens: number(&c[2]) as u64,
+                month_cost: number(&c[3]),
+            })
+            .collect();
+        Some(if flag > 0.0 {
+            QuotaAdmission::Admitted(used)
+        } else {
+            QuotaAdmission::Refused(used)
+        })
+    }
+
+    async fn charge(&self, subjects: &[String], w: QuotaWindows, tokens: u64, cost: f64) {
+        if subjects.is_empty() {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        let mut inv = self.quota_charge.prepare_invoke();
+        for s in subjects {
+            for k in quota_keys(&self.prefix, s, w) {
+                inv.key(k);
+            }
+        }
+        inv.arg(tokens).arg(cost.max(0.0).to_string());
+        for t in quota_ttls(w) {
+            inv.arg(t);
+        }
+        let _: Option<i64> = self.call("quotas", inv.invoke_async(&mut conn)).await;
+    }
+
+    async fn seed(&self, w: QuotaWindows, usage: &[(String, u64, f64)]) {
+        let mut conn = self.conn.clone();
+        let mut inv = self.quota_seed.prepare_invoke();
+        inv.key(format!("{}quota:seeded:{}", self.prefix, w.day));
+        let [_, day_ttl, month_ttl] = quota_ttls(w);
+        inv.arg(day_ttl).arg(day_ttl).arg(month_ttl);
+        for (subject, tokens, cost) in usage {
+            let [_, d, m] = quota_keys(&self.prefix, subject, w);
+            inv.key(d).key(m);
+            inv.arg(*tokens).arg(cost.max(0.0).to_string());
+        }
+        let _: Option<i64> = self.call("quotas", inv.invoke_async(&mut conn)).await;
     }
 }

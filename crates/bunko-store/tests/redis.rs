@@ -4,7 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bunko_core::cache::Cache;
-use bunko_core::limits::{LoginThrottle, Quota, RateLimiter};
+use bunko_core::limits::{
+    LoginThrottle, Quota, QuotaAdmission, QuotaCounters, QuotaSubject, QuotaUsage, QuotaWindows,
+    RateLimiter,
+};
 use bunko_store::shared::RedisState;
 use std::time::Duration;
 
@@ -76,6 +79,84 @@ async fn lockouts_follow_the_account_across_replicas() {
         "a success clears it everywhere"
     );
     assert_eq!(a.failure(key).await, None, "and the count starts over");
+}
+
+fn windows(minute: i64) -> QuotaWindows {
+    QuotaWindows {
+        minute,
+        day: 20_000,
+        month: 671,
+        now_ms: 20_000 * 86_400_000,
+        day_end_ms: 20_001 * 86_400_000,
+        month_end_ms: 20_010 * 86_400_000,
+    }
+}
+
+/// Gateway quota counters: nothing is decided before the day is seeded from the ledger; the
+/// seed only ever raises a counter; both replicas count against one budget, atomically (a
+/// refused call counts nothing); a new minute resets the request rate but not the day.
+#[tokio::test]
+async fn two_replicas_share_the_quota_counters() {
+    let Some((a, b)) = pair().await else { return };
+    let w = windows(28_800_000);
+    let ada = QuotaSubject {
+        id: "user:ada".into(),
+        limits: [Some(4.0), None, Some(100.0), Some(1.0)],
+    };
+    let key = QuotaSubject {
+        id: "key:k1".into(),
+        limits: [None, None, None, None],
+    };
+    let both = [ada.clone(), key.clone()];
+    assert_eq!(a.admit(&both, w).await, Some(QuotaAdmission::Unseeded));
+    // The ledger says ada used 60 tokens today and $0.25 this month.
+    a.seed(w, &[("user:ada".into(), 60, 0.25)]).await;
+    // A replica seeding later with older figures lowers nothing.
+    b.seed(w, &[("user:ada".into(), 10, 0.0)]).await;
+    let first = a.admit(&both, w).await.unwrap();
+    let used = |requests, day_tokens, month_cost| QuotaUsage {
+        requests,
+        minute_tokens: 0,
+        day_tokens,
+        month_cost,
+    };
+    assert_eq!(
+        first,
+        QuotaAdmission::Admitted(vec![used(0, 60, 0.25), used(0, 0, 0.0)])
+    );
+    // Four requests a minute between the two replicas, then refused on either.
+    for (i, r) in [&b, &a, &b].into_iter().enumerate() {
+        let d = r.admit(&both, w).await.unwrap();
+        assert!(
+            matches!(d, QuotaAdmission::Admitted(_)),
+            "request {i}: {d:?}"
+        );
+    }
+    for r in [&a, &b] {
+        assert_eq!(
+            r.admit(&both, w).await.unwrap(),
+            QuotaAdmission::Refused(vec![used(4, 60, 0.25), used(4, 0, 0.0)]),
+            "the refused calls counted nothing"
+        );
+    }
+    // The key alone (no limits) still passes; a call's tokens and cost land on every subject.
+    assert!(matches!(
+        b.admit(std::slice::from_ref(&key), w).await,
+        Some(QuotaAdmission::Admitted(_))
+    ));
+    a.charge(&["user:ada".into(), "key:k1".into()], w, 45, 0.5)
+        .await;
+    // Next minute: the rate is fresh, but the day's 105 tokens are over the budget of 100.
+    let next = windows(w.minute + 1);
+    assert_eq!(
+        b.admit(std::slice::from_ref(&ada), next).await,
+        Some(QuotaAdmission::Refused(vec![used(0, 105, 0.75)]))
+    );
+    let QuotaAdmission::Admitted(k) = a.admit(std::slice::from_ref(&key), next).await.unwrap()
+    else {
+        panic!("the key has no limits")
+    };
+    assert_eq!(k, vec![used(0, 45, 0.5)]);
 }
 
 #[tokio::test]

@@ -269,7 +269,7 @@ async fn begin(state: &AppState, principal: &Principal, body: AskBody) -> Result
         remember(state, &prepared, &res.answer).await;
         return Ok(Begun::NotFound(res));
     }
-    let warning = state.gateway.admit(principal)?;
+    let warning = state.gateway.admit(principal).await?;
     Ok(Begun::Model(prepared, warning))
 }
 

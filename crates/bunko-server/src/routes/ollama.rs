@@ -212,7 +212,7 @@ async fn generate_or_chat(
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let req = body.request(generate)?;
-    let warning = state.gateway.admit(&principal)?;
+    let warning = state.gateway.admit(&principal).await?;
     let res = answer(state, principal, body, req, generate, started).await?;
     Ok(with_warning(res, warning))
 }

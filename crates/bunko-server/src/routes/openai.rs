@@ -188,7 +188,7 @@ pub async fn chat_completions(
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let req = body.request()?;
-    let warning = state.gateway.admit(&principal)?;
+    let warning = state.gateway.admit(&principal).await?;
     let res = chat_completions_inner(&state, principal, &headers, body, req, started).await?;
     Ok(with_warning(res, warning))
 }
@@ -481,7 +481,7 @@ pub async fn embed_texts(
             "input: between 1 and 2048 texts",
         ));
     }
-    let warning = state.gateway.admit(principal)?;
+    let warning = state.gateway.admit(principal).await?;
     let started = Instant::now();
     let text: String = input.concat();
     let result = embed_uncounted(state, model, input).await;

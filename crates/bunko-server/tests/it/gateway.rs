@@ -76,7 +76,7 @@ fn serve(cfg: &str) -> (Server, tempfile::TempDir) {
     (s, dir)
 }
 
-fn config(upstream: &str) -> String {
+pub fn config(upstream: &str) -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);

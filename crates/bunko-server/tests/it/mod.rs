@@ -6,7 +6,7 @@ mod crash;
 mod crawl;
 pub mod documents;
 mod eval;
-mod gateway;
+pub mod gateway;
 mod http;
 mod notes;
 mod ops;
