@@ -116,8 +116,7 @@ impl GatewayService {
                 service.quotas.seed(scope, &id, tokens, cost, now);
             }
             if let Some(counters) = shared_quotas {
-                service.quotas = std::mem::replace(&mut service.quotas, Quotas::new(Vec::new()))
-                    .shared(counters, store.clone());
+                service.quotas = service.quotas.shared(counters, store.clone());
             }
         }
         let flush = Duration::from_millis(config.gateway.ledger_flush_ms.max(10));
