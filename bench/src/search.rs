@@ -6,7 +6,12 @@
 //! which `bench/search.py` also loads into PostgreSQL + pgvector.
 //!
 //! `bench-search run-pg DIR` does the same through bunko's PostgreSQL index
-//! (`search.backend = "postgres"`).
+//! (`search.backend = "postgres"`), timing its keyword half with the default candidate budget
+//! and ranking every matching row, and how often the two agree on the top 10.
+//!
+//! `bench-search quality-pg DATASET` scores the PostgreSQL keyword half on an evaluation set
+//! (as `bunko eval retrieval --mode keyword` scores the embedded one) with several candidate
+//! budgets: what ranking only the rarest tokens' rows costs in nDCG@10.
 //!
 //! `bench-search run DIR` indexes the same files into bunko's tantivy + HNSW indexes and prints
 //! one JSON line: indexing chunks/s, and p50/p99 query latency for keyword, vector and hybrid
@@ -385,8 +390,52 @@ fn run(dir: &Path) -> anyhow::Result<()> {
 /// "postgres"`): bunko's analyzers make the tokens, `PgSearch` stores and ranks them, the
 /// vectors go into pgvector (HNSW, cosine); timed as `run` times the embedded index. Needs
 /// `BUNKO_TEST_PG_URL` (`scripts/services start`); a fresh database is made and dropped.
+/// The Japanese dictionary, as the server prepares it (None without Debian's mecab-ipadic).
+fn morphology() -> Option<std::sync::Arc<bunko_index::morph::Morphology>> {
+    bunko_index::morph::Morphology::prepare(
+        Path::new(bunko_index::morph::DEBIAN_IPADIC),
+        &std::env::temp_dir().join("bunko-bench-dict"),
+    )
+    .ok()
+}
+
+/// Japanese words of `text`, as `PgIndex` makes them.
+fn words(
+    morph: &Option<std::sync::Arc<bunko_index::morph::Morphology>>,
+    text: &str,
+) -> Vec<String> {
+    match morph {
+        Some(m) if text.chars().any(bunko_core::text::is_cjk) => {
+            m.terms(text).into_iter().map(|(_, _, t)| t).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A query's tokens for the PostgreSQL keyword half, as `PgIndex` makes them.
+fn pg_keyword_query(
+    morph: &Option<std::sync::Arc<bunko_index::morph::Morphology>>,
+    text: &str,
+) -> bunko_store::postgres::search::KeywordQuery {
+    let terms = bunko_index::analyzer::analyze(text);
+    let w = words(morph, text);
+    let (cjk, plain): (Vec<String>, Vec<String>) = terms
+        .into_iter()
+        .partition(|t| t.chars().any(bunko_core::text::is_cjk));
+    bunko_store::postgres::search::KeywordQuery {
+        bigram_weight: if w.is_empty() {
+            1.0
+        } else {
+            bunko_index::keyword::BIGRAM_WEIGHT_WITH_WORDS
+        },
+        plain,
+        cjk,
+        words: w,
+    }
+}
+
 fn run_pg(dir: &Path) -> anyhow::Result<()> {
-    use bunko_store::postgres::search::{IndexedChunk, KeywordQuery, PgSearch, Scope};
+    use bunko_store::postgres::search::{CANDIDATE_ROWS, IndexedChunk, PgSearch, Scope};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -395,19 +444,7 @@ fn run_pg(dir: &Path) -> anyhow::Result<()> {
             .await
             .context("BUNKO_TEST_PG_URL")?;
         let pg = PgSearch::open(&db.url, 4, Some((DIM, "bench"))).await?;
-        let morph = bunko_index::morph::Morphology::prepare(
-            Path::new(bunko_index::morph::DEBIAN_IPADIC),
-            &std::env::temp_dir().join("bunko-bench-dict"),
-        )
-        .ok();
-        let words = |text: &str| -> Vec<String> {
-            match &morph {
-                Some(m) if text.chars().any(bunko_core::text::is_cjk) => {
-                    m.terms(text).into_iter().map(|(_, _, t)| t).collect()
-                }
-                _ => Vec::new(),
-            }
-        };
+        let morph = morphology();
         let t = Instant::now();
         let mut lines =
             std::io::BufReader::new(std::fs::File::open(dir.join("corpus.tsv"))?).lines();
@@ -427,7 +464,7 @@ fn run_pg(dir: &Path) -> anyhow::Result<()> {
             let b = batches.entry(project.clone()).or_default();
             b.push(IndexedChunk {
                 text_terms: bunko_index::analyzer::analyze(&text),
-                words: words(&text),
+                words: words(&morph, &text),
                 vector: Some(v.to_vec()),
                 id,
                 text,
@@ -455,27 +492,13 @@ fn run_pg(dir: &Path) -> anyhow::Result<()> {
         }
         eprintln!();
         let index_s = t.elapsed().as_secs_f64();
+        // Statistics, as autovacuum would gather them after the load.
+        pg.analyze().await?;
         let queries = load_queries(dir)?;
         let exact = exact_top10(dir, &queries)?;
         let projects: Vec<String> = (0..PROJECTS).map(|p| format!("p{p}")).collect();
         let all = Scope::default();
-        let keyword_query = |text: &str| {
-            let terms = bunko_index::analyzer::analyze(text);
-            let w = words(text);
-            let (cjk, plain): (Vec<String>, Vec<String>) = terms
-                .into_iter()
-                .partition(|t| t.chars().any(bunko_core::text::is_cjk));
-            KeywordQuery {
-                bigram_weight: if w.is_empty() {
-                    1.0
-                } else {
-                    bunko_index::keyword::BIGRAM_WEIGHT_WITH_WORDS
-                },
-                plain,
-                cjk,
-                words: w,
-            }
-        };
+        let keyword_query = |text: &str| pg_keyword_query(&morph, text);
         let mut recall = 0.0;
         for ((_, q), top) in queries.iter().zip(&exact) {
             let want: std::collections::HashSet<String> =
@@ -484,15 +507,34 @@ fn run_pg(dir: &Path) -> anyhow::Result<()> {
             recall += got.iter().filter(|h| want.contains(&h.1)).count() as f64 / 10.0;
         }
         let recall = recall / queries.len() as f64;
+        // The keyword half ranking every matching row, and how often the default budget's
+        // top 10 agrees with it.
+        pg.set_candidate_rows(0);
+        let (mut tall, mut all_top) = (Vec::new(), Vec::new());
+        for (text, _) in &queries {
+            let t = Instant::now();
+            let k = pg
+                .keyword(&projects, &all, &keyword_query(text), 10)
+                .await?;
+            tall.push(t.elapsed().as_secs_f64() * 1e3);
+            all_top.push(k.into_iter().map(|h| h.id).collect::<Vec<_>>());
+        }
+        pg.set_candidate_rows(CANDIDATE_ROWS);
         let (mut tk, mut tv, mut th, mut hits) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
-        for _round in 0..3 {
-            for (text, vec) in &queries {
+        let mut agree = 0.0;
+        for round in 0..3 {
+            for (i, (text, vec)) in queries.iter().enumerate() {
                 let t = Instant::now();
                 let k = pg
                     .keyword(&projects, &all, &keyword_query(text), 10)
                     .await?;
                 tk.push(t.elapsed().as_secs_f64() * 1e3);
                 hits += k.len();
+                if round == 0 {
+                    let want = &all_top[i];
+                    agree += k.iter().filter(|h| want.contains(&h.id)).count() as f64
+                        / want.len().max(1) as f64;
+                }
                 let t = Instant::now();
                 let v = pg.vector(&projects, &all, vec, 10).await?;
                 tv.push(t.elapsed().as_secs_f64() * 1e3);
@@ -517,6 +559,10 @@ fn run_pg(dir: &Path) -> anyhow::Result<()> {
                 "chunks_per_s": n as f64 / index_s, "queries": tk.len(),
                 "keyword_mean_hits": hits as f64 / tk.len() as f64,
                 "keyword_p50_ms": pct(&mut tk, 0.5), "keyword_p99_ms": pct(&mut tk, 0.99),
+                "candidate_rows": CANDIDATE_ROWS,
+                "keyword_all_rows_p50_ms": pct(&mut tall, 0.5),
+                "keyword_all_rows_p99_ms": pct(&mut tall, 0.99),
+                "keyword_top10_agreement": agree / queries.len() as f64,
                 "vector_p50_ms": pct(&mut tv, 0.5), "vector_p99_ms": pct(&mut tv, 0.99),
                 "hybrid_p50_ms": pct(&mut th, 0.5), "hybrid_p99_ms": pct(&mut th, 0.99),
                 "vector_recall_at_10": recall,
@@ -528,14 +574,82 @@ fn run_pg(dir: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// `quality-pg DATASET`: the PostgreSQL keyword half on an evaluation set, one document per
+/// entry (title + text), for each candidate budget: nDCG@10, MRR@10, recall@100 and latency.
+fn quality_pg(dir: &Path) -> anyhow::Result<()> {
+    use bunko_core::eval::{Dataset, mrr_at, ndcg_at, recall_at};
+    use bunko_store::postgres::search::{IndexedChunk, PgSearch, Scope};
+    let ds = Dataset::load(dir).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let db = bunko_store::testing::PgDatabase::create()
+            .await
+            .context("BUNKO_TEST_PG_URL")?;
+        let pg = PgSearch::open(&db.url, 4, None).await?;
+        let morph = morphology();
+        for d in &ds.docs {
+            let chunk = IndexedChunk {
+                id: d.id.clone(),
+                text_terms: bunko_index::analyzer::analyze(&d.text),
+                words: words(&morph, &d.text),
+                vector: None,
+                text: d.text.clone(),
+            };
+            let title_terms = bunko_index::analyzer::analyze(&d.title);
+            pg.replace_document(&d.id, "eval", &d.title, &title_terms, &[chunk])
+                .await?;
+        }
+        pg.analyze().await?;
+        let projects = vec!["eval".to_owned()];
+        let judged = ds.judged();
+        for budget in [0usize, 1000, 500, 200, 100, 50] {
+            pg.set_candidate_rows(budget);
+            let (mut ndcg, mut mrr, mut recall, mut ms) = (0.0, 0.0, 0.0, Vec::new());
+            for q in &judged {
+                let t = Instant::now();
+                let hits = pg
+                    .keyword(
+                        &projects,
+                        &Scope::default(),
+                        &pg_keyword_query(&morph, &q.text),
+                        100,
+                    )
+                    .await?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let ranked: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+                let j = &ds.qrels[&q.id];
+                ndcg += ndcg_at(10, &ranked, j);
+                mrr += mrr_at(10, &ranked, j);
+                recall += recall_at(100, &ranked, j);
+            }
+            let n = judged.len().max(1) as f64;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "dataset": ds.name, "documents": ds.docs.len(), "queries": judged.len(),
+                    "candidate_rows": budget, "ndcg_at_10": ndcg / n, "mrr_at_10": mrr / n,
+                    "recall_at_100": recall / n,
+                    "p50_ms": pct(&mut ms, 0.5), "p99_ms": pct(&mut ms, 0.99),
+                })
+            );
+        }
+        pg.close().await;
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("prepare") if args.len() == 3 => prepare(Path::new(&args[1]), args[2].parse()?),
         Some("run") if args.len() == 2 => run(Path::new(&args[1])),
         Some("run-pg") if args.len() == 2 => run_pg(Path::new(&args[1])),
+        Some("quality-pg") if args.len() == 2 => quality_pg(Path::new(&args[1])),
         _ => anyhow::bail!(
-            "usage: bench-search prepare DIR N | bench-search run DIR | bench-search run-pg DIR"
+            "usage: bench-search prepare DIR N | bench-search run DIR | bench-search run-pg DIR \
+             | bench-search quality-pg DATASET"
         ),
     }
 }

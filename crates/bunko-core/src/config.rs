@@ -494,6 +494,9 @@ pub struct SearchConfig {
     /// The vector index's search beam (recall against latency); 0 = automatic: 128 up to
     /// 100k chunks, growing to 1024 at 1M.
     pub ef_search: usize,
+    /// With `backend = "postgres"`: rows a keyword query ranks at most (estimated from
+    /// PostgreSQL's statistics; its rarest tokens find them); 0 ranks every matching row.
+    pub pg_candidate_rows: usize,
     /// MeCab IPADIC sources (Debian's `mecab-ipadic`) to build the Japanese morphological
     /// dictionary from; empty turns Japanese words off (character bigrams only).
     pub japanese_dictionary: PathBuf,
@@ -510,6 +513,7 @@ impl Default for SearchConfig {
             vector_weight: 1.0,
             candidates: 100,
             ef_search: 0,
+            pg_candidate_rows: 2_000,
             japanese_dictionary: PathBuf::from("/usr/share/mecab/dic/ipadic"),
             dictionary_cache: PathBuf::new(),
         }

@@ -504,7 +504,10 @@ pub async fn open_postgres_index(
     };
     crate::pgindex::PgIndex::open(store, morph)
         .await
-        .map(|p| Some(Arc::new(p)))
+        .map(|p| {
+            p.search.set_candidate_rows(config.search.pg_candidate_rows);
+            Some(Arc::new(p))
+        })
         .map_err(CliError::failure)
 }
 

@@ -369,4 +369,76 @@ mod search {
             .unwrap();
         assert_eq!(hits.len(), 5, "{hits:?}");
     }
+
+    /// A long query's common tokens do not make PostgreSQL rank most of the table: once
+    /// ANALYZE has counted the tokens, rows are found by the query's rarest tokens (within the
+    /// candidate budget) and ranked by all of them. With the budget off, every row holding
+    /// any token is ranked.
+    #[tokio::test]
+    async fn keyword_rows_are_found_by_the_rarest_tokens() {
+        let Some(db) = PgDatabase::create().await else {
+            return;
+        };
+        let idx = PgSearch::open(&db.url, 4, None).await.unwrap();
+        // 400 chunks hold "common"; one of every ten also "mid"; one chunk holds "rare".
+        let mut chunks: Vec<IndexedChunk> = (0..400)
+            .map(|i| {
+                let mut terms = vec!["common".to_owned(), format!("u{i}")];
+                if i % 10 == 0 {
+                    terms.push("mid".into());
+                }
+                IndexedChunk {
+                    id: format!("d:{i}"),
+                    text: terms.join(" "),
+                    text_terms: terms,
+                    words: Vec::new(),
+                    vector: None,
+                }
+            })
+            .collect();
+        chunks.push(chunk(
+            "d:rare",
+            "rare common",
+            &["rare", "common"],
+            [0.0; 3],
+        ));
+        idx.replace_document("d", "p1", "", &[], &chunks)
+            .await
+            .unwrap();
+        let query = q(&["common", "mid", "rare"]);
+        // Before ANALYZE there are no statistics: every row holding a token is ranked.
+        idx.set_candidate_rows(10);
+        let unknown = idx
+            .keyword(&s(&["p1"]), &Scope::default(), &query, 1000)
+            .await
+            .unwrap();
+        assert_eq!(unknown.len(), 401);
+        idx.analyze().await.unwrap();
+        let ids = |hits: Vec<bunko_store::postgres::search::PgHit>| -> Vec<String> {
+            hits.into_iter().map(|h| h.id).collect()
+        };
+        // Budget 50 rows: "rare" (1 row) and "mid" (40) are searched; "common" (401) is not.
+        idx.set_candidate_rows(50);
+        let pruned = ids(idx
+            .keyword(&s(&["p1"]), &Scope::default(), &query, 100)
+            .await
+            .unwrap());
+        assert_eq!(pruned.len(), 41, "{pruned:?}");
+        assert_eq!(pruned[0], "d:rare");
+        // Budget 10: only "rare" — yet it is always searched, however common it would be.
+        idx.set_candidate_rows(10);
+        let rarest = ids(idx
+            .keyword(&s(&["p1"]), &Scope::default(), &query, 100)
+            .await
+            .unwrap());
+        assert_eq!(rarest, vec!["d:rare".to_owned()]);
+        // No budget: every chunk holding any of the tokens.
+        idx.set_candidate_rows(0);
+        let all = ids(idx
+            .keyword(&s(&["p1"]), &Scope::default(), &query, 1000)
+            .await
+            .unwrap());
+        assert_eq!(all.len(), 401);
+        assert_eq!(all[0], "d:rare", "ranked by every token either way");
+    }
 }

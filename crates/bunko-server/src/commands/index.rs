@@ -232,6 +232,8 @@ async fn rebuild_postgres(
             .await
             .map_err(fail)?;
     }
+    // Fresh token statistics, so long keyword queries rank their rarest tokens' rows first.
+    pg.search.analyze().await.map_err(|e| fail(e.to_string()))?;
     println!(
         "refilled the search index in PostgreSQL: {} documents, {} chunks{} in {:.1} s",
         by_doc.len(),

@@ -16,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Advisory-lock key for creating the search tables (one namespace with the store's).
@@ -67,6 +68,49 @@ pub struct Scope {
 pub struct PgSearch {
     pool: PgPool,
     vectors: std::sync::RwLock<Vectors>,
+    /// How often each token occurs, from PostgreSQL's statistics (refreshed every minute).
+    stats: std::sync::Mutex<Option<(std::time::Instant, Arc<TermStats>)>>,
+    /// Rows a keyword query may rank (estimated); 0 = every matching row.
+    candidates: std::sync::atomic::AtomicUsize,
+}
+
+/// Rows a keyword query ranks at most by default (estimated from the statistics), unless its
+/// rarest token alone matches more: its tokens join the row filter rarest first while the
+/// estimate stays within this; the rest still count in the ranking. See [`PgSearch::keyword`];
+/// `search.pg_candidate_rows` sets it.
+pub const CANDIDATE_ROWS: usize = 2_000;
+
+/// Token frequencies: the share of rows holding each of the most common tokens, as ANALYZE
+/// samples them (`pg_stats.most_common_elems` of the tsvector column).
+#[derive(Debug, Default)]
+struct TermStats {
+    rows: f64,
+    share: HashMap<String, f32>,
+    /// The share of the least common token listed: any token not listed is rarer.
+    floor: f32,
+}
+
+impl TermStats {
+    /// The tokens to filter rows by: rarest first while the estimated rows stay within
+    /// `budget` (at least one); every token when the statistics know none of them.
+    fn filter<'a>(&self, tokens: &'a [String], budget: usize) -> Vec<&'a String> {
+        let mut by_share: Vec<(f32, &String)> = tokens
+            .iter()
+            // A token not listed is rarer than every listed one.
+            .map(|t| (self.share.get(t).copied().unwrap_or(self.floor / 2.0), t))
+            .collect();
+        by_share.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let mut rows = 0.0;
+        let mut out = Vec::new();
+        for (share, t) in by_share {
+            rows += f64::from(share) * self.rows;
+            if !out.is_empty() && rows > budget as f64 {
+                break;
+            }
+            out.push(t);
+        }
+        out
+    }
 }
 
 /// The vector half's state: prepared lazily, when the embedder is first loaded.
@@ -97,7 +141,7 @@ pub fn tsvector_literal(title: &[String], text: &[String], words: &[String]) -> 
     lexemes.sort();
     let mut out = String::new();
     for (lex, positions) in lexemes {
-        if lex.is_empty() || lex.len() > 2046 {
+        if lex.is_empty() || lex.len() > MAX_LEXEME {
             continue;
         }
         if !out.is_empty() {
@@ -112,10 +156,13 @@ pub fn tsvector_literal(title: &[String], text: &[String], words: &[String]) -> 
 }
 
 /// A tsquery of alternatives: `'a' | 'b'` (None when empty).
+/// The longest lexeme PostgreSQL keeps (bytes).
+const MAX_LEXEME: usize = 2046;
+
 fn tsquery_any(terms: &[String]) -> Option<String> {
     let parts: Vec<String> = terms
         .iter()
-        .filter(|t| !t.is_empty() && t.len() <= 2046)
+        .filter(|t| !t.is_empty() && t.len() <= MAX_LEXEME)
         .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
         .collect();
     (!parts.is_empty()).then(|| parts.join(" | "))
@@ -190,6 +237,8 @@ impl PgSearch {
         let s = Self {
             pool,
             vectors: std::sync::RwLock::new(Vectors::Off),
+            stats: std::sync::Mutex::new(None),
+            candidates: std::sync::atomic::AtomicUsize::new(CANDIDATE_ROWS),
         };
         if let Some((d, fingerprint)) = vectors {
             s.enable_vectors(d, fingerprint).await;
@@ -462,8 +511,81 @@ impl PgSearch {
         Ok(())
     }
 
+    /// Refreshes PostgreSQL's statistics of the index (after a bulk load; autovacuum does it
+    /// otherwise), and forgets the token frequencies read from them.
+    pub async fn analyze(&self) -> StoreResult<()> {
+        sqlx::query("ANALYZE search_chunks")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Rows a keyword query ranks at most (estimated); 0 ranks every matching row.
+    pub fn set_candidate_rows(&self, rows: usize) {
+        self.candidates
+            .store(rows, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The statistics' token frequencies (read at most once a minute; None before the table
+    /// was first analysed, or when they cannot be read).
+    async fn term_stats(&self) -> Option<Arc<TermStats>> {
+        {
+            let cached = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, s)) = cached.as_ref()
+                && at.elapsed() < std::time::Duration::from_secs(60)
+            {
+                return Some(s.clone());
+            }
+        }
+        let row = sqlx::query(
+            "SELECT s.most_common_elems::text::text[] AS elems,
+                    s.most_common_elem_freqs AS freqs,
+                    c.reltuples::float8 AS rows
+             FROM pg_stats s
+             JOIN pg_class c ON c.oid = 'search_chunks'::regclass
+             WHERE s.schemaname = current_schema()
+               AND s.tablename = 'search_chunks' AND s.attname = 'terms'",
+        )
+        .fetch_optional(&self.pool)
+        .await;
+        let stats = match row {
+            Ok(Some(r)) => {
+                let elems: Option<Vec<String>> = r.try_get("elems").ok().flatten();
+                let freqs: Option<Vec<f32>> = r.try_get("freqs").ok().flatten();
+                let rows: f64 = r.try_get("rows").unwrap_or(0.0);
+                match (elems, freqs) {
+                    // The frequencies list one per token, then the least and greatest of
+                    // them and the share of empty vectors.
+                    (Some(e), Some(f)) if rows > 0.0 && f.len() >= e.len() + 2 => TermStats {
+                        rows,
+                        floor: f[e.len()],
+                        share: e.into_iter().zip(f).collect(),
+                    },
+                    _ => TermStats::default(),
+                }
+            }
+            Ok(None) => TermStats::default(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the search index's token statistics");
+                TermStats::default()
+            }
+        };
+        let stats = Arc::new(stats);
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), stats.clone()));
+        (stats.rows > 0.0).then_some(stats)
+    }
+
     /// The best `k` chunks for the query's tokens in `projects` (and the scope), by `ts_rank`:
     /// plain tokens and Japanese words at full weight, CJK bigrams at `bigram_weight`.
+    ///
+    /// A GIN index finds the rows holding a token but cannot rank them, so every row the
+    /// filter lets through is ranked; a paragraph-long query OR-ing dozens of tokens matches
+    /// most of the table. So the filter holds the query's rarest tokens only — as many as keep
+    /// the estimated rows within [`CANDIDATE_ROWS`] (at least one) — and the ranking counts
+    /// all of them: a chunk holding none of the rare tokens, only common ones, is not ranked.
     pub async fn keyword(
         &self,
         projects: &[String],
@@ -472,13 +594,23 @@ impl PgSearch {
         k: usize,
     ) -> StoreResult<Vec<PgHit>> {
         let full: Vec<String> = q.plain.iter().chain(&q.words).cloned().collect();
-        let all: Vec<String> = full.iter().chain(&q.cjk).cloned().collect();
-        let Some(any) = tsquery_any(&all) else {
-            return Ok(Vec::new());
-        };
+        let all: Vec<String> = full
+            .iter()
+            .chain(&q.cjk)
+            .filter(|t| !t.is_empty() && t.len() <= MAX_LEXEME)
+            .cloned()
+            .collect();
         if projects.is_empty() || k == 0 || scope.only.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
+        let budget = self.candidates.load(std::sync::atomic::Ordering::Relaxed);
+        let filter: Vec<String> = match self.term_stats().await {
+            Some(stats) if budget > 0 => stats.filter(&all, budget).into_iter().cloned().collect(),
+            _ => all.clone(),
+        };
+        let Some(any) = tsquery_any(&filter) else {
+            return Ok(Vec::new());
+        };
         // Title (A) and text (D) count alike; normalisation 1 divides by 1 + log(length), as
         // BM25 discounts long chunks.
         let rows = sqlx::query(
