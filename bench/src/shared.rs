@@ -1,12 +1,15 @@
-//! What sharing costs: one rate-limit decision, one lock-out check and one answer-cache read,
-//! in-process and through Redis (`BUNKO_TEST_REDIS_URL`, e.g. from `scripts/services start`),
+//! What sharing costs: one rate-limit decision, one lock-out check, one answer-cache read and
+//! one gateway quota admission (a user rule and a key rule), in-process and through Redis (`BUNKO_TEST_REDIS_URL`, e.g. from `scripts/services start`),
 //! side by side, sequential calls, p50/p99.
 //! Usage: cargo run --release -p bunko-bench --bin bench-shared -- [CALLS]
 
 #![allow(clippy::print_stdout)] // benchmark output
 
 use bunko_core::cache::{Cache, MemoryCache};
+use bunko_core::config::{QuotaConfig, QuotaScope};
 use bunko_core::limits::{InProcessLimiter, InProcessThrottle, LoginThrottle, Quota, RateLimiter};
+use bunko_server::quota::{Now, Quotas, Subjects};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -34,6 +37,7 @@ async fn row(
     limiter: &dyn RateLimiter,
     throttle: &dyn LoginThrottle,
     cache: &dyn Cache,
+    quotas: &Quotas,
 ) {
     let q = Quota {
         per_second: 1e6,
@@ -58,7 +62,35 @@ async fn row(
         let _ = cache.get("answer").await;
     })
     .await;
-    println!("| {name} | {l50:.1} / {l99:.1} | {t50:.1} / {t99:.1} | {c50:.1} / {c99:.1} |");
+    let (q50, q99) = time(n, |i| async move {
+        let who = Subjects {
+            user: format!("u{}", i % 100),
+            user_email: format!("user{}@example.org", i % 100),
+            key: Some(format!("k{}", i % 300)),
+            project: None,
+        };
+        let _ = quotas.admit(&who, Now::current()).await;
+    })
+    .await;
+    println!(
+        "| {name} | {l50:.1} / {l99:.1} | {t50:.1} / {t99:.1} | {c50:.1} / {c99:.1} | {q50:.1} / {q99:.1} |"
+    );
+}
+
+/// A user rule and a key rule, each limiting requests, tokens and cost.
+fn quota_rules() -> Vec<QuotaConfig> {
+    [QuotaScope::User, QuotaScope::Key]
+        .into_iter()
+        .map(|scope| QuotaConfig {
+            scope,
+            id: "*".into(),
+            requests_per_min: Some(1_000_000),
+            tokens_per_min: Some(1_000_000_000),
+            tokens_per_day: Some(1_000_000_000),
+            cost_per_month_usd: Some(1e9),
+            soft_ratio: 0.8,
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -69,19 +101,31 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(20_000);
     println!(
-        "| where | rate-limit check µs p50 / p99 | lock-out check µs p50 / p99 | cache read (2 KiB) µs p50 / p99 |"
+        "| where | rate-limit check µs p50 / p99 | lock-out check µs p50 / p99 | cache read (2 KiB) µs p50 / p99 | quota admission µs p50 / p99 |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     let (l, t, c) = (
         InProcessLimiter::default(),
         InProcessThrottle::default(),
         MemoryCache::new(1000),
     );
-    row("in-process", n, &l, &t, &c).await;
+    row("in-process", n, &l, &t, &c, &Quotas::new(quota_rules())).await;
     match std::env::var("BUNKO_TEST_REDIS_URL") {
         Ok(url) => {
-            let r = bunko_store::shared::RedisState::connect(&url, "bench:").await?;
-            row("Redis 7 (loopback)", n, &r, &r, &r).await;
+            let r = Arc::new(bunko_store::shared::RedisState::connect(&url, "bench:").await?);
+            // The ledger the shared counters are seeded from (once, at the first admission).
+            let dir = tempfile::tempdir()?;
+            let ledger = bunko_store::sqlite::SqliteStore::open(&dir.path().join("b.db")).await?;
+            let quotas = Quotas::new(quota_rules()).shared(r.clone(), Arc::new(ledger));
+            row(
+                "Redis 7 (loopback)",
+                n,
+                r.as_ref(),
+                r.as_ref(),
+                r.as_ref(),
+                &quotas,
+            )
+            .await;
         }
         Err(_) => {
             println!("(Redis skipped: BUNKO_TEST_REDIS_URL is not set — scripts/services start)")

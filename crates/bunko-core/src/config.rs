@@ -658,6 +658,9 @@ pub struct RedisConfig {
     pub url_file: Option<PathBuf>,
     /// Put before every key bunko writes (several deployments can share one server).
     pub prefix: String,
+    /// PEM certificate(s) of the authority that signed the server's certificate, trusted for
+    /// `rediss://` instead of the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -666,6 +669,7 @@ impl Default for RedisConfig {
             url: None,
             url_file: None,
             prefix: "bunko:".into(),
+            ca_file: None,
         }
     }
 }

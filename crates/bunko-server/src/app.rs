@@ -478,7 +478,14 @@ pub async fn open_shared_state(
     let Some(url) = &config.redis.url else {
         return Ok(None);
     };
-    bunko_store::shared::RedisState::connect(url.expose(), &config.redis.prefix)
+    let ca = match &config.redis.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            CliError::failure(format!("redis.ca_file {}: {e}", path.display()))
+                .hint("point redis.ca_file at the PEM certificate of the CA that signed Redis's")
+        })?),
+        None => None,
+    };
+    bunko_store::shared::RedisState::connect_with_ca(url.expose(), &config.redis.prefix, ca)
         .await
         .map(|r| Some(Arc::new(r)))
         .map_err(|e| {

@@ -162,8 +162,30 @@ impl RedisState {
     /// Connects (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS) and checks
     /// that the server answers, so a wrong URL or password stops bunko at start.
     pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::InvalidState(format!("redis URL: {e}")))?;
+        Self::connect_with_ca(url, prefix, None).await
+    }
+
+    /// [`connect`](Self::connect), trusting `ca_pem` (PEM certificates) instead of the
+    /// system's roots for `rediss://`.
+    pub async fn connect_with_ca(
+        url: &str,
+        prefix: &str,
+        ca_pem: Option<Vec<u8>>,
+    ) -> StoreResult<Self> {
+        let url_err = |e: redis::RedisError| StoreError::InvalidState(format!("redis URL: {e}"));
+        let client = if url.starts_with("rediss://") {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: ca_pem,
+                },
+            )
+            .map_err(url_err)?
+        } else {
+            redis::Client::open(url).map_err(url_err)?
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(2)))

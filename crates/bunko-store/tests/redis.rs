@@ -246,6 +246,138 @@ async fn without_redis_limits_fall_back_to_this_process() {
     assert!(LoginThrottle::check(&s, "acct:x").await.is_err());
 }
 
+/// `rediss://`: a real redis-server serving TLS only, its certificate signed by a private CA
+/// (made with the `openssl` tool). Trusting that CA (`redis.ca_file`) connects and shares
+/// state; without it — the system's roots — the connection is refused at start.
+#[tokio::test]
+async fn tls_with_a_private_certificate_authority() {
+    let (Some(redis_server), Some(openssl)) = (which("redis-server"), which("openssl")) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server and openssl are needed"
+        );
+        eprintln!("SKIPPED: redis-server or openssl not found");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&openssl)
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec[..],
+        &[
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bunko test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec[..],
+        &[
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(redis_server)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+        ])
+        .args(["--tls-cert-file", "cert.pem", "--tls-key-file", "key.pem"])
+        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://localhost:{port}/0");
+    let ca = std::fs::read(d.join("ca.pem")).unwrap();
+    let mut pair = None;
+    for _ in 0..50 {
+        if let Ok(a) = RedisState::connect_with_ca(&url, "tls:", Some(ca.clone())).await {
+            let b = RedisState::connect_with_ca(&url, "tls:", Some(ca.clone()))
+                .await
+                .unwrap();
+            pair = Some((a, b));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (a, b) = pair.expect("the TLS redis-server accepts a client trusting its CA");
+    a.put("k", b"over tls".to_vec(), Duration::from_secs(60))
+        .await;
+    assert_eq!(b.get("k").await, Some(b"over tls".to_vec()));
+    let err = RedisState::connect(&url, "tls:").await.err();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = err.expect("a certificate from an unknown authority is refused");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+}
+
 fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|p| p.join(name))
