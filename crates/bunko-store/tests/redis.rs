@@ -195,25 +195,7 @@ async fn without_redis_limits_fall_back_to_this_process() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = std::process::Command::new(redis_server)
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, port) = private_redis(&redis_server, dir.path(), &["--port"]);
     let url = format!("redis://127.0.0.1:{port}/0");
     let mut state = None;
     for _ in 0..50 {
@@ -334,26 +316,23 @@ async fn tls_with_a_private_certificate_authority() {
         "-out",
         "cert.pem",
     ]);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = std::process::Command::new(redis_server)
-        .args([
-            "--bind",
-            "127.0.0.1",
+    let (mut child, port) = private_redis(
+        &redis_server,
+        d,
+        &[
+            "--tls-cert-file",
+            "cert.pem",
+            "--tls-key-file",
+            "key.pem",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
             "--port",
             "0",
             "--tls-port",
-            &port.to_string(),
-        ])
-        .args(["--tls-cert-file", "cert.pem", "--tls-key-file", "key.pem"])
-        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
-        .args(["--save", "", "--appendonly", "no"])
-        .current_dir(d)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let url = format!("rediss://localhost:{port}/0");
     let ca = std::fs::read(d.join("ca.pem")).unwrap();
     let mut pair = None;
@@ -376,6 +355,28 @@ async fn tls_with_a_private_certificate_authority() {
     child.wait().unwrap();
     let err = err.expect("a certificate from an unknown authority is refused");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+}
+
+/// A redis-server of the test's own in `dir`, without persistence, listening on a free
+/// loopback port given as the value of the last of `args` (`--port`, or `--tls-port`).
+fn private_redis(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, u16) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = std::process::Command::new(bin)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
+        .arg(port.to_string())
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, port)
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
