@@ -380,12 +380,15 @@ mod search {
             return;
         };
         let idx = PgSearch::open(&db.url, 4, None).await.unwrap();
-        // 400 chunks hold "common"; one of every ten also "mid"; one chunk holds "rare".
+        // 400 chunks hold "common"; one of every ten also "mid"; one chunk holds "rare" (and
+        // "common").
         let mut chunks: Vec<IndexedChunk> = (0..400)
             .map(|i| {
                 let mut terms = vec!["common".to_owned(), format!("u{i}")];
                 if i % 10 == 0 {
+                    // Long chunks: length normalisation ranks them low.
                     terms.push("mid".into());
+                    terms.extend((0..60).map(|j| format!("f{i}x{j}")));
                 }
                 IndexedChunk {
                     id: format!("d:{i}"),
@@ -405,6 +408,16 @@ mod search {
         idx.replace_document("d", "p1", "", &[], &chunks)
             .await
             .unwrap();
+        // And a short chunk of only "common": length-normalised, it outranks the long "mid" ones.
+        idx.replace_document(
+            "short",
+            "p1",
+            "",
+            &[],
+            &[chunk("short:0", "common", &["common"], [0.0; 3])],
+        )
+        .await
+        .unwrap();
         let query = q(&["common", "mid", "rare"]);
         // Before ANALYZE there are no statistics: every row holding a token is ranked.
         idx.set_candidate_rows(10);
@@ -412,33 +425,51 @@ mod search {
             .keyword(&s(&["p1"]), &Scope::default(), &query, 1000)
             .await
             .unwrap();
-        assert_eq!(unknown.len(), 401);
+        assert_eq!(unknown.len(), 402);
         idx.analyze().await.unwrap();
         let ids = |hits: Vec<bunko_store::postgres::search::PgHit>| -> Vec<String> {
             hits.into_iter().map(|h| h.id).collect()
         };
-        // Budget 50 rows: "rare" (1 row) and "mid" (40) are searched; "common" (401) is not.
+        // Budget 50 rows: "rare" (1 row) and "mid" (40) are searched; "common" (402) is not,
+        // so the short chunk of only "common" is not ranked.
         idx.set_candidate_rows(50);
         let pruned = ids(idx
-            .keyword(&s(&["p1"]), &Scope::default(), &query, 100)
+            .keyword(&s(&["p1"]), &Scope::default(), &query, 10)
             .await
             .unwrap());
-        assert_eq!(pruned.len(), 41, "{pruned:?}");
+        assert_eq!(pruned.len(), 10, "{pruned:?}");
         assert_eq!(pruned[0], "d:rare");
-        // Budget 10: only "rare" — yet it is always searched, however common it would be.
+        let mid_rows = |ids: &[String]| {
+            ids.iter().all(|id| {
+                id.strip_prefix("d:")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n % 10 == 0)
+            })
+        };
+        assert!(
+            mid_rows(&pruned[1..]),
+            "only rows holding a rare token: {pruned:?}"
+        );
+        // Budget 10: only "rare" (1 row) — too few for 5 hits, so the filter widens to "mid".
         idx.set_candidate_rows(10);
-        let rarest = ids(idx
-            .keyword(&s(&["p1"]), &Scope::default(), &query, 100)
+        let widened = ids(idx
+            .keyword(&s(&["p1"]), &Scope::default(), &query, 5)
             .await
             .unwrap());
-        assert_eq!(rarest, vec!["d:rare".to_owned()]);
-        // No budget: every chunk holding any of the tokens.
+        assert_eq!(widened.len(), 5, "{widened:?}");
+        assert_eq!(widened[0], "d:rare");
+        assert!(mid_rows(&widened[1..]), "{widened:?}");
+        // No budget: every chunk holding any of the tokens is ranked.
         idx.set_candidate_rows(0);
         let all = ids(idx
             .keyword(&s(&["p1"]), &Scope::default(), &query, 1000)
             .await
             .unwrap());
-        assert_eq!(all.len(), 401);
-        assert_eq!(all[0], "d:rare", "ranked by every token either way");
+        assert_eq!(all.len(), 402);
+        assert_eq!(all[0], "d:rare");
+        assert_eq!(
+            all[1], "short:0",
+            "ranking every row, the short chunk of one common token comes second"
+        );
     }
 }

@@ -585,7 +585,8 @@ impl PgSearch {
     /// filter lets through is ranked; a paragraph-long query OR-ing dozens of tokens matches
     /// most of the table. So the filter holds the query's rarest tokens only — as many as keep
     /// the estimated rows within [`CANDIDATE_ROWS`] (at least one) — and the ranking counts
-    /// all of them: a chunk holding none of the rare tokens, only common ones, is not ranked.
+    /// all of them: a chunk holding none of the rare tokens, only common ones, is not ranked —
+    /// unless fewer than `k` chunks hold them, when the filter is widened.
     pub async fn keyword(
         &self,
         projects: &[String],
@@ -603,12 +604,37 @@ impl PgSearch {
         if projects.is_empty() || k == 0 || scope.only.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
-        let budget = self.candidates.load(std::sync::atomic::Ordering::Relaxed);
-        let filter: Vec<String> = match self.term_stats().await {
-            Some(stats) if budget > 0 => stats.filter(&all, budget).into_iter().cloned().collect(),
-            _ => all.clone(),
-        };
-        let Some(any) = tsquery_any(&filter) else {
+        let stats = self.term_stats().await;
+        let mut budget = self.candidates.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let filter: Vec<String> = match &stats {
+                Some(stats) if budget > 0 => {
+                    stats.filter(&all, budget).into_iter().cloned().collect()
+                }
+                _ => all.clone(),
+            };
+            let hits = self.ranked(projects, scope, q, &full, &filter, k).await?;
+            // Fewer than `k` rows hold the rare tokens (the statistics overestimate tokens
+            // they do not list, or a filter excludes most rows): widen the filter, up to every
+            // token, so a search never comes back short while more rows match.
+            if hits.len() >= k || filter.len() == all.len() {
+                return Ok(hits);
+            }
+            budget = budget.saturating_mul(8);
+        }
+    }
+
+    /// The best `k` rows holding any token of `filter`, ranked by every token.
+    async fn ranked(
+        &self,
+        projects: &[String],
+        scope: &Scope,
+        q: &KeywordQuery,
+        full: &[String],
+        filter: &[String],
+        k: usize,
+    ) -> StoreResult<Vec<PgHit>> {
+        let Some(any) = tsquery_any(filter) else {
             return Ok(Vec::new());
         };
         // Title (A) and text (D) count alike; normalisation 1 divides by 1 + log(length), as
@@ -627,7 +653,7 @@ impl PgSearch {
              LIMIT $8",
         )
         .bind(&any)
-        .bind(tsquery_any(&full))
+        .bind(tsquery_any(full))
         .bind(q.bigram_weight)
         .bind(tsquery_any(&q.cjk))
         .bind(projects)
