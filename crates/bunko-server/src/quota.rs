@@ -113,6 +113,18 @@ impl Now {
     pub fn day_start(self) -> i64 {
         self.day() * 86_400_000
     }
+    /// Seconds until each measure's window (in [`MEASURES`] order) starts again.
+    fn resets(self) -> [u64; 4] {
+        let w = self.windows();
+        let to_minute = 60 - (self.ms.div_euclid(1000) % 60) as u64;
+        let until = |end: i64| (end - self.ms).max(0) as u64 / 1000 + 1;
+        [
+            to_minute,
+            to_minute,
+            until(w.day_end_ms),
+            until(w.month_end_ms),
+        ]
+    }
     fn windows(self) -> QuotaWindows {
         let (month, month_end_ms) = self.month();
         QuotaWindows {
@@ -199,16 +211,21 @@ fn subject_id(k: &SubjectKey) -> String {
     format!("{}:{}", k.0.as_str(), k.1)
 }
 
+/// The distinct subjects of the quotas that apply, in a fixed order.
+fn distinct<'a>(matched: &'a [(&QuotaConfig, SubjectKey)]) -> Vec<&'a SubjectKey> {
+    let mut keys: Vec<&SubjectKey> = matched.iter().map(|(_, k)| k).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// One request for each subject of the quotas that apply.
 fn count_request(
     counters: &mut HashMap<SubjectKey, Counter>,
     matched: &[(&QuotaConfig, SubjectKey)],
     now: Now,
 ) {
-    let mut keys: Vec<&SubjectKey> = matched.iter().map(|(_, k)| k).collect();
-    keys.sort();
-    keys.dedup();
-    for k in keys {
+    for k in distinct(matched) {
         let c = counters.entry(k.clone()).or_default();
         c.roll(now);
         c.used.requests += 1;
@@ -296,10 +313,7 @@ impl Quotas {
         used: impl Fn(&SubjectKey) -> QuotaUsage,
         now: Now,
     ) -> Result<Vec<String>, Exceeded> {
-        let to_minute = 60 - (now.ms.div_euclid(1000) % 60) as u64;
-        let to_day = ((now.day() + 1) * 86_400_000 - now.ms).max(0) as u64 / 1000 + 1;
-        let to_month = ((now.month().1 - now.ms).max(0) as u64) / 1000 + 1;
-        let resets = [to_minute, to_minute, to_day, to_month];
+        let resets = now.resets();
         let mut warnings = Vec::new();
         for (q, subject) in matched {
             let used = measures(&used(subject));
@@ -365,19 +379,17 @@ impl Quotas {
         matched: &[(&QuotaConfig, SubjectKey)],
         now: Now,
     ) -> Option<Result<Vec<String>, Exceeded>> {
-        let mut keys: Vec<&SubjectKey> = Vec::new();
-        let mut subjects: Vec<QuotaSubject> = Vec::new();
+        let keys = distinct(matched);
+        let mut subjects: Vec<QuotaSubject> = keys
+            .iter()
+            .map(|k| QuotaSubject {
+                id: subject_id(k),
+                limits: [None; 4],
+            })
+            .collect();
         for (q, k) in matched {
-            let i = match keys.iter().position(|x| *x == k) {
-                Some(i) => i,
-                None => {
-                    keys.push(k);
-                    subjects.push(QuotaSubject {
-                        id: subject_id(k),
-                        limits: [None; 4],
-                    });
-                    subjects.len() - 1
-                }
+            let Ok(i) = keys.binary_search(&k) else {
+                continue;
             };
             for (lowest, limit) in subjects[i].limits.iter_mut().zip(limits(q)) {
                 *lowest = match (*lowest, limit) {
@@ -398,8 +410,8 @@ impl Quotas {
             QuotaAdmission::Unseeded => return None,
         };
         let used_of = |k: &SubjectKey| {
-            keys.iter()
-                .position(|x| *x == k)
+            keys.binary_search(&k)
+                .ok()
                 .and_then(|i| used.get(i).copied())
                 .unwrap_or_default()
         };
@@ -407,7 +419,7 @@ impl Quotas {
         Some(match (admitted, verdict) {
             (false, Ok(_)) => Err(Exceeded {
                 message: "a quota is used up".to_owned(),
-                retry_after_secs: 60 - (now.ms.div_euclid(1000) % 60) as u64,
+                retry_after_secs: now.resets()[0],
             }),
             (_, v) => v,
         })
@@ -448,19 +460,18 @@ impl Quotas {
         if self.rules.is_empty() {
             return;
         }
-        let mut keys: Vec<SubjectKey> = self.matched(who).into_iter().map(|(_, k)| k).collect();
-        keys.sort();
-        keys.dedup();
+        let matched = self.matched(who);
+        let keys = distinct(&matched);
         if let Some(shared) = &self.shared
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             let counters = shared.counters.clone();
-            let ids: Vec<String> = keys.iter().map(subject_id).collect();
+            let ids: Vec<String> = keys.iter().map(|k| subject_id(k)).collect();
             rt.spawn(async move { counters.charge(&ids, now.windows(), tokens, cost).await });
         }
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         for k in keys {
-            let c = counters.entry(k).or_default();
+            let c = counters.entry(k.clone()).or_default();
             c.roll(now);
             c.used.minute_tokens += tokens;
             c.used.day_tokens += tokens;
