@@ -92,7 +92,8 @@ struct TermStats {
 
 impl TermStats {
     /// The tokens to filter rows by: rarest first while the estimated rows stay within
-    /// `budget` (at least one); every token when the statistics know none of them.
+    /// `budget` (at least one). A token the statistics do not list counts as half the least
+    /// common listed one.
     fn filter<'a>(&self, tokens: &'a [String], budget: usize) -> Vec<&'a String> {
         let mut by_share: Vec<(f32, &String)> = tokens
             .iter()
